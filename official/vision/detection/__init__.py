@@ -1,0 +1,1 @@
+"""FCOS object detection for MegEngine, compatible with the official model-hub weights."""

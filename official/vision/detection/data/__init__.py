@@ -1,0 +1,1 @@
+"""Datasets, transforms, samplers and the batch collator."""

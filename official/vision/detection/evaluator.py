@@ -1,0 +1,140 @@
+"""DetEvaluator: pre-processing, detections from a model, COCO formatting and drawing."""
+import colorsys
+
+import cv2
+import numpy as np
+
+from .data.coco_categories import COCO_CATEGORY_IDS
+from .layers.postprocess import detect
+
+
+def _to_numpy(value):
+    return value if isinstance(value, np.ndarray) else value.numpy()
+
+
+class DetEvaluator:
+    """Wraps a detector with ``cfg`` and ``inference(image, im_info) -> (scores [N, P, K],
+    boxes [N, P, 4])``: the eager ``FCOS`` or a compiled model from ``deploy``."""
+
+    def __init__(self, model):
+        self.model = model
+        self.cfg = model.cfg
+
+    # ---------------------------- pre-processing ---------------------------- #
+    @staticmethod
+    def get_hw_by_short_size(im_height, im_width, short_size, max_size):
+        """Resized (height, width): short side to ``short_size`` unless the long side would
+        pass ``max_size``, in which case the long side becomes ``max_size``."""
+        scale = short_size / min(im_height, im_width)
+        if scale * max(im_height, im_width) > max_size:
+            scale = max_size / max(im_height, im_width)
+        return int(round(im_height * scale)), int(round(im_width * scale))
+
+    @staticmethod
+    def to_bgr(img):
+        """A 3-channel BGR view of a BGR, grayscale or BGRA image array."""
+        if img is None:
+            raise ValueError(
+                "image is None: cv2.imread returns None for a missing or unreadable file; "
+                "check the path"
+            )
+        img = np.asarray(img)
+        if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+            return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
+        if img.ndim == 3 and img.shape[2] == 4:
+            return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(
+                "expected an image of shape (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), got "
+                "{}".format(img.shape)
+            )
+        return img
+
+    @staticmethod
+    def process_inputs(img, short_size, max_size, flip=False):
+        """Resize (and optionally flip) one image for the model.
+
+        Returns data float32 [1, 3, rh, rw] (BGR, 0-255) and im_info float32
+        [[rh, rw, h, w]].
+        """
+        img = DetEvaluator.to_bgr(img)
+        height, width = img.shape[:2]
+        resized_h, resized_w = DetEvaluator.get_hw_by_short_size(
+            height, width, short_size, max_size)
+        resized = cv2.resize(img, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
+        if flip:
+            resized = resized[:, ::-1]
+        data = np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
+        im_info = np.array([[resized_h, resized_w, height, width]], dtype=np.float32)
+        return data, im_info
+
+    # ------------------------------- detection ------------------------------ #
+    def predict(self, image, im_info):
+        """Detections of a batch: one [K, 6] float32 array (x1, y1, x2, y2, score, class
+        index) for a batch of one, a list of them otherwise."""
+        scores, boxes = self.model.inference(image, im_info)
+        detections = self.detections(_to_numpy(scores), _to_numpy(boxes))
+        return detections[0] if len(detections) == 1 else detections
+
+    def detections(self, scores, boxes):
+        """Score threshold, batched NMS and top-k for each image of [N, P, K] / [N, P, 4]."""
+        cfg = self.cfg
+        return [
+            detect(s, b, cfg.test_cls_threshold, cfg.test_nms, cfg.test_max_boxes_per_image)
+            for s, b in zip(scores, boxes)
+        ]
+
+    # ------------------------------ formatting ------------------------------ #
+    @staticmethod
+    def format(results, cfg, category_ids=None):
+        """COCO result dicts from records {"image_id": id, "det_res": [K, 6] array}.
+
+        ``category_ids[label]`` is the annotation-file id of each label; by default the COCO ids
+        of the 80 released classes.
+        """
+        if category_ids is None:
+            if cfg.num_classes != len(COCO_CATEGORY_IDS):
+                raise ValueError(
+                    "pass category_ids (the dataset's category id of each label): the model "
+                    "has {} classes, not COCO's 80".format(cfg.num_classes)
+                )
+            category_ids = COCO_CATEGORY_IDS
+        formatted = []
+        for record in results:
+            for x1, y1, x2, y2, score, label in np.asarray(record["det_res"]).reshape(-1, 6):
+                formatted.append({
+                    "image_id": record["image_id"],
+                    "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                    "score": float(score),
+                    "category_id": int(category_ids[int(label)]),
+                })
+        return formatted
+
+    # ------------------------------- drawing -------------------------------- #
+    @staticmethod
+    def class_color(label):
+        """A fixed BGR colour per class (hues spread by the golden ratio)."""
+        red, green, blue = colorsys.hsv_to_rgb((label * 0.618033988749895) % 1.0, 0.85, 0.95)
+        return int(blue * 255), int(green * 255), int(red * 255)
+
+    @staticmethod
+    def vis_det(img, dets, classes=None, thresh=0.3, is_show_label=True):
+        """A copy of ``img`` with the detections scoring above ``thresh`` drawn on it."""
+        canvas = DetEvaluator.to_bgr(img).copy()
+        for x1, y1, x2, y2, score, label in np.asarray(dets).reshape(-1, 6):
+            if score < thresh:
+                continue
+            label = int(label)
+            color = DetEvaluator.class_color(label)
+            top_left, bottom_right = (int(x1), int(y1)), (int(x2), int(y2))
+            cv2.rectangle(canvas, top_left, bottom_right, color, 2)
+            if is_show_label:
+                name = classes[label] if classes is not None and label < len(classes) else str(label)
+                text = "{} {:.2f}".format(name, score)
+                (text_w, text_h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+                text_y = max(int(y1), text_h + 2)
+                cv2.rectangle(canvas, (int(x1), text_y - text_h - 2), (int(x1) + text_w, text_y),
+                              color, -1)
+                cv2.putText(canvas, text, (int(x1), text_y - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                            (255, 255, 255), 1, cv2.LINE_AA)
+        return canvas

@@ -1,0 +1,1 @@
+"""Building blocks of the detector: norms, FPN, head, points, targets, losses, NMS."""

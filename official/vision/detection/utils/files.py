@@ -1,0 +1,35 @@
+"""Atomic file output: a crash never leaves a half-written checkpoint or result file."""
+import contextlib
+import json
+import os
+import tempfile
+
+import megengine as mge
+
+
+@contextlib.contextmanager
+def atomic_target(path):
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path),
+                                         dir=directory)
+    os.close(handle)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def save_atomic(obj, path):
+    """megengine.save to ``path`` atomically."""
+    with atomic_target(path) as temporary:
+        mge.save(obj, temporary)
+
+
+def write_json_atomic(obj, path):
+    with atomic_target(path) as temporary:
+        with open(temporary, "w") as f:
+            json.dump(obj, f)

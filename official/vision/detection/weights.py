@@ -1,0 +1,140 @@
+"""Weight files: the hub download cache, checkpoint formats, and loading by name and shape.
+
+``pretrained`` is ``megengine.hub.pretrained`` with three additions: an offline machine gets one
+error naming the URL and the cache path to fill by hand; keyword arguments of the factory
+override config fields; and when an override changes a tensor's shape (``num_classes=3``), the
+matching tensors load and the rest keep their fresh initialization, with a report.
+"""
+import functools
+import hashlib
+import os
+from urllib.parse import urlparse
+
+import megengine as mge
+from megengine import hub
+from megengine.utils.http_download import download_from_url
+
+from .utils.files import atomic_target
+
+logger = mge.get_logger(__name__)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """A weight file could not be found, downloaded or read."""
+
+
+def megengine_home():
+    """MGE_HOME as megengine.hub resolves it (XDG_CACHE_HOME/megengine by default)."""
+    cache = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return os.path.expanduser(os.getenv("MGE_HOME", os.path.join(cache, "megengine")))
+
+
+def weight_cache_path(url):
+    """Where megengine.hub keeps the download of ``url``: MGE_HOME/serialized/<sha256[:6]>_<name>."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:6]
+    name = os.path.basename(urlparse(url).path)
+    return os.path.join(megengine_home(), "serialized", "{}_{}".format(digest, name))
+
+
+def _read(path):
+    try:
+        return mge.load(path, map_location="cpu0")
+    except Exception as error:  # pylint: disable=broad-except
+        raise WeightsUnavailableError(
+            "cannot read weight file {} ({}: {}); it may be truncated or not a MegEngine "
+            "pickle: replace it".format(path, type(error).__name__, error)
+        ) from None
+
+
+def load_weight_file(source):
+    """Load a local weight file, or a URL through the hub cache (downloading it once)."""
+    if os.path.exists(source):
+        return _read(source)
+    if "://" not in source:
+        raise WeightsUnavailableError("weight file not found: {}".format(source))
+    cached = weight_cache_path(source)
+    if not os.path.exists(cached):
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        try:
+            with atomic_target(cached) as partial:
+                download_from_url(source, partial)
+        except Exception as error:  # pylint: disable=broad-except
+            raise WeightsUnavailableError(
+                "could not download {} ({}); download it by hand and save it as {}".format(
+                    source, type(error).__name__, cached)
+            ) from None
+    return _read(cached)
+
+
+def state_dict_of(checkpoint):
+    """The model tensors of a plain state_dict or of a training checkpoint."""
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        return checkpoint["state_dict"]
+    if isinstance(checkpoint, dict) and all(isinstance(k, str) for k in checkpoint):
+        return checkpoint
+    raise WeightsUnavailableError(
+        "expected a state_dict or a checkpoint with a 'state_dict' entry, got {}".format(
+            type(checkpoint).__name__)
+    )
+
+
+class LoadReport:
+    """Which model tensors came from a file and which did not."""
+
+    def __init__(self, loaded, reinitialized, unused):
+        self.loaded = loaded  # names
+        self.reinitialized = reinitialized  # name -> reason
+        self.unused = unused  # file names the model does not have
+
+    @property
+    def complete(self):
+        return not self.reinitialized and not self.unused
+
+    def table(self):
+        lines = ["loaded {} tensors, re-initialized {}, unused {}".format(
+            len(self.loaded), len(self.reinitialized), len(self.unused))]
+        lines += ["  re-initialized  {:<50} {}".format(k, v)
+                  for k, v in sorted(self.reinitialized.items())]
+        lines += ["  unused          {}".format(k) for k in sorted(self.unused)]
+        return "\n".join(lines)
+
+
+def load_matching_weights(model, state_dict):
+    """Copy every tensor whose name and shape match into ``model``; report the rest."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    matching, reinitialized = {}, {}
+    for name, shape in own.items():
+        if name not in state_dict:
+            reinitialized[name] = "missing from the file"
+        elif tuple(state_dict[name].shape) != shape:
+            reinitialized[name] = "shape {} in the file, {} in the model".format(
+                tuple(state_dict[name].shape), shape)
+        else:
+            matching[name] = state_dict[name]
+    model.load_state_dict(matching, strict=False)
+    unused = sorted(set(state_dict) - set(own))
+    return LoadReport(sorted(matching), reinitialized, unused)
+
+
+class pretrained(hub.pretrained):  # pylint: disable=invalid-name
+    """``@pretrained(URL)`` on a factory ``f(**config_overrides) -> model``."""
+
+    def __call__(self, func):
+        url = self.url
+
+        @functools.wraps(func)
+        def factory(pretrained=False, **overrides):  # pylint: disable=redefined-outer-name
+            model = func(**overrides)
+            if pretrained:
+                report = load_matching_weights(model, state_dict_of(load_weight_file(url)))
+                if not report.complete:
+                    if not overrides:
+                        raise WeightsUnavailableError(
+                            "{} does not fit {}: {}".format(
+                                weight_cache_path(url), func.__name__, report.table())
+                        )
+                    logger.info("%s from %s\n%s", func.__name__, url, report.table())
+            return model
+
+        factory.url = url
+        return factory

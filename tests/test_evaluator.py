@@ -1,0 +1,94 @@
+import cv2
+import numpy as np
+import pytest
+
+from official.vision.detection.evaluator import DetEvaluator
+from official.vision.detection.models import FCOSConfig
+
+
+def test_resize_rule_short_side_then_long_side_cap():
+    assert DetEvaluator.get_hw_by_short_size(480, 640, 800, 1333) == (800, 1067)
+    # 800 / 300 * 1200 = 3200 > 1333, so the long side is capped
+    assert DetEvaluator.get_hw_by_short_size(300, 1200, 800, 1333) == (333, 1333)
+
+
+def test_process_inputs_returns_nchw_float_and_im_info():
+    img = np.random.RandomState(0).randint(0, 255, (48, 64, 3), dtype=np.uint8)
+    data, im_info = DetEvaluator.process_inputs(img, 96, 200)
+    assert data.shape == (1, 3, 96, 128) and data.dtype == np.float32
+    np.testing.assert_array_equal(im_info, [[96, 128, 48, 64]])
+    expected = cv2.resize(img, (128, 96), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(data[0].transpose(1, 2, 0), expected)
+
+
+def test_flip_mirrors_the_resized_image():
+    img = np.random.RandomState(1).randint(0, 255, (20, 30, 3), dtype=np.uint8)
+    data, _ = DetEvaluator.process_inputs(img, 20, 100)
+    flipped, _ = DetEvaluator.process_inputs(img, 20, 100, flip=True)
+    np.testing.assert_array_equal(flipped, data[..., ::-1])
+
+
+@pytest.mark.parametrize("shape", [(30, 40), (30, 40, 1), (30, 40, 4)])
+def test_grayscale_and_four_channel_images_become_bgr(shape):
+    img = np.full(shape, 100, dtype=np.uint8)
+    data, im_info = DetEvaluator.process_inputs(img, 30, 100)
+    assert data.shape == (1, 3, 30, 40)
+    assert (data == 100).all()
+
+
+def test_unreadable_image_is_a_clear_error():
+    with pytest.raises(ValueError, match="cv2.imread returns None"):
+        DetEvaluator.process_inputs(cv2.imread("/no/such/file.jpg"), 800, 1333)
+    with pytest.raises(ValueError, match="expected an image of shape"):
+        DetEvaluator.process_inputs(np.zeros((4, 4, 2), np.uint8), 800, 1333)
+
+
+def test_predict_returns_thresholded_sorted_detections(tiny_model):
+    img = np.random.RandomState(2).randint(0, 255, (60, 90, 3), dtype=np.uint8)
+    data, im_info = DetEvaluator.process_inputs(img, 64, 128)
+    evaluator = DetEvaluator(tiny_model)
+    dets = evaluator.predict(image=data, im_info=im_info)
+    cfg = tiny_model.cfg
+    assert dets.shape[1] == 6 and 0 < len(dets) <= cfg.test_max_boxes_per_image
+    assert (dets[:, 4] > cfg.test_cls_threshold).all()
+    assert (np.diff(dets[:, 4]) <= 0).all()
+    assert set(dets[:, 5].astype(int)) <= set(range(cfg.num_classes))
+    assert dets[:, [0, 2]].max() <= 90 and dets[:, [1, 3]].max() <= 60
+
+
+def test_predict_on_a_batch_returns_one_array_per_image(tiny_model):
+    img = np.random.RandomState(3).randint(0, 255, (64, 96, 3), dtype=np.uint8)
+    data, im_info = DetEvaluator.process_inputs(img, 64, 128)
+    evaluator = DetEvaluator(tiny_model)
+    single = evaluator.predict(image=data, im_info=im_info)
+    batch = evaluator.predict(image=np.concatenate([data, data]),
+                              im_info=np.concatenate([im_info, im_info]))
+    assert len(batch) == 2
+    for dets in batch:
+        np.testing.assert_allclose(dets, single, atol=1e-4)
+
+
+def test_format_uses_the_dataset_category_ids_and_xywh():
+    dets = np.array([[10, 20, 30, 60, 0.9, 0], [0, 0, 5, 5, 0.5, 79]], np.float32)
+    coco = DetEvaluator.format([{"image_id": 42, "det_res": dets}], FCOSConfig())
+    assert [r["category_id"] for r in coco] == [1, 90]
+    assert coco[0]["bbox"] == [10, 20, 20, 40] and coco[0]["image_id"] == 42
+    custom = DetEvaluator.format([{"image_id": 7, "det_res": dets[:1]}],
+                                 FCOSConfig().update(num_classes=2), category_ids=[17, 3])
+    assert custom[0]["category_id"] == 17
+
+
+def test_format_without_category_ids_for_a_custom_dataset_is_an_error():
+    with pytest.raises(ValueError, match="category_ids"):
+        DetEvaluator.format([], FCOSConfig().update(num_classes=3))
+
+
+def test_vis_det_draws_boxes_above_threshold_in_fixed_colours():
+    img = np.zeros((50, 80, 3), np.uint8)
+    dets = np.array([[10, 10, 40, 40, 0.9, 2], [50, 5, 70, 45, 0.1, 1]], np.float32)
+    first = DetEvaluator.vis_det(img, dets, classes=["a", "b", "c"], thresh=0.3)
+    second = DetEvaluator.vis_det(img, dets, classes=["a", "b", "c"], thresh=0.3)
+    np.testing.assert_array_equal(first, second)
+    assert tuple(first[40, 25]) == DetEvaluator.class_color(2)  # bottom edge of the box
+    assert not first[20:, 45:].any()  # the low-score box is not drawn
+    assert not img.any()  # the input is left untouched
