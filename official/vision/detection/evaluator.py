@@ -5,11 +5,18 @@ import cv2
 import numpy as np
 
 from .data.coco_categories import COCO_CATEGORY_IDS
+from .data.collate import stack_padded
+from .data.transforms import resize, resized_hw
 from .layers.postprocess import detect
 
 
 def _to_numpy(value):
     return value if isinstance(value, np.ndarray) else value.numpy()
+
+
+def unflip_boxes(boxes, width):
+    """Boxes [P, 4] predicted on a mirrored image of ``width``, in the unmirrored image."""
+    return np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
 
 
 class DetEvaluator:
@@ -23,12 +30,9 @@ class DetEvaluator:
     # ---------------------------- pre-processing ---------------------------- #
     @staticmethod
     def get_hw_by_short_size(im_height, im_width, short_size, max_size):
-        """Resized (height, width): short side to ``short_size`` unless the long side would
-        pass ``max_size``, in which case the long side becomes ``max_size``."""
-        scale = short_size / min(im_height, im_width)
-        if scale * max(im_height, im_width) > max_size:
-            scale = max_size / max(im_height, im_width)
-        return int(round(im_height * scale)), int(round(im_width * scale))
+        """Resized (height, width): the short side becomes ``short_size`` unless the long side
+        would pass ``max_size``, in which case the long side becomes ``max_size``."""
+        return resized_hw(im_height, im_width, short_size, max_size)
 
     @staticmethod
     def to_bgr(img):
@@ -59,9 +63,7 @@ class DetEvaluator:
         """
         img = DetEvaluator.to_bgr(img)
         height, width = img.shape[:2]
-        resized_h, resized_w = DetEvaluator.get_hw_by_short_size(
-            height, width, short_size, max_size)
-        resized = cv2.resize(img, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
+        resized, (resized_h, resized_w) = resize(img, short_size, max_size)
         if flip:
             resized = resized[:, ::-1]
         data = np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
@@ -76,8 +78,46 @@ class DetEvaluator:
         detections = self.detections(_to_numpy(scores), _to_numpy(boxes))
         return detections[0] if len(detections) == 1 else detections
 
+    def predict_images(self, images, tta=False):
+        """Detections ([K, 6] each) of BGR images at the config's test size.
+
+        Images that share a padded input size run in one forward. With ``tta``, every image is
+        also run at ``cfg.test_tta_short_sizes`` and (``cfg.test_tta_flip``) mirrored; the
+        candidates of all views are merged before one NMS per image.
+        """
+        images = [self.to_bgr(image) for image in images]
+        scores = [[] for _ in images]
+        boxes = [[] for _ in images]
+        for short_size, flip in self.views(tta):
+            by_shape = {}
+            for index, image in enumerate(images):
+                data, im_info = self.process_inputs(image, short_size, self.cfg.test_image_max_size,
+                                                    flip)
+                key = tuple(-(-side // 32) for side in data.shape[2:])
+                by_shape.setdefault(key, []).append((index, data, im_info))
+            for group in by_shape.values():
+                batch = stack_padded([data[0] for _, data, _ in group])
+                im_info = np.concatenate([info for _, _, info in group])
+                view_scores, view_boxes = self.model.inference(batch, im_info)
+                view_scores, view_boxes = _to_numpy(view_scores), _to_numpy(view_boxes)
+                for row, (index, _, info) in enumerate(group):
+                    scores[index].append(view_scores[row])
+                    boxes[index].append(unflip_boxes(view_boxes[row], info[0, 3]) if flip
+                                        else view_boxes[row])
+        return self.detections([np.concatenate(s) for s in scores],
+                               [np.concatenate(b) for b in boxes])
+
+    def views(self, tta):
+        """(short_size, flip) of each test-time view; just the plain test size without tta."""
+        if not tta:
+            return [(self.cfg.test_image_short_size, False)]
+        sizes = sorted(set([self.cfg.test_image_short_size] + list(self.cfg.test_tta_short_sizes)))
+        flips = [False, True] if self.cfg.test_tta_flip else [False]
+        return [(size, flip) for size in sizes for flip in flips]
+
     def detections(self, scores, boxes):
-        """Score threshold, batched NMS and top-k for each image of [N, P, K] / [N, P, 4]."""
+        """Score threshold, batched NMS and top-k for each image's [P, K] scores and [P, 4]
+        boxes (sequences over images)."""
         cfg = self.cfg
         return [
             detect(s, b, cfg.test_cls_threshold, cfg.test_nms, cfg.test_max_boxes_per_image)

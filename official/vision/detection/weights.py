@@ -116,6 +116,14 @@ def load_matching_weights(model, state_dict):
     return LoadReport(sorted(matching), reinitialized, unused)
 
 
+def load_model_weights(model, source):
+    """Load a weight file or URL that must fit ``model`` exactly (names and shapes)."""
+    report = load_matching_weights(model, state_dict_of(load_weight_file(source)))
+    if not report.complete:
+        raise WeightsUnavailableError("{} does not fit the {} model: {}".format(
+            source, type(model).__name__, report.table()))
+
+
 class pretrained(hub.pretrained):  # pylint: disable=invalid-name
     """``@pretrained(URL)`` on a factory ``f(**config_overrides) -> model``."""
 
@@ -125,15 +133,11 @@ class pretrained(hub.pretrained):  # pylint: disable=invalid-name
         @functools.wraps(func)
         def factory(pretrained=False, **overrides):  # pylint: disable=redefined-outer-name
             model = func(**overrides)
-            if pretrained:
+            if pretrained and not overrides:
+                load_model_weights(model, url)
+            elif pretrained:
                 report = load_matching_weights(model, state_dict_of(load_weight_file(url)))
-                if not report.complete:
-                    if not overrides:
-                        raise WeightsUnavailableError(
-                            "{} does not fit {}: {}".format(
-                                weight_cache_path(url), func.__name__, report.table())
-                        )
-                    logger.info("%s from %s\n%s", func.__name__, url, report.table())
+                logger.info("%s from %s\n%s", func.__name__, url, report.table())
             return model
 
         factory.url = url

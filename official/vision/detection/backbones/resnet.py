@@ -6,6 +6,7 @@ classification ResNet, so the published detection and ImageNet weights load by n
 import megengine.functional as F
 import megengine.module as M
 
+from ..layers.conv import Conv2d
 from ..layers.norm import get_norm
 
 
@@ -13,7 +14,7 @@ def _shortcut(in_channels, out_channels, stride, norm):
     if in_channels == out_channels and stride == 1:
         return None
     return M.Sequential(
-        M.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+        Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
         norm(out_channels),
     )
 
@@ -25,9 +26,9 @@ class BasicBlock(M.Module):
         super().__init__()
         if groups != 1 or width_per_group != 64:
             raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
-        self.conv1 = M.Conv2d(in_channels, channels, 3, stride, padding=1, bias=False)
+        self.conv1 = Conv2d(in_channels, channels, 3, stride, padding=1, bias=False)
         self.bn1 = norm(channels)
-        self.conv2 = M.Conv2d(channels, channels, 3, 1, padding=1, bias=False)
+        self.conv2 = Conv2d(channels, channels, 3, 1, padding=1, bias=False)
         self.bn2 = norm(channels)
         self.downsample = _shortcut(in_channels, channels, stride, norm)
 
@@ -47,11 +48,11 @@ class Bottleneck(M.Module):
         super().__init__()
         width = int(channels * (width_per_group / 64.0)) * groups
         out_channels = channels * self.expansion
-        self.conv1 = M.Conv2d(in_channels, width, 1, bias=False)
+        self.conv1 = Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = norm(width)
-        self.conv2 = M.Conv2d(width, width, 3, stride, padding=1, groups=groups, bias=False)
+        self.conv2 = Conv2d(width, width, 3, stride, padding=1, groups=groups, bias=False)
         self.bn2 = norm(width)
-        self.conv3 = M.Conv2d(width, out_channels, 1, bias=False)
+        self.conv3 = Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = norm(out_channels)
         self.downsample = _shortcut(in_channels, out_channels, stride, norm)
 
@@ -62,6 +63,14 @@ class Bottleneck(M.Module):
         x = self.bn3(self.conv3(x))
         return F.relu(x + identity)
 
+
+# ImageNet classification weights of MegEngine's model hub, loaded into the backbone when
+# training starts with cfg.backbone_pretrained (the other backbones need `-w`)
+IMAGENET_WEIGHTS = {
+    "resnet18": "https://data.megengine.org.cn/models/weights/resnet18_naiveaug_70312_78a63ca6.pkl",
+    "resnet34": "https://data.megengine.org.cn/models/weights/resnet34_naiveaug_73960_fd9d869d.pkl",
+    "resnet50": "https://data.megengine.org.cn/models/weights/resnet50_fbaug_76254_4e14b7d1.pkl",
+}
 
 # name -> (block, blocks per stage, groups, width per group)
 ARCHITECTURES = {
@@ -86,7 +95,7 @@ class ResNet(M.Module):
         super().__init__()
         norm = get_norm(norm)
         self.freeze_at = freeze_at
-        self.conv1 = M.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.conv1 = Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm(64)
         self.maxpool = M.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_channels = 64

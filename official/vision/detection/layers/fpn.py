@@ -4,7 +4,8 @@ import math
 import megengine.functional as F
 import megengine.module as M
 
-from .norm import Conv2d, get_norm
+from .conv import Conv2d
+from .norm import get_norm
 
 
 class LastLevelP6P7(M.Module):
@@ -13,8 +14,8 @@ class LastLevelP6P7(M.Module):
     def __init__(self, in_channels, out_channels, in_feature="p5"):
         super().__init__()
         self.in_feature = in_feature
-        self.p6 = M.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
-        self.p7 = M.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
+        self.p6 = Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
+        self.p7 = Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
 
     def forward(self, x):
         p6 = self.p6(x)

@@ -1,4 +1,4 @@
-"""Normalization layers selected by name, and a convolution that may carry one."""
+"""Normalization layers selected by name."""
 import numpy as np
 
 import megengine as mge
@@ -51,14 +51,3 @@ def get_norm(name):
         )
     return NORMS[name]
 
-
-class Conv2d(M.Conv2d):
-    """M.Conv2d followed by an optional norm stored as ``.norm`` (the official layout)."""
-
-    def __init__(self, *args, norm=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.norm = norm
-
-    def forward(self, x):
-        x = super().forward(x)
-        return x if self.norm is None else self.norm(x)

@@ -7,11 +7,13 @@ import megengine as mge
 import megengine.functional as F
 import megengine.module as M
 
+from .conv import Conv2d
+
 
 def _tower(channels, num_convs):
     layers = []
     for _ in range(num_convs):
-        layers += [M.Conv2d(channels, channels, 3, padding=1), M.GroupNorm(32, channels), M.ReLU()]
+        layers += [Conv2d(channels, channels, 3, padding=1), M.GroupNorm(32, channels), M.ReLU()]
     return M.Sequential(*layers)
 
 
@@ -26,9 +28,9 @@ class PointHead(M.Module):
         self.strides = list(strides)
         self.cls_subnet = _tower(in_channels, num_convs)
         self.bbox_subnet = _tower(in_channels, num_convs)
-        self.cls_score = M.Conv2d(in_channels, num_classes, 3, padding=1)
-        self.bbox_pred = M.Conv2d(in_channels, 4, 3, padding=1)
-        self.ctrness = M.Conv2d(in_channels, 1, 3, padding=1)
+        self.cls_score = Conv2d(in_channels, num_classes, 3, padding=1)
+        self.bbox_pred = Conv2d(in_channels, 4, 3, padding=1)
+        self.ctrness = Conv2d(in_channels, 1, 3, padding=1)
         for module in self.modules():
             if isinstance(module, M.Conv2d):
                 M.init.normal_(module.weight, mean=0, std=0.01)

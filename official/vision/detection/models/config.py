@@ -83,6 +83,9 @@ class FCOSConfig:
         self.test_vis_threshold = 0.3
         self.test_cls_threshold = 0.05
         self.test_nms = 0.6
+        # test-time augmentation (--tta): extra short sides, and mirrored copies of every view
+        self.test_tta_short_sizes = (640, 960)
+        self.test_tta_flip = True
 
     def update(self, **overrides):
         """Set existing attributes by name and return self; an unknown name is an error."""

@@ -1,0 +1,106 @@
+"""COCO-format detection datasets: any annotation file, any file names and sub-folders.
+
+Image ids and category ids come from the annotation file; categories are mapped to contiguous
+labels 0..K-1 in ascending id order (``category_ids[label]`` maps back).
+"""
+import os
+
+import cv2
+import numpy as np
+from pycocotools.coco import COCO
+
+
+class DatasetError(ValueError):
+    """A dataset path, annotation file or image that cannot be used."""
+
+
+def resolve_dataset_paths(dataset_cfg, dataset_dir):
+    """(image folder, annotation file) of a config's ``train_dataset``/``test_dataset`` dict.
+
+    Relative paths resolve as ``dataset_dir/<name>/<path>``; absolute paths are used as given.
+    """
+    missing = [key for key in ("name", "root", "ann_file") if key not in dataset_cfg]
+    if missing:
+        raise DatasetError("dataset config {} lacks {}".format(dataset_cfg, ", ".join(missing)))
+    base = os.path.join(dataset_dir or "", dataset_cfg["name"])
+    return (os.path.join(base, dataset_cfg["root"]), os.path.join(base, dataset_cfg["ann_file"]))
+
+
+def read_image(path):
+    """A BGR uint8 image; grayscale and 4-channel files are converted to 3 channels."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        reason = "missing" if not os.path.exists(path) else "unreadable or not an image"
+        raise DatasetError("cannot read image {} ({})".format(path, reason))
+    return image
+
+
+def _clean_boxes(annotations, height, width):
+    """xyxy float32 boxes and category ids of usable annotations: crowd regions are ignored,
+    boxes are clipped to the image, and boxes without area are dropped."""
+    boxes, category_ids = [], []
+    for ann in annotations:
+        if ann.get("iscrowd", 0):
+            continue
+        x, y, w, h = ann["bbox"]
+        x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+        x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+        if x2 > x1 and y2 > y1:
+            boxes.append([x1, y1, x2, y2])
+            category_ids.append(ann["category_id"])
+    return np.array(boxes, dtype=np.float32).reshape(-1, 4), category_ids
+
+
+class COCODetection:
+    """Images and boxes of one COCO-format annotation file.
+
+    ``dataset[i]`` is a dict: image (BGR uint8 HxWx3), boxes [G, 4] xyxy float32, labels [G]
+    int32, image_id, height, width, file_name.
+    """
+
+    def __init__(self, root, ann_file, remove_images_without_annotations=False):
+        if not os.path.isfile(ann_file):
+            raise DatasetError("annotation file not found: {}".format(ann_file))
+        if not os.path.isdir(root):
+            raise DatasetError("image folder not found: {}".format(root))
+        self.root = root
+        self.coco = COCO(ann_file)
+        self.category_ids = sorted(self.coco.getCatIds())
+        self.class_names = [self.coco.cats[i]["name"] for i in self.category_ids]
+        self._label_of = {cid: label for label, cid in enumerate(self.category_ids)}
+        self.records = []
+        for image_id in sorted(self.coco.getImgIds()):
+            info = self.coco.imgs[image_id]
+            boxes, category_ids = _clean_boxes(
+                self.coco.imgToAnns.get(image_id, []), info["height"], info["width"])
+            if remove_images_without_annotations and len(boxes) == 0:
+                continue
+            labels = np.array([self._label_of[c] for c in category_ids], dtype=np.int32)
+            self.records.append(dict(image_id=image_id, file_name=info["file_name"],
+                                     height=info["height"], width=info["width"],
+                                     boxes=boxes, labels=labels))
+        self._check_files_exist()
+
+    def _check_files_exist(self):
+        missing = [r["file_name"] for r in self.records
+                   if not os.path.isfile(os.path.join(self.root, r["file_name"]))]
+        if missing:
+            raise DatasetError("{} image(s) listed in the annotations are missing under {}, "
+                               "e.g. {}".format(len(missing), self.root, missing[0]))
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        record = self.records[index]
+        image = read_image(os.path.join(self.root, record["file_name"]))
+        if image.shape[:2] != (record["height"], record["width"]):
+            raise DatasetError("image {} is {}x{} but the annotations say {}x{}".format(
+                record["file_name"], image.shape[0], image.shape[1], record["height"],
+                record["width"]))
+        return dict(record, image=image)
+
+    def aspect_ratio_group(self, index):
+        """0 for landscape or square images, 1 for portrait (for batching similar shapes)."""
+        record = self.records[index]
+        return int(record["height"] > record["width"])

@@ -1,0 +1,54 @@
+"""Image and box transforms for training and testing (NumPy / OpenCV)."""
+import cv2
+import numpy as np
+
+
+def resized_hw(height, width, short_size, max_size):
+    """Size after scaling the short side to ``short_size``, unless the long side would exceed
+    ``max_size``, in which case the long side becomes ``max_size``."""
+    scale = short_size / min(height, width)
+    if scale * max(height, width) > max_size:
+        scale = max_size / max(height, width)
+    return int(round(height * scale)), int(round(width * scale))
+
+
+def resize(image, short_size, max_size):
+    """Bilinear resize by the short-side rule; returns the image and its new (h, w)."""
+    height, width = resized_hw(image.shape[0], image.shape[1], short_size, max_size)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR), (height, width)
+
+
+def scale_boxes(boxes, old_hw, new_hw):
+    """Boxes [G, 4] xyxy from an image of size old_hw to one of size new_hw."""
+    scale = np.array([new_hw[1] / old_hw[1], new_hw[0] / old_hw[0]] * 2, dtype=np.float32)
+    return boxes * scale
+
+
+def hflip(image, boxes):
+    """Mirror an image and its boxes left-right."""
+    width = image.shape[1]
+    flipped = boxes.copy()
+    flipped[:, 0], flipped[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
+    return image[:, ::-1], flipped
+
+
+class TrainTransform:
+    """Multi-scale short-side resize (one of ``short_sizes``, capped by ``max_size``) and a
+    horizontal flip with probability ``flip_prob``."""
+
+    def __init__(self, short_sizes, max_size, flip_prob=0.5):
+        self.short_sizes = list(np.atleast_1d(short_sizes))
+        self.max_size = max_size
+        self.flip_prob = flip_prob
+
+    def __call__(self, sample, rng):
+        """sample: dict from a dataset; rng: np.random.Generator. Returns a new dict with the
+        resized image, boxes and ``im_info`` (resized_h, resized_w, original_h, original_w)."""
+        image, boxes = sample["image"], sample["boxes"]
+        short_size = self.short_sizes[rng.integers(len(self.short_sizes))]
+        resized, new_hw = resize(image, short_size, self.max_size)
+        boxes = scale_boxes(boxes, image.shape[:2], new_hw)
+        if rng.random() < self.flip_prob:
+            resized, boxes = hflip(resized, boxes)
+        im_info = (new_hw[0], new_hw[1], image.shape[0], image.shape[1])
+        return dict(sample, image=resized, boxes=boxes, im_info=im_info)

@@ -1,0 +1,1 @@
+"""Training, checkpoints, distributed launch and COCO evaluation."""

@@ -1,0 +1,197 @@
+"""COCO evaluation: detections for every test image, result files, and COCOeval metrics."""
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import pickle
+
+import megengine as mge
+import megengine.distributed as dist
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tqdm import tqdm
+
+from ..data.coco import COCODetection, DatasetError, resolve_dataset_paths
+from ..data.loader import BatchLoader
+from ..data.samplers import inference_batches
+from ..evaluator import DetEvaluator
+from ..utils.config_file import load_config_module
+from ..utils.files import atomic_target, write_json_atomic
+from ..weights import load_model_weights
+from .launch import launch, world_info
+
+logger = mge.get_logger(__name__)
+
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
+                "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def build_test_dataset(cfg, dataset_dir):
+    root, ann_file = resolve_dataset_paths(cfg.test_dataset, dataset_dir)
+    dataset = COCODetection(root, ann_file, cfg.test_dataset.get(
+        "remove_images_without_annotations", False))
+    if len(dataset.category_ids) != cfg.num_classes:
+        raise DatasetError("cfg.num_classes is {} but {} has {} categories".format(
+            cfg.num_classes, ann_file, len(dataset.category_ids)))
+    return dataset
+
+
+class LoadImages:
+    """Batch of dataset indices -> (indices, BGR images); runs in loader workers."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __call__(self, indices):
+        return indices, [self.dataset[i]["image"] for i in indices]
+
+
+def detect_dataset(evaluator, dataset, batch_size=1, tta=False, num_workers=2, world_size=1,
+                   rank=0):
+    """Records {"image_id", "det_res" [K, 6]} for this rank's share of the dataset.
+
+    Batches hold images of one padded input size, so any batch size gives the detections of
+    one image at a time."""
+    cfg = evaluator.cfg
+    sizes = [(r["height"], r["width"]) for r in dataset.records]
+    batches = inference_batches(sizes, batch_size, cfg.test_image_short_size,
+                                cfg.test_image_max_size, world_size, rank)
+    records = {}
+    with BatchLoader(LoadImages(dataset), num_workers) as loader, tqdm(
+            total=sum(map(len, batches)), unit="img", disable=rank != 0,
+            dynamic_ncols=True) as progress:
+        for indices, images in loader.iterate(batches):
+            for index, dets in zip(indices, evaluator.predict_images(images, tta)):
+                records[index] = {"image_id": dataset.records[index]["image_id"], "det_res": dets}
+            progress.update(len(indices))
+    return [records[i] for i in sorted(records)]
+
+
+def gather_records(records, work_dir, world_size, rank):
+    """All ranks' records on rank 0 (None elsewhere), exchanged through files in work_dir."""
+    if world_size == 1:
+        return records
+    part = os.path.join(work_dir, ".records.rank{}.pkl".format(rank))
+    with atomic_target(part) as temporary, open(temporary, "wb") as f:
+        pickle.dump(records, f)
+    dist.group_barrier()
+    if rank != 0:
+        return None
+    merged = []
+    for other in range(world_size):
+        path = os.path.join(work_dir, ".records.rank{}.pkl".format(other))
+        with open(path, "rb") as f:
+            merged += pickle.load(f)
+        os.remove(path)
+    return merged
+
+
+def cocoeval_metrics(coco, results, image_ids):
+    """The 12 COCOeval bbox numbers {name: value} of result dicts on ``image_ids``.
+
+    With no detections at all pycocotools cannot evaluate; every metric is then 0 and a
+    warning says so."""
+    if not results:
+        logger.warning("no detections on %d images: every metric is 0", len(image_ids))
+        return dict.fromkeys(COCO_METRICS, 0.0)
+    with contextlib.redirect_stdout(io.StringIO()):  # the caller prints its own table
+        coco_eval = COCOeval(coco, coco.loadRes(results), "bbox")
+        coco_eval.params.imgIds = list(image_ids)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return dict(zip(COCO_METRICS, (float(v) for v in coco_eval.stats)))
+
+
+def coco_metrics(dataset, records, cfg, results_path):
+    """Write the COCO result file of ``records`` and return their COCO metrics."""
+    results = DetEvaluator.format(records, cfg, dataset.category_ids)
+    write_json_atomic(results, results_path)
+    return cocoeval_metrics(dataset.coco, results, [r["image_id"] for r in records])
+
+
+def metrics_table(rows):
+    """Text table: one row per {label: {metric: value}} entry, the 12 COCO metrics as columns."""
+    label_width = max([len("weights")] + [len(label) for label in rows])
+    lines = ["{:<{w}} ".format("weights", w=label_width) + " ".join(
+        "{:>6}".format(name) for name in COCO_METRICS)]
+    for label, metrics in rows.items():
+        lines.append("{:<{w}} ".format(label, w=label_width) + " ".join(
+            "{:6.3f}".format(metrics[name]) for name in COCO_METRICS))
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class EvalOptions:
+    dataset_dir: str
+    weights: list  # weight files (state_dicts or training checkpoints) to evaluate in turn
+    batch_size: int = 1
+    tta: bool = False
+    results_path: str = None  # default: beside each weight file
+    num_workers: int = 2
+
+
+def results_path_for(weights_path, explicit=None):
+    if explicit:
+        return explicit
+    return os.path.splitext(weights_path)[0] + "_coco_results.json"
+
+
+def evaluate_weights(make_detector, cfg, options, world_size=1, rank=0):
+    """Evaluate each weight file; return {weights path: metrics} on rank 0.
+
+    ``make_detector(weights_path)`` returns a model with ``cfg`` and ``inference``."""
+    dataset = build_test_dataset(cfg, options.dataset_dir)
+    table = {}
+    for weights in options.weights:
+        evaluator = DetEvaluator(make_detector(weights))
+        records = detect_dataset(evaluator, dataset, options.batch_size, options.tta,
+                                 options.num_workers, world_size, rank)
+        results_path = results_path_for(weights, options.results_path)
+        records = gather_records(records, os.path.dirname(os.path.abspath(results_path)),
+                                 world_size, rank)
+        if rank == 0:
+            table[weights] = coco_metrics(dataset, records, cfg, results_path)
+            print(metrics_table({os.path.basename(weights): table[weights]}), flush=True)
+            logger.info("detections written to %s", results_path)
+    return table
+
+
+def evaluate_result_files(ann_file, result_paths):
+    """{result file: metrics} of COCO result files against one annotation file."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(ann_file)
+    table = {}
+    for path in result_paths:
+        with open(path) as f:
+            results = json.load(f)
+        table[path] = cocoeval_metrics(coco, results, sorted(coco.getImgIds()))
+    return table
+
+
+def eager_detector(config_module, cfg):
+    """weights path -> the config's model in eval mode with those weights."""
+    def make(weights):
+        model = config_module.Net(cfg)
+        load_model_weights(model, weights)
+        model.eval()
+        return model
+    return make
+
+
+def test_worker(config_file, options):
+    world_size, rank = world_info()
+    module = load_config_module(config_file)
+    cfg = module.Cfg()
+    return evaluate_weights(eager_detector(module, cfg), cfg, options, world_size, rank)
+
+
+def run_test(config_file, options, num_devices=1):
+    """Evaluate every weight file of ``options``; print one table row per file, and a summary
+    table when there are several."""
+    results = launch(test_worker, (config_file, options), num_devices)
+    table = results if num_devices == 1 else results[0]
+    if len(table) > 1:
+        print(metrics_table({os.path.basename(k): v for k, v in table.items()}))
+    return table

@@ -1,0 +1,191 @@
+"""The training loop: SGD with warm-up and step decay, a checkpoint per epoch, resume."""
+import dataclasses
+import math
+import os
+import time
+
+import numpy as np
+import megengine as mge
+import megengine.distributed as dist
+from megengine.autodiff import GradManager
+from megengine.optimizer import SGD
+from tqdm import tqdm
+
+from ..backbones.resnet import IMAGENET_WEIGHTS
+from ..data.coco import COCODetection, DatasetError, resolve_dataset_paths
+from ..data.collate import collate_train
+from ..data.loader import BatchLoader
+from ..data.samplers import GroupedBatchSampler
+from ..data.transforms import TrainTransform
+from ..utils.config_file import load_config_module
+from ..weights import load_matching_weights, load_weight_file, state_dict_of
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .launch import launch, world_info
+from .schedule import learning_rate, steps_per_epoch
+
+logger = mge.get_logger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or Inf loss; no checkpoint was written for that epoch."""
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    dataset_dir: str
+    output_dir: str
+    batch_size: int = 2  # images per device
+    backbone_weights: str = None  # ImageNet (or other) weights for the backbone
+    resume: bool = False  # continue from the newest checkpoint in output_dir
+    num_workers: int = 2  # data-loading processes per device
+    seed: int = 0
+
+
+class TrainBatches:
+    """Task (epoch, batch number, indices) -> collated batch; the augmentation draws depend
+    only on (seed, epoch, batch number), so a resumed run repeats them."""
+
+    def __init__(self, dataset, transform, seed):
+        self.dataset = dataset
+        self.transform = transform
+        self.seed = seed
+
+    def __call__(self, task):
+        epoch, number, indices = task
+        rng = np.random.default_rng([self.seed, epoch, number])
+        return collate_train([self.transform(self.dataset[i], rng) for i in indices])
+
+
+def build_train_dataset(cfg, dataset_dir):
+    root, ann_file = resolve_dataset_paths(cfg.train_dataset, dataset_dir)
+    dataset = COCODetection(root, ann_file, cfg.train_dataset.get(
+        "remove_images_without_annotations", True))
+    if len(dataset.category_ids) != cfg.num_classes:
+        raise DatasetError("cfg.num_classes is {} but {} has {} categories; set num_classes = "
+                           "{}".format(cfg.num_classes, ann_file, len(dataset.category_ids),
+                                       len(dataset.category_ids)))
+    return dataset
+
+
+def load_backbone_weights(model, path):
+    """Load ImageNet-style weights (a state_dict, classifier included or not) into the
+    backbone and log what did not match."""
+    report = load_matching_weights(model.backbone.bottom_up, state_dict_of(load_weight_file(path)))
+    logger.info("backbone weights from %s: %s", path, report.table())
+
+
+class Trainer:
+    def __init__(self, model, cfg, dataset, options, world_size=1, rank=0):
+        self.model, self.cfg, self.dataset, self.options = model, cfg, dataset, options
+        self.world_size, self.rank = world_size, rank
+        self.total_batch_size = options.batch_size * world_size
+        self.steps_per_epoch = steps_per_epoch(cfg, self.total_batch_size)
+        params = model.trainable_parameters()
+        self.optimizer = SGD(params, lr=learning_rate(cfg, 0, 0, self.total_batch_size),
+                             momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        callbacks = [dist.make_allreduce_cb("mean")] if world_size > 1 else None
+        self.grad_manager = GradManager().attach(params, callbacks=callbacks)
+        self.start_epoch = 0
+        self.iteration = 0  # optimizer steps done so far, over all epochs
+
+    def resume(self, path):
+        checkpoint = load_checkpoint(path)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.iteration = checkpoint["iteration"]
+        logger.info("resumed from %s: epoch %d, iteration %d", path, self.start_epoch,
+                    self.iteration)
+
+    def train(self):
+        self.model.train()
+        if self.world_size > 1:
+            dist.bcast_list_(self.model.tensors())
+        sampler = GroupedBatchSampler(
+            [self.dataset.aspect_ratio_group(i) for i in range(len(self.dataset))],
+            self.options.batch_size, self.options.seed, self.world_size, self.rank)
+        transform = TrainTransform(self.cfg.train_image_short_size, self.cfg.train_image_max_size)
+        make_batch = TrainBatches(self.dataset, transform, self.options.seed)
+        with BatchLoader(make_batch, self.options.num_workers) as loader:
+            for epoch in range(self.start_epoch, self.cfg.max_epoch):
+                batches = sampler.epoch_batches(epoch, self.steps_per_epoch)
+                tasks = [(epoch, number, indices) for number, indices in enumerate(batches)]
+                self.train_epoch(epoch, loader.iterate(tasks))
+                if self.rank == 0:
+                    path = save_checkpoint(self.options.output_dir, self.model, self.optimizer,
+                                           epoch, self.iteration)
+                    logger.info("saved %s", path)
+
+    def train_epoch(self, epoch, batches):
+        progress = tqdm(total=self.steps_per_epoch, desc="epoch {}".format(epoch),
+                        disable=self.rank != 0, dynamic_ncols=True)
+        data_start = time.time()
+        for step, batch in enumerate(batches):
+            data_time = time.time() - data_start
+            lr = learning_rate(self.cfg, epoch, self.iteration, self.total_batch_size)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            step_start = time.time()
+            losses = self.step(batch, epoch, step)
+            self.iteration += 1
+            progress.update()
+            progress.set_postfix(loss="{:.3f}".format(losses["total_loss"]))
+            if self.rank == 0 and (step % self.cfg.log_interval == 0
+                                   or step == self.steps_per_epoch - 1):
+                progress.write("epoch {} step {}/{} lr {:.5f} {} data {:.3f}s step {:.3f}s".format(
+                    epoch, step, self.steps_per_epoch, lr,
+                    " ".join("{} {:.4f}".format(k, v) for k, v in losses.items()),
+                    data_time, time.time() - step_start))
+            data_start = time.time()
+        progress.close()
+
+    def step(self, batch, epoch, step):
+        """One optimizer step; raises NonFiniteLossError before updating on a NaN/Inf loss."""
+        with self.grad_manager:
+            losses = self.model(image=mge.tensor(batch["image"]),
+                                im_info=mge.tensor(batch["im_info"]),
+                                gt_boxes=mge.tensor(batch["gt_boxes"]))
+            self.grad_manager.backward(losses["total_loss"])
+        values = {name: float(value.item()) for name, value in losses.items()}
+        if not all(math.isfinite(v) for v in values.values()):
+            self.optimizer.clear_grad()
+            latest = latest_checkpoint(self.options.output_dir)
+            raise NonFiniteLossError(
+                "non-finite loss at epoch {} step {} (iteration {}): {}; the last good "
+                "checkpoint is {}".format(epoch, step, self.iteration, values, latest))
+        self.optimizer.step().clear_grad()
+        return values
+
+
+def train_worker(config_file, options):
+    """Build everything from the config file and train on this process's device."""
+    world_size, rank = world_info()
+    module = load_config_module(config_file)
+    cfg = module.Cfg()
+    mge.random.seed(options.seed)  # the same initial weights on every run and rank
+    model = module.Net(cfg)
+    trainer = Trainer(model, cfg, build_train_dataset(cfg, options.dataset_dir), options,
+                      world_size, rank)
+    latest = latest_checkpoint(options.output_dir) if options.resume else None
+    if options.resume and latest is None:
+        raise FileNotFoundError("--resume: no epoch_<N>.pkl checkpoint in {}".format(
+            options.output_dir))
+    if latest is not None:
+        trainer.resume(latest)
+    elif options.backbone_weights or cfg.backbone_pretrained:
+        load_backbone_weights(model, options.backbone_weights or _imagenet_url(cfg.backbone))
+    trainer.train()
+
+
+def _imagenet_url(backbone):
+    if backbone not in IMAGENET_WEIGHTS:
+        raise ValueError("no ImageNet weights are known for {}: pass -w BACKBONE_WEIGHTS or set "
+                         "cfg.backbone_pretrained = False".format(backbone))
+    return IMAGENET_WEIGHTS[backbone]
+
+
+def run_training(config_file, options, num_devices=1, num_machines=1, machine_rank=0,
+                 master_ip="localhost", port=0):
+    os.makedirs(options.output_dir, exist_ok=True)
+    launch(train_worker, (config_file, options), num_devices, num_machines, machine_rank,
+           master_ip, port)

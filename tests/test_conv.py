@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+import megengine as mge
+import megengine.module as M
+from megengine.autodiff import GradManager
+
+from official.vision.detection.layers.conv import Conv2d
+
+
+def gradients(conv, x):
+    x = mge.Parameter(x)
+    gm = GradManager().attach([conv.weight, conv.bias, x])
+    with gm:
+        y = conv(x)
+        gm.backward((y * y).sum())
+    return y.numpy(), conv.weight.grad.numpy(), conv.bias.grad.numpy(), x.grad.numpy()
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation, groups", [
+    (3, 1, 1, 1, 1), (3, 2, 1, 1, 1), (7, 2, 3, 1, 1), (1, 2, 0, 1, 1), (3, 1, 2, 2, 1),
+    (3, 2, 1, 1, 4),
+])
+def test_training_gradients_equal_megengine_conv(kernel, stride, padding, dilation, groups):
+    rng = np.random.RandomState(0)
+    x = rng.randn(2, 8, 11, 13).astype("float32")
+    reference = M.Conv2d(8, 12, kernel, stride, padding, dilation, groups)
+    fast = Conv2d(8, 12, kernel, stride, padding, dilation, groups)
+    fast.load_state_dict(reference.state_dict())
+    for expected, actual in zip(gradients(reference, x), gradients(fast, x)):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_eval_mode_uses_the_plain_convolution():
+    conv = Conv2d(3, 4, 3, padding=1)
+    conv.eval()
+    x = mge.tensor(np.ones((1, 3, 5, 5), "float32"))
+    np.testing.assert_array_equal(conv(x).numpy(), M.Conv2d.calc_conv(
+        conv, x, conv.weight, conv.bias).numpy())

@@ -1,0 +1,158 @@
+"""Training end to end on a tiny synthetic COCO-format dataset, with an official-style config."""
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import megengine as mge
+import pytest
+
+from official.vision.detection.data.synthetic import make_synthetic_coco
+from official.vision.detection.engine.checkpoint import epoch_checkpoints, load_checkpoint
+from official.vision.detection.engine.evaluation import COCO_METRICS, EvalOptions, run_test
+from official.vision.detection.engine.launch import launch
+from official.vision.detection.engine.trainer import (
+    NonFiniteLossError, TrainOptions, load_backbone_weights, run_training
+)
+from official.vision.detection.models import FCOS
+
+from conftest import PROJECT_ROOT, tiny_config
+
+# Written the way configs for the official package are: attribute names, Net and Cfg.
+OFFICIAL_STYLE_CONFIG = '''
+from official.vision.detection import models
+
+
+class CustomFCOSConfig(models.FCOSConfig):
+    def __init__(self):
+        super().__init__()
+        self.backbone = "resnet18"
+        self.backbone_pretrained = False
+        self.backbone_norm = "BN"
+        self.backbone_freeze_at = 0
+        self.fpn_in_channels = [128, 256, 512]
+        self.fpn_out_channels = 32
+        self.fpn_top_in_channel = 32
+        self.train_dataset = dict(name="shapes", root="train", ann_file="annotations/train.json",
+                                  remove_images_without_annotations=True)
+        self.test_dataset = dict(name="shapes", root="val", ann_file="annotations/val.json",
+                                 remove_images_without_annotations=False)
+        self.num_classes = 3
+        self.train_image_short_size = (64,)
+        self.train_image_max_size = 96
+        self.test_image_short_size = 64
+        self.test_image_max_size = 96
+        self.nr_images_epoch = NR_IMAGES
+        self.max_epoch = 2
+        self.warm_iters = 2
+        self.lr_decay_stages = [1]
+        self.basic_lr = BASIC_LR
+        self.log_interval = 4
+
+
+Net = models.FCOS
+Cfg = CustomFCOSConfig
+'''
+
+
+def write_config(path, nr_images=8, basic_lr=0.01 / 16):
+    path.write_text(OFFICIAL_STYLE_CONFIG.replace("NR_IMAGES", str(nr_images))
+                    .replace("BASIC_LR", repr(basic_lr)))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    make_synthetic_coco(str(root / "shapes"), num_train=10, num_val=4, image_size=64,
+                        num_classes=3, seed=1)
+    return str(root)
+
+
+def test_official_style_config_trains_and_its_checkpoints_evaluate(dataset_dir, tmp_path):
+    config = write_config(tmp_path / "my_fcos.py")
+    output_dir = str(tmp_path / "log")
+    run_training(config, TrainOptions(dataset_dir, output_dir, batch_size=2, num_workers=1))
+    checkpoints = epoch_checkpoints(output_dir)
+    assert sorted(checkpoints) == [0, 1]
+    last = load_checkpoint(checkpoints[1])
+    assert last["epoch"] == 1 and last["iteration"] == 8  # 2 epochs x 8 images / batch 2
+
+    table = run_test(config, EvalOptions(dataset_dir, [checkpoints[0], checkpoints[1]],
+                                         num_workers=0))
+    assert set(table[checkpoints[1]]) == set(COCO_METRICS)
+    assert os.path.isfile(os.path.join(output_dir, "epoch_1_coco_results.json"))
+
+
+def train_command(config, dataset_dir, output_dir, *extra):
+    return [sys.executable, os.path.join(PROJECT_ROOT, "tools", "train.py"), "-f", config,
+            "-d", dataset_dir, "-o", output_dir, "-b", "2", "--workers", "0", *extra]
+
+
+def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(dataset_dir, tmp_path):
+    config = write_config(tmp_path / "resumable.py", nr_images=24)
+    straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
+    subprocess.run(train_command(config, dataset_dir, straight), check=True,
+                   capture_output=True, timeout=600)
+
+    process = subprocess.Popen(train_command(config, dataset_dir, interrupted),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = os.path.join(interrupted, "epoch_0.pkl")
+    deadline = time.time() + 600
+    while not os.path.exists(first) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    assert os.path.exists(first) and not os.path.exists(os.path.join(interrupted, "epoch_1.pkl"))
+    first_bytes = open(first, "rb").read()
+
+    result = subprocess.run(train_command(config, dataset_dir, interrupted, "--resume"),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "resumed from" in result.stderr
+    assert open(first, "rb").read() == first_bytes
+    expected = load_checkpoint(os.path.join(straight, "epoch_1.pkl"))
+    resumed = load_checkpoint(os.path.join(interrupted, "epoch_1.pkl"))
+    assert resumed["iteration"] == expected["iteration"] == 24
+    for name, value in expected["state_dict"].items():
+        np.testing.assert_allclose(resumed["state_dict"][name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(dataset_dir, tmp_path):
+    output_dir = str(tmp_path / "log")
+    run_training(write_config(tmp_path / "first_epoch.py"), TrainOptions(
+        dataset_dir, output_dir, batch_size=2, num_workers=0))
+    os.remove(os.path.join(output_dir, "epoch_1.pkl"))
+    before = open(os.path.join(output_dir, "epoch_0.pkl"), "rb").read()
+    exploding = write_config(tmp_path / "exploding.py", basic_lr=1e30)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1 step \d+ .*epoch_0.pkl"):
+        run_training(exploding, TrainOptions(dataset_dir, output_dir, batch_size=2,
+                                             num_workers=0, resume=True))
+    assert open(os.path.join(output_dir, "epoch_0.pkl"), "rb").read() == before
+    assert not os.path.exists(os.path.join(output_dir, "epoch_1.pkl"))
+
+
+def test_backbone_weights_load_by_name_and_report_the_classifier(tmp_path):
+    source = FCOS(tiny_config())
+    weights = dict(source.backbone.bottom_up.state_dict())
+    weights["fc.weight"] = np.zeros((1000, 512), np.float32)  # an ImageNet classifier
+    path = str(tmp_path / "imagenet.pkl")
+    mge.save(weights, path)
+    target = FCOS(tiny_config())
+    load_backbone_weights(target, path)
+    np.testing.assert_array_equal(target.backbone.bottom_up.conv1.weight.numpy(),
+                                  weights["conv1.weight"])
+
+
+def test_resume_without_checkpoint_is_a_clear_error(dataset_dir, tmp_path):
+    result = subprocess.run(
+        train_command(write_config(tmp_path / "c.py"), dataset_dir, str(tmp_path / "empty"),
+                      "--resume"), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --resume: no epoch_")
+
+
+def test_several_devices_on_a_cpu_machine_are_refused():
+    with pytest.raises(RuntimeError, match="GPU"):
+        launch(print, ("never",), num_devices=2)

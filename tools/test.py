@@ -1,0 +1,57 @@
+"""Evaluate FCOS weights on a COCO-format test set with pycocotools.
+
+    python tools/test.py -f CONFIG -w WEIGHTS -d /data/datasets [-b 4] [--tta]
+    python tools/test.py -f CONFIG -se 40 -ee 53 -d /data/datasets   # epoch checkpoints
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from official.vision.detection.engine.checkpoint import checkpoint_path  # noqa: E402
+from official.vision.detection.engine.evaluation import EvalOptions, run_test  # noqa: E402
+from official.vision.detection.utils.cli import run_cli  # noqa: E402
+from official.vision.detection.utils.config_file import config_name  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-f", "--file", required=True, help="config file exposing Net and Cfg")
+    parser.add_argument("-w", "--weights", nargs="+", help="state_dicts or training checkpoints")
+    parser.add_argument("-se", "--start-epoch", type=int, help="first epoch checkpoint")
+    parser.add_argument("-ee", "--end-epoch", type=int, help="last epoch checkpoint")
+    parser.add_argument("--log-dir", help="where -se/-ee look (default log-of-<config name>)")
+    parser.add_argument("-d", "--dataset-dir", default="", help="base of relative dataset paths")
+    parser.add_argument("-n", "--devices", type=int, default=1, help="GPUs")
+    parser.add_argument("-b", "--batch-size", type=int, default=1, help="images per forward")
+    parser.add_argument("--out", help="COCO result file (default: beside the weights)")
+    parser.add_argument("--tta", action="store_true", help="flip and extra scales, merged")
+    parser.add_argument("--workers", type=int, default=2, help="image-loading processes")
+    return parser.parse_args(argv)
+
+
+def weight_files(args):
+    if args.weights:
+        return args.weights
+    if args.start_epoch is None:
+        raise ValueError("give -w WEIGHTS or -se START_EPOCH [-ee END_EPOCH]")
+    log_dir = args.log_dir or "log-of-{}".format(config_name(args.file))
+    end = args.start_epoch if args.end_epoch is None else args.end_epoch
+    return [checkpoint_path(log_dir, epoch) for epoch in range(args.start_epoch, end + 1)]
+
+
+def main():
+    args = parse_args()
+    weights = weight_files(args)
+    if args.out and len(weights) > 1:
+        raise ValueError("--out names one result file; it cannot take several weight files")
+    options = EvalOptions(dataset_dir=args.dataset_dir, weights=weights,
+                          batch_size=args.batch_size, tta=args.tta, results_path=args.out,
+                          num_workers=args.workers)
+    table = run_test(args.file, options, args.devices)
+    print("mAP={:.4f}".format(table[weights[-1]]["AP"]))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,49 @@
+"""Train FCOS from a config file on a COCO-format dataset (one or many GPUs, or the CPU).
+
+    python tools/train.py -f official/vision/detection/configs/fcos_res50_coco_3x_800size.py \
+        -d /data/datasets -n 8 -b 2
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from official.vision.detection.engine.trainer import TrainOptions, run_training  # noqa: E402
+from official.vision.detection.utils.cli import run_cli  # noqa: E402
+from official.vision.detection.utils.config_file import config_name  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-f", "--file", required=True, help="config file exposing Net and Cfg")
+    parser.add_argument("-d", "--dataset-dir", default="", help="base of relative dataset paths")
+    parser.add_argument("-n", "--devices", type=int, default=1, help="GPUs per machine")
+    parser.add_argument("-b", "--batch-size", type=int, default=2, help="images per device")
+    parser.add_argument("-w", "--weights", help="backbone weights (e.g. ImageNet)")
+    parser.add_argument("-o", "--output-dir", help="default: log-of-<config name>")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest checkpoint in the output dir")
+    parser.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0)
+    parser.add_argument("--master-ip", default="localhost")
+    parser.add_argument("--port", type=int, default=0, help="rendezvous port (0: any free one)")
+    return parser.parse_args(argv)
+
+
+def main():
+    args = parse_args()
+    options = TrainOptions(
+        dataset_dir=args.dataset_dir,
+        output_dir=args.output_dir or "log-of-{}".format(config_name(args.file)),
+        batch_size=args.batch_size, backbone_weights=args.weights, resume=args.resume,
+        num_workers=args.workers, seed=args.seed,
+    )
+    run_training(args.file, options, args.devices, args.num_machines, args.machine_rank,
+                 args.master_ip, args.port)
+
+
+if __name__ == "__main__":
+    run_cli(main)
