@@ -2,6 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_output
+DEMO_CONFIG := official/vision/detection/configs/fcos_res18_synthetic_demo.py
 
 .PHONY: setup test demo clean
 
@@ -24,6 +25,16 @@ setup: $(VENV)/.installed
 
 test: setup
 	$(PY) -m pytest -q
+
+# The main job, offline: synthetic COCO-format data -> train -> COCO evaluation -> pictures.
+demo: setup
+	rm -rf $(DEMO_DIR)
+	$(PY) tools/make_synthetic_coco.py -o $(DEMO_DIR)/data/synthetic --train 400 --val 100 \
+		--size 112-160 --classes 3 --seed 0
+	$(PY) tools/train.py -f $(DEMO_CONFIG) -d $(DEMO_DIR)/data -o $(DEMO_DIR)/train -b 8 --workers 1
+	$(PY) tools/inference.py -f $(DEMO_CONFIG) -w $(DEMO_DIR)/train -d $(DEMO_DIR)/data \
+		-i $(DEMO_DIR)/data/synthetic/val -o $(DEMO_DIR)/pictures -b 4
+	$(PY) tools/test.py -f $(DEMO_CONFIG) -w $(DEMO_DIR)/train -d $(DEMO_DIR)/data -b 4
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

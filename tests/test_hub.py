@@ -116,3 +116,23 @@ def test_pretrained_offline_without_cached_file_is_one_clear_error(mge_home, tmp
     assert last_line.startswith("official.vision.detection.weights.WeightsUnavailableError")
     assert RES18_URL in last_line
     assert os.path.join(str(mge_home), "serialized") in last_line
+
+
+OVERRIDE = """
+import numpy as np, megengine, megengine.hub as hub
+model = hub.load("megengine/models", "fcos_res18_coco_3x_800size", pretrained=True, num_classes=3)
+saved = megengine.load(WEIGHTS)
+state = model.state_dict()
+print("classes", model.cfg.num_classes, state["head.cls_score.weight"].shape)
+print("same", sorted(k for k in state if np.array_equal(state[k], saved[k])) == sorted(
+    k for k in state if not k.startswith("head.cls_score")))
+"""
+
+
+def test_hub_overrides_keep_every_matching_published_tensor(mge_home, tmp_path):
+    weights_path = seed_weights(mge_home, tmp_path)
+    code, out, err = run_python(OVERRIDE.replace("WEIGHTS", repr(weights_path)), mge_home,
+                                tmp_path)
+    assert code == 0, err
+    assert "classes 3 (3, 256, 3, 3)" in out and "same True" in out
+    assert "re-initialized: head.cls_score.weight" in err

@@ -127,22 +127,6 @@ def test_same_seed_gives_identical_bytes(dataset, tmp_path):
         assert a.read() != b.read()
 
 
-def test_failed_json_write_keeps_the_old_file(tmp_path, monkeypatch):
-    path = str(tmp_path / "train.json")
-    synthetic.write_json_atomic(path, {"images": [1]})
-
-    def crash(payload, f, **kwargs):
-        f.write('{"images": [')
-        raise RuntimeError("crash while writing")
-
-    monkeypatch.setattr(synthetic.json, "dump", crash)
-    with pytest.raises(RuntimeError):
-        synthetic.write_json_atomic(path, {"images": [2]})
-    with open(path) as f:
-        assert json.load(f) == {"images": [1]}
-    assert os.listdir(str(tmp_path)) == ["train.json"]
-
-
 def test_bad_arguments_write_nothing(tmp_path):
     root = str(tmp_path / "data")
     with pytest.raises(ValueError, match="empty images"):

@@ -9,7 +9,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from official.vision.detection.engine.checkpoint import checkpoint_path  # noqa: E402
+from official.vision.detection.engine.checkpoint import (  # noqa: E402
+    checkpoint_path, resolve_weights
+)
 from official.vision.detection.engine.evaluation import EvalOptions, run_test  # noqa: E402
 from official.vision.detection.utils.cli import run_cli  # noqa: E402
 from official.vision.detection.utils.config_file import config_name  # noqa: E402
@@ -18,7 +20,9 @@ from official.vision.detection.utils.config_file import config_name  # noqa: E40
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-f", "--file", required=True, help="config file exposing Net and Cfg")
-    parser.add_argument("-w", "--weights", nargs="+", help="state_dicts or training checkpoints")
+    parser.add_argument("-w", "--weights", nargs="+",
+                        help="state_dicts or training checkpoints; a training output folder "
+                        "stands for its newest checkpoint")
     parser.add_argument("-se", "--start-epoch", type=int, help="first epoch checkpoint")
     parser.add_argument("-ee", "--end-epoch", type=int, help="last epoch checkpoint")
     parser.add_argument("--log-dir", help="where -se/-ee look (default log-of-<config name>)")
@@ -33,7 +37,7 @@ def parse_args(argv=None):
 
 def weight_files(args):
     if args.weights:
-        return args.weights
+        return [resolve_weights(path) for path in args.weights]
     if args.start_epoch is None:
         raise ValueError("give -w WEIGHTS or -se START_EPOCH [-ee END_EPOCH]")
     log_dir = args.log_dir or "log-of-{}".format(config_name(args.file))

@@ -24,6 +24,9 @@ def parse_args(argv=None):
     parser.add_argument("-o", "--output-dir", help="default: log-of-<config name>")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint in the output dir")
+    parser.add_argument("--finetune", metavar="WEIGHTS",
+                        help="start from a trained detector (file, URL, hub entry name or "
+                        "checkpoint): matching tensors load, the rest are re-initialized")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-machines", type=int, default=1)
@@ -39,6 +42,7 @@ def main():
         dataset_dir=args.dataset_dir,
         output_dir=args.output_dir or "log-of-{}".format(config_name(args.file)),
         batch_size=args.batch_size, backbone_weights=args.weights, resume=args.resume,
+        finetune=args.finetune,
         num_workers=args.workers, seed=args.seed,
     )
     run_training(args.file, options, args.devices, args.num_machines, args.machine_rank,

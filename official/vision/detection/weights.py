@@ -91,17 +91,26 @@ class LoadReport:
         return not self.reinitialized and not self.unused
 
     def table(self):
-        lines = ["loaded {} tensors, re-initialized {}, unused {}".format(
-            len(self.loaded), len(self.reinitialized), len(self.unused))]
-        lines += ["  re-initialized  {:<50} {}".format(k, v)
+        """Counts per module (first two name parts), then the names that did not load."""
+        counts = {}
+        for column, names in enumerate([self.loaded, sorted(self.reinitialized), self.unused]):
+            for name in names:
+                counts.setdefault(".".join(name.split(".")[:2]), [0, 0, 0])[column] += 1
+        width = max([len("module")] + [len(group) for group in counts])
+        lines = ["{:<{w}}  {:>6}  {:>14}  {:>6}".format(
+            "module", "loaded", "re-initialized", "unused", w=width)]
+        lines += ["{:<{w}}  {:>6}  {:>14}  {:>6}".format(group, *row, w=width)
+                  for group, row in sorted(counts.items())]
+        lines += ["re-initialized: {} ({})".format(k, v)
                   for k, v in sorted(self.reinitialized.items())]
-        lines += ["  unused          {}".format(k) for k in sorted(self.unused)]
+        lines += ["unused: {}".format(k) for k in self.unused]
         return "\n".join(lines)
 
 
 def load_matching_weights(model, state_dict):
     """Copy every tensor whose name and shape match into ``model``; report the rest."""
-    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    current = model.state_dict()
+    own = {k: tuple(v.shape) for k, v in current.items()}
     matching, reinitialized = {}, {}
     for name, shape in own.items():
         if name not in state_dict:
@@ -111,7 +120,7 @@ def load_matching_weights(model, state_dict):
                 tuple(state_dict[name].shape), shape)
         else:
             matching[name] = state_dict[name]
-    model.load_state_dict(matching, strict=False)
+    model.load_state_dict(dict(current, **matching))  # the others keep their current values
     unused = sorted(set(state_dict) - set(own))
     return LoadReport(sorted(matching), reinitialized, unused)
 

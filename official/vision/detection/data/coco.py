@@ -3,6 +3,7 @@
 Image ids and category ids come from the annotation file; categories are mapped to contiguous
 labels 0..K-1 in ascending id order (``category_ids[label]`` maps back).
 """
+import json
 import os
 
 import cv2
@@ -24,6 +25,13 @@ def resolve_dataset_paths(dataset_cfg, dataset_dir):
         raise DatasetError("dataset config {} lacks {}".format(dataset_cfg, ", ".join(missing)))
     base = os.path.join(dataset_dir or "", dataset_cfg["name"])
     return (os.path.join(base, dataset_cfg["root"]), os.path.join(base, dataset_cfg["ann_file"]))
+
+
+def read_category_names(ann_file):
+    """Category names of an annotation file in label order (ascending category id)."""
+    with open(ann_file) as f:
+        categories = json.load(f)["categories"]
+    return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
 
 
 def read_image(path):

@@ -10,13 +10,14 @@ to get wrong: category ids are not 1..K, image ids are not 0..N-1, some file nam
 sub-folder, images differ in size, and both splits contain images without objects.
 """
 import collections
-import json
 import os
 import re
-import tempfile
 
 import cv2
 import numpy as np
+
+from ..layers.postprocess import pairwise_iou
+from ..utils.files import write_json_atomic
 
 # Non-contiguous ids, so readers must map category ids to labels from the file.
 CATEGORIES = (
@@ -79,7 +80,7 @@ def make_synthetic_coco(root, num_train=200, num_val=50, image_size=160, seed=0,
         coco = _write_split(os.path.join(root, split), splits[split], categories, next_image_id,
                             next_annotation_id)
         annotation_file = os.path.join(root, "annotations", split + ".json")
-        write_json_atomic(annotation_file, coco)
+        write_json_atomic(coco, annotation_file)
         annotated_images = {a["image_id"] for a in coco["annotations"]}
         summary[split] = SplitSummary(
             os.path.join(root, split), annotation_file, len(coco["images"]),
@@ -202,21 +203,6 @@ def parse_image_size(text):
     return image_size
 
 
-def write_json_atomic(path, payload):
-    """Write JSON next to path, then rename over it: a crash never leaves a half-written file."""
-    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o644)  # mkstemp makes the file private; annotations are not
-        os.replace(tmp_path, path)
-    except BaseException:
-        os.unlink(tmp_path)
-        raise
-
-
 def _categories(num_classes):
     if not 1 <= num_classes <= len(CATEGORIES):
         raise ValueError("num_classes must be 1..{}, got {}".format(len(CATEGORIES), num_classes))
@@ -325,7 +311,7 @@ def _occludes_too_much(mask, box, label_map, full_areas, full_boxes):
     """Whether drawing mask on top would overlap a box too much or hide too much of an object."""
     if not full_boxes:
         return False
-    if any(_box_iou(box, other) > MAX_BOX_IOU for other in full_boxes):
+    if pairwise_iou(_xyxy([box]), _xyxy(full_boxes)).max() > MAX_BOX_IOU:
         return True
     num_labels = len(full_areas) + 1
     visible = np.bincount(label_map.ravel(), minlength=num_labels)[1:]
@@ -333,11 +319,10 @@ def _occludes_too_much(mask, box, label_map, full_areas, full_boxes):
     return bool(np.any(visible - covered < MIN_VISIBLE_FRACTION * np.asarray(full_areas)))
 
 
-def _box_iou(a, b):
-    inter_w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    inter_h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    inter = max(inter_w, 0) * max(inter_h, 0)
-    return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
+def _xyxy(boxes):
+    """[n, 4] corner boxes of (x, y, w, h) boxes."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
 
 
 def _paint(rng, canvas, mask):

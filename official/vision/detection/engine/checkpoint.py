@@ -45,3 +45,13 @@ def load_checkpoint(path):
         raise ValueError("{} is not a training checkpoint (lacks {})".format(
             path, ", ".join(sorted(missing))))
     return checkpoint
+
+
+def resolve_weights(path):
+    """A weight file as given, or the newest checkpoint of a training output folder."""
+    if not os.path.isdir(path):
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError("no epoch_<N>.pkl checkpoint in {}".format(path))
+    return latest

@@ -1,5 +1,6 @@
 """The training loop: SGD with warm-up and step decay, a checkpoint per epoch, resume."""
 import dataclasses
+import importlib
 import math
 import os
 import time
@@ -37,6 +38,8 @@ class TrainOptions:
     batch_size: int = 2  # images per device
     backbone_weights: str = None  # ImageNet (or other) weights for the backbone
     resume: bool = False  # continue from the newest checkpoint in output_dir
+    # start from a trained detector: a weight file or URL, a hub entry name or a checkpoint
+    finetune: str = None
     num_workers: int = 2  # data-loading processes per device
     seed: int = 0
 
@@ -87,6 +90,7 @@ class Trainer:
         self.grad_manager = GradManager().attach(params, callbacks=callbacks)
         self.start_epoch = 0
         self.iteration = 0  # optimizer steps done so far, over all epochs
+        self.losses = []  # total loss of every step of this run
 
     def resume(self, path):
         checkpoint = load_checkpoint(path)
@@ -127,6 +131,7 @@ class Trainer:
                 group["lr"] = lr
             step_start = time.time()
             losses = self.step(batch, epoch, step)
+            self.losses.append(losses["total_loss"])
             self.iteration += 1
             progress.update()
             progress.set_postfix(loss="{:.3f}".format(losses["total_loss"]))
@@ -167,14 +172,43 @@ def train_worker(config_file, options):
     trainer = Trainer(model, cfg, build_train_dataset(cfg, options.dataset_dir), options,
                       world_size, rank)
     latest = latest_checkpoint(options.output_dir) if options.resume else None
-    if options.resume and latest is None:
+    if options.resume and latest is None and not options.finetune:
         raise FileNotFoundError("--resume: no epoch_<N>.pkl checkpoint in {}".format(
             options.output_dir))
     if latest is not None:
         trainer.resume(latest)
+    elif options.finetune:
+        load_finetune_weights(model, options.finetune)
     elif options.backbone_weights or cfg.backbone_pretrained:
         load_backbone_weights(model, options.backbone_weights or _imagenet_url(cfg.backbone))
     trainer.train()
+    return trainer.losses
+
+
+def finetune_source(name):
+    """A weight file or URL as given, or the published weights of a hub entry name."""
+    if os.path.exists(name) or "://" in name:
+        return name
+    try:
+        module = importlib.import_module("official.vision.detection.configs." + name)
+    except ImportError:
+        module = None
+    factory = getattr(module, name, None)
+    if getattr(factory, "url", None) is None:
+        raise FileNotFoundError("--finetune {}: neither a file, a URL nor a hub entry "
+                                "(e.g. fcos_res50_coco_3x_800size)".format(name))
+    return factory.url
+
+
+def load_finetune_weights(model, name):
+    """Every tensor of a trained detector whose name and shape match; the rest keep their
+    fresh initialization (e.g. the classifier, with its prior-probability bias, when the
+    number of classes differs). Training state in a checkpoint is ignored: the run starts at
+    epoch 0 with a new optimizer."""
+    source = finetune_source(name)
+    report = load_matching_weights(model, state_dict_of(load_weight_file(source)))
+    logger.info("fine-tuning from %s\n%s", source, report.table())
+    return report
 
 
 def _imagenet_url(backbone):
@@ -186,6 +220,8 @@ def _imagenet_url(backbone):
 
 def run_training(config_file, options, num_devices=1, num_machines=1, machine_rank=0,
                  master_ip="localhost", port=0):
+    """Train on every device; returns the total loss of each step (of rank 0)."""
     os.makedirs(options.output_dir, exist_ok=True)
-    launch(train_worker, (config_file, options), num_devices, num_machines, machine_rank,
-           master_ip, port)
+    results = launch(train_worker, (config_file, options), num_devices, num_machines,
+                     machine_rank, master_ip, port)
+    return results if num_devices * num_machines == 1 else results[0]

@@ -17,10 +17,17 @@ def atomic_target(path):
     os.close(handle)
     try:
         yield temporary
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp files are private; outputs are not
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_atomic(obj, path):
@@ -32,4 +39,4 @@ def save_atomic(obj, path):
 def write_json_atomic(obj, path):
     with atomic_target(path) as temporary:
         with open(temporary, "w") as f:
-            json.dump(obj, f)
+            json.dump(obj, f, separators=(",", ":"))

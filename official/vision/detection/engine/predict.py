@@ -1,0 +1,99 @@
+"""Detections on image files: pictures with boxes and one JSON file of everything found."""
+import glob
+import os
+
+import cv2
+import megengine as mge
+
+from ..data.coco import DatasetError, read_category_names, read_image, resolve_dataset_paths
+from ..data.coco_categories import COCO_CLASS_NAMES
+from ..evaluator import DetEvaluator
+from ..utils.files import atomic_target, write_json_atomic
+
+logger = mge.get_logger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def image_paths(spec):
+    """Image files named by a file, a folder (searched recursively) or a glob pattern."""
+    if os.path.isfile(spec):
+        return [spec]
+    if os.path.isdir(spec):
+        found = glob.glob(os.path.join(spec, "**", "*"), recursive=True)
+    else:
+        found = glob.glob(spec, recursive=True)
+    found = sorted(p for p in found if os.path.isfile(p)
+                   and (p.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isdir(spec)))
+    if not found:
+        raise FileNotFoundError("no image files at {}".format(spec))
+    return found
+
+
+def class_names(cfg, dataset_dir=None):
+    """Names of the labels: COCO's for 80-class models, else the categories of the config's
+    test annotation file when it can be found, else the label numbers."""
+    if cfg.num_classes == len(COCO_CLASS_NAMES):
+        return list(COCO_CLASS_NAMES)
+    try:
+        names = read_category_names(resolve_dataset_paths(cfg.test_dataset, dataset_dir)[1])
+    except (DatasetError, OSError, KeyError, ValueError):
+        names = []
+    if len(names) != cfg.num_classes:
+        names = [str(label) for label in range(cfg.num_classes)]
+    return names
+
+
+def picture_name(path, root):
+    """Output picture name, unique within one run: the path relative to the input root with
+    separators flattened, always saved as JPEG."""
+    relative = os.path.relpath(path, root) if root else os.path.basename(path)
+    return os.path.splitext(relative.replace(os.sep, "__"))[0] + ".jpg"
+
+
+def detect_files(detector, paths, output_dir, names, thresh, batch_size=1, tta=False,
+                 input_root=None):
+    """Write one picture per readable image into output_dir and detections.json beside them.
+
+    An unreadable file is reported and skipped. Returns (records, skipped) where records hold
+    the file, the image size and its detections above ``thresh``.
+    """
+    evaluator = DetEvaluator(detector)
+    os.makedirs(output_dir, exist_ok=True)
+    records, skipped = [], []
+    for start in range(0, len(paths), batch_size):
+        batch_paths, images = [], []
+        for path in paths[start:start + batch_size]:
+            try:
+                images.append(read_image(path))
+                batch_paths.append(path)
+            except DatasetError as error:
+                logger.warning("skipped %s", error)
+                skipped.append(path)
+        if not images:
+            continue
+        for path, image, dets in zip(batch_paths, images, evaluator.predict_images(images, tta)):
+            dets = dets[dets[:, 4] >= thresh]
+            picture = os.path.join(output_dir, picture_name(path, input_root))
+            with atomic_target(picture) as temporary:  # keeps the .jpg suffix cv2 needs
+                cv2.imwrite(temporary, DetEvaluator.vis_det(image, dets, names, thresh))
+            records.append({"file": path, "height": image.shape[0], "width": image.shape[1],
+                            "detections": [_detection(row, names) for row in dets]})
+    write_json_atomic(records, os.path.join(output_dir, "detections.json"))
+    return records, skipped
+
+
+def _detection(row, names):
+    x1, y1, x2, y2, score, label = (float(v) for v in row)
+    return {"bbox": [x1, y1, x2, y2], "score": score, "label": int(label),
+            "class": names[int(label)]}
+
+
+def pretrained_url(config_module):
+    """The weight URL of the config's ``@pretrained`` hub factory."""
+    urls = {getattr(v, "url") for v in vars(config_module).values()
+            if callable(v) and isinstance(getattr(v, "url", None), str)}
+    if len(urls) != 1:
+        raise ValueError("--pretrained needs a config with one @pretrained hub factory; "
+                         "pass -w WEIGHTS instead")
+    return urls.pop()

@@ -1,0 +1,139 @@
+"""COCO evaluation through the library and tools/test.py on a tiny synthetic dataset."""
+import json
+import os
+import subprocess
+import sys
+
+import megengine as mge
+import numpy as np
+import pytest
+
+from official.vision.detection.data.synthetic import make_synthetic_coco
+from official.vision.detection.engine.evaluation import (
+    COCO_METRICS, EvalOptions, evaluate_result_files, metrics_table, run_test
+)
+from official.vision.detection.utils.config_file import load_config_module
+
+from conftest import PROJECT_ROOT
+
+CONFIG = '''
+from official.vision.detection import models
+
+
+class Cfg(models.FCOSConfig):
+    def __init__(self):
+        super().__init__()
+        self.backbone = "resnet18"
+        self.backbone_norm = "BN"
+        self.fpn_in_channels = [128, 256, 512]
+        self.fpn_out_channels = 32
+        self.fpn_top_in_channel = 32
+        self.test_dataset = dict(name="shapes", root="val", ann_file="annotations/val.json",
+                                 remove_images_without_annotations=False)
+        self.num_classes = 3
+        self.test_image_short_size = 64
+        self.test_image_max_size = 96
+        self.test_tta_short_sizes = (48, 80)
+        self.test_cls_threshold = THRESHOLD
+
+
+Net = models.FCOS
+'''
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A dataset with images of several sizes, a config and random weights for it."""
+    root = tmp_path_factory.mktemp("eval")
+    make_synthetic_coco(str(root / "shapes"), num_train=2, num_val=10,
+                        image_size=((48, 80), (48, 80)), num_classes=3, seed=3)
+    config = root / "cfg.py"
+    config.write_text(CONFIG.replace("THRESHOLD", "0.05"))
+    module = load_config_module(str(config))
+    mge.random.seed(7)
+    weights = str(root / "weights.pkl")
+    mge.save(module.Net(module.Cfg()).state_dict(), weights)
+    return str(root), str(config), weights
+
+
+def evaluate(setup, tmp_path, name, **options):
+    dataset_dir, config, weights = setup
+    out = str(tmp_path / name)
+    table = run_test(config, EvalOptions(dataset_dir, [weights], results_path=out,
+                                         num_workers=0, **options))
+    with open(out) as f:
+        return table[weights], json.load(f)
+
+
+def test_batched_evaluation_gives_the_numbers_of_one_image_at_a_time(setup, tmp_path):
+    single, single_results = evaluate(setup, tmp_path, "b1.json", batch_size=1)
+    batched, batched_results = evaluate(setup, tmp_path, "b4.json", batch_size=4)
+    assert set(single) == set(COCO_METRICS)
+    assert single == batched
+    assert len(single_results) == len(batched_results) > 0
+    key = lambda r: (r["image_id"], -r["score"])  # noqa: E731
+    for a, b in zip(sorted(single_results, key=key), sorted(batched_results, key=key)):
+        assert a["category_id"] == b["category_id"] and a["image_id"] == b["image_id"]
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-3)
+
+
+def test_result_file_uses_the_annotation_ids(setup, tmp_path):
+    _, results = evaluate(setup, tmp_path, "ids.json")
+    with open(os.path.join(setup[0], "shapes", "annotations", "val.json")) as f:
+        annotations = json.load(f)
+    assert {r["category_id"] for r in results} <= {c["id"] for c in annotations["categories"]}
+    assert {r["image_id"] for r in results} <= {i["id"] for i in annotations["images"]}
+
+
+def test_test_time_augmentation_merges_more_candidates(setup, tmp_path):
+    _, plain_results = evaluate(setup, tmp_path, "plain.json")
+    tta, tta_results = evaluate(setup, tmp_path, "tta.json", tta=True)
+    assert set(tta) == set(COCO_METRICS)
+    assert plain_results != tta_results
+
+
+def test_no_detections_gives_zero_ap_instead_of_a_pycocotools_crash(setup, tmp_path):
+    dataset_dir, config, weights = setup
+    strict = tmp_path / "strict.py"
+    strict.write_text(open(config).read().replace("self.test_cls_threshold = 0.05",
+                                                  "self.test_cls_threshold = 1.0"))
+    table = run_test(str(strict), EvalOptions(dataset_dir, [weights], num_workers=0,
+                                              results_path=str(tmp_path / "none.json")))
+    assert all(v == 0 for v in table[weights].values())
+
+
+def test_result_files_compare_in_one_table(setup, tmp_path):
+    evaluate(setup, tmp_path, "a.json")
+    evaluate(setup, tmp_path, "b.json", tta=True)
+    ann_file = os.path.join(setup[0], "shapes", "annotations", "val.json")
+    table = evaluate_result_files(ann_file, [str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    text = metrics_table(table)
+    assert len(text.splitlines()) == 3 and "AP50" in text.splitlines()[0]
+
+
+def test_tool_evaluates_epoch_checkpoints_and_prints_the_metrics(setup, tmp_path):
+    dataset_dir, config, weights = setup
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    for epoch in (3, 4):
+        mge.save({"state_dict": mge.load(weights), "epoch": epoch}, str(log_dir / "epoch_{}.pkl"
+                                                                       .format(epoch)))
+    result = subprocess.run(
+        [sys.executable, os.path.join(PROJECT_ROOT, "tools", "test.py"), "-f", config, "-d",
+         dataset_dir, "-se", "3", "-ee", "4", "--log-dir", str(log_dir), "-b", "2",
+         "--workers", "0"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].startswith("mAP=")
+    assert sum(line.startswith("epoch_4.pkl") for line in lines) == 2  # its row + the summary
+    assert (log_dir / "epoch_3_coco_results.json").exists()
+
+
+def test_tool_reports_a_missing_dataset_in_one_line(setup, tmp_path):
+    _, config, weights = setup
+    result = subprocess.run(
+        [sys.executable, os.path.join(PROJECT_ROOT, "tools", "test.py"), "-f", config,
+         "-w", weights, "-d", str(tmp_path / "nowhere")], capture_output=True, text=True,
+        timeout=600)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: annotation file not found")

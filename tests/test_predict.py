@@ -1,0 +1,112 @@
+"""tools/inference.py and the library behind it: pictures, JSON, bad files."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import megengine as mge
+import numpy as np
+import pytest
+
+from official.vision.detection.engine.predict import (
+    class_names, detect_files, image_paths, picture_name
+)
+from official.vision.detection.models import FCOSConfig
+
+from conftest import PROJECT_ROOT, tiny_config
+
+CONFIG = '''
+import sys
+sys.path.insert(0, TESTS_DIR)
+from conftest import tiny_config
+from official.vision.detection import models
+
+Net = models.FCOS
+
+
+def Cfg():
+    return tiny_config().update(test_vis_threshold=0.0, test_image_short_size=64,
+                                test_image_max_size=96)
+'''
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.RandomState(0)
+    cv2.imwrite(str(folder / "color.jpg"), rng.randint(0, 255, (40, 60, 3)).astype(np.uint8))
+    cv2.imwrite(str(folder / "sub" / "gray.png"), rng.randint(0, 255, (30, 20)).astype(np.uint8))
+    cv2.imwrite(str(folder / "rgba.png"), rng.randint(0, 255, (25, 25, 4)).astype(np.uint8))
+    cv2.imwrite(str(folder / "tiny.png"), np.full((1, 1, 3), 128, np.uint8))
+    (folder / "broken.jpg").write_bytes(b"this is not an image")
+    (folder / "notes.txt").write_text("not an image either")
+    return folder
+
+
+def test_folder_globs_and_files_name_the_images(image_folder):
+    found = image_paths(str(image_folder))
+    assert [os.path.basename(p) for p in found] == [
+        "broken.jpg", "color.jpg", "rgba.png", "gray.png", "tiny.png"]
+    assert image_paths(str(image_folder / "*.png")) == [str(image_folder / "rgba.png"),
+                                                         str(image_folder / "tiny.png")]
+    with pytest.raises(FileNotFoundError, match="no image files"):
+        image_paths(str(image_folder / "missing.jpg"))
+
+
+def test_bad_files_are_skipped_and_every_other_image_gets_a_picture(image_folder, tmp_path,
+                                                                     tiny_model):
+    out = tmp_path / "out"
+    records, skipped = detect_files(tiny_model, image_paths(str(image_folder)), str(out),
+                                    ["a", "b", "c"], thresh=0.0, batch_size=2,
+                                    input_root=str(image_folder))
+    assert [os.path.basename(p) for p in skipped] == ["broken.jpg"]
+    assert sorted(os.listdir(out)) == ["color.jpg", "detections.json", "rgba.jpg",
+                                       "sub__gray.jpg", "tiny.jpg"]
+    assert cv2.imread(str(out / "tiny.jpg")).shape == (1, 1, 3)
+    saved = json.loads((out / "detections.json").read_text())
+    assert [os.path.basename(r["file"]) for r in saved] == ["color.jpg", "rgba.png", "gray.png",
+                                                            "tiny.png"]
+    first = saved[0]["detections"][0]
+    assert set(first) == {"bbox", "score", "label", "class"} and first["class"] in "abc"
+    assert saved == json.loads(json.dumps(records))
+
+
+def test_class_names_are_coco_for_released_models_and_numbers_otherwise():
+    assert class_names(FCOSConfig())[:2] == ["person", "bicycle"]
+    assert class_names(tiny_config(), "/nonexistent") == ["0", "1", "2"]
+
+
+def test_picture_names_stay_unique_across_sub_folders():
+    assert picture_name("/in/a/b.png", "/in") == "a__b.jpg"
+    assert picture_name("/x/c.jpeg", None) == "c.jpg"
+
+
+def run_tool(tmp_path, *args):
+    config = tmp_path / "cfg.py"
+    config.write_text(CONFIG.replace("TESTS_DIR", repr(os.path.join(PROJECT_ROOT, "tests"))))
+    return subprocess.run([sys.executable, os.path.join(PROJECT_ROOT, "tools", "inference.py"),
+                           "-f", str(config), *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_tool_writes_pictures_and_reports_the_skipped_file(image_folder, tmp_path, tiny_model):
+    weights = str(tmp_path / "w.pkl")
+    mge.save(tiny_model.state_dict(), weights)
+    result = run_tool(tmp_path, "-w", weights, "-i", str(image_folder), "-o",
+                      str(tmp_path / "pictures"))
+    assert result.returncode == 0, result.stderr
+    assert "4 images" in result.stdout and "1 skipped" in result.stdout
+    assert "broken.jpg" in result.stderr
+    assert (tmp_path / "pictures" / "detections.json").exists()
+
+
+def test_tool_missing_input_is_one_line_without_traceback(tmp_path, tiny_model):
+    weights = str(tmp_path / "w.pkl")
+    mge.save(tiny_model.state_dict(), weights)
+    result = run_tool(tmp_path, "-w", weights, "-i", str(tmp_path / "nope.jpg"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: no image files at {}".format(
+        tmp_path / "nope.jpg")

@@ -1,0 +1,26 @@
+"""Compare COCO result files of one test set in a single table (the official test_in_table).
+
+    python tools/compare_results.py -a annotations/instances_val2017.json a.json b.json
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from official.vision.detection.engine.evaluation import (  # noqa: E402
+    evaluate_result_files, metrics_table
+)
+from official.vision.detection.utils.cli import run_cli  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-a", "--annotations", required=True, help="COCO annotation file")
+    parser.add_argument("results", nargs="+", help="COCO result files (from tools/test.py)")
+    args = parser.parse_args()
+    print(metrics_table(evaluate_result_files(args.annotations, args.results)))
+
+
+if __name__ == "__main__":
+    run_cli(main)

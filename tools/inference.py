@@ -1,0 +1,60 @@
+"""Detect objects in an image, a folder or a glob; write pictures and one JSON file.
+
+    python tools/inference.py -f official/vision/detection/configs/fcos_res50_coco_3x_800size.py \
+        --pretrained -i cat.jpg -o outputs
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from official.vision.detection.engine.checkpoint import resolve_weights  # noqa: E402
+from official.vision.detection.engine.predict import (  # noqa: E402
+    class_names, detect_files, image_paths, pretrained_url
+)
+from official.vision.detection.utils.cli import run_cli  # noqa: E402
+from official.vision.detection.utils.config_file import load_config_module  # noqa: E402
+from official.vision.detection.weights import load_model_weights  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-f", "--file", required=True, help="config file exposing Net and Cfg")
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("-w", "--weights", help="state_dict or training checkpoint (a training "
+                         "output folder stands for its newest checkpoint)")
+    weights.add_argument("--pretrained", action="store_true",
+                         help="the published weights of the config's hub entry")
+    parser.add_argument("-i", "--input", required=True, help="image file, folder or glob")
+    parser.add_argument("-o", "--output-dir", default="outputs")
+    parser.add_argument("--thresh", type=float, help="score threshold (default: the config's "
+                        "test_vis_threshold)")
+    parser.add_argument("-b", "--batch-size", type=int, default=1, help="images per forward")
+    parser.add_argument("--tta", action="store_true", help="flip and extra scales, merged")
+    parser.add_argument("-d", "--dataset-dir", default="",
+                        help="where the config's test annotations are (for class names)")
+    return parser.parse_args(argv)
+
+
+def main():
+    args = parse_args()
+    paths = image_paths(args.input)
+    module = load_config_module(args.file)
+    cfg = module.Cfg()
+    model = module.Net(cfg)
+    load_model_weights(model, pretrained_url(module) if args.pretrained
+                       else resolve_weights(args.weights))
+    model.eval()
+    thresh = cfg.test_vis_threshold if args.thresh is None else args.thresh
+    root = args.input if os.path.isdir(args.input) else None
+    records, skipped = detect_files(model, paths, args.output_dir,
+                                    class_names(cfg, args.dataset_dir), thresh,
+                                    args.batch_size, args.tta, root)
+    found = sum(len(r["detections"]) for r in records)
+    print("{} images, {} detections, {} skipped -> {}".format(
+        len(records), found, len(skipped), os.path.join(args.output_dir, "detections.json")))
+
+
+if __name__ == "__main__":
+    run_cli(main)
