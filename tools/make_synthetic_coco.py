@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from official.vision.detection.data.synthetic import (  # noqa: E402
-    CATEGORIES, make_synthetic_coco, parse_image_size,
+    CATEGORIES, OBJECT_SCALE, make_synthetic_coco, parse_image_size,
 )
 
 
@@ -20,6 +20,14 @@ def image_size_arg(text):
         return parse_image_size(text)
     except ValueError as error:  # argparse shows the message of this error type only
         raise argparse.ArgumentTypeError(str(error))
+
+
+def scale_range_arg(text):
+    try:
+        low, high = (float(v) for v in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected LOW-HIGH, e.g. 0.2-0.6, got {!r}".format(text))
+    return low, high
 
 
 def parse_args(argv=None):
@@ -31,6 +39,11 @@ def parse_args(argv=None):
                         help="image size: 160, HxW like 160x128, or a range like 128-192 "
                              "(each side drawn per image); default 160")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--max-objects", type=int, default=6,
+                        help="most objects per image (default 6)")
+    parser.add_argument("--object-scale", type=scale_range_arg, default=OBJECT_SCALE,
+                        help="object extent as a fraction of the short image side, LOW-HIGH "
+                             "(default {}-{})".format(*OBJECT_SCALE))
     parser.add_argument("--classes", type=int, default=len(CATEGORIES),
                         help="number of shape classes, 1-{} (default {})".format(
                             len(CATEGORIES), len(CATEGORIES)))
@@ -42,7 +55,9 @@ def main(argv=None):
     try:
         summary = make_synthetic_coco(args.output_dir, num_train=args.train, num_val=args.val,
                                       image_size=args.size, seed=args.seed,
-                                      num_classes=args.classes)
+                                      num_classes=args.classes,
+                                      max_objects=args.max_objects,
+                                      object_scale=args.object_scale)
     except ValueError as error:  # bad counts or classes: a usage error, not a crash
         sys.exit("error: {}".format(error))
     for split, info in summary.items():

@@ -37,7 +37,7 @@ JPEG_QUALITY = 95
 
 # Object extent as a fraction of the short image side, drawn log-uniformly so that small and
 # large objects are equally common.
-MIN_OBJECT_SCALE, MAX_OBJECT_SCALE = 0.1, 0.6
+OBJECT_SCALE = (0.1, 0.6)
 # Occlusion limits that keep every object recognizable.
 MAX_BOX_IOU = 0.3
 MIN_VISIBLE_FRACTION = 0.8
@@ -57,20 +57,22 @@ SplitSummary = collections.namedtuple(
 
 
 def make_synthetic_coco(root, num_train=200, num_val=50, image_size=160, seed=0, num_classes=4,
-                        max_objects=6, num_empty_train=2, num_empty_val=1):
+                        max_objects=6, num_empty_train=2, num_empty_val=1,
+                        object_scale=OBJECT_SCALE):
     """Write a COCO-format dataset under root and return {split: SplitSummary}.
 
     Layout: root/{train,val}/[part1/]<image id>.jpg and root/annotations/{train,val}.json.
     image_size is N, (height, width) or per side an inclusive (low, high) range drawn per image,
-    e.g. ((128, 192), (128, 192)); see parse_image_size for the text form. The output depends
+    e.g. ((128, 192), (128, 192)); see parse_image_size for the text form. object_scale is the
+    (low, high) range of object extents as fractions of the short image side. The output depends
     only on the arguments: the same seed gives the same JSON bytes and the same JPEG bytes.
     """
     # Both splits are set up before anything is written, so bad arguments leave no files.
     splits = {
         "train": synthesize_split("train", num_train, num_empty_train, image_size, seed,
-                                  num_classes, max_objects),
+                                  num_classes, max_objects, object_scale),
         "val": synthesize_split("val", num_val, num_empty_val, image_size, seed, num_classes,
-                                max_objects),
+                                max_objects, object_scale),
     }
     categories = [dict(c) for c in _categories(num_classes)]
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
@@ -91,7 +93,7 @@ def make_synthetic_coco(root, num_train=200, num_val=50, image_size=160, seed=0,
 
 
 def synthesize_split(split, num_images, num_empty, image_size, seed=0, num_classes=4,
-                     max_objects=6):
+                     max_objects=6, object_scale=OBJECT_SCALE):
     """An iterator over the split's SyntheticImage samples in file order (what
     make_synthetic_coco writes). Arguments are checked at once, not on first iteration.
 
@@ -103,6 +105,9 @@ def synthesize_split(split, num_images, num_empty, image_size, seed=0, num_class
             split, num_empty, num_images))
     if max_objects < 1:
         raise ValueError("max_objects must be at least 1, got {}".format(max_objects))
+    if not 0 < object_scale[0] <= object_scale[1] <= 1:
+        raise ValueError("object_scale must satisfy 0 < low <= high <= 1, got {!r}".format(
+            object_scale))
     if not (isinstance(seed, (int, np.integer)) and seed >= 0):
         raise ValueError("seed must be a non-negative integer, got {!r}".format(seed))
     image_size = normalize_image_size(image_size)
@@ -111,15 +116,16 @@ def synthesize_split(split, num_images, num_empty, image_size, seed=0, num_class
     empty = np.random.default_rng((seed, split_index)).choice(num_images, num_empty,
                                                               replace=False)
     return _samples(seed, split_index, num_images, set(empty.tolist()), image_size,
-                    category_ids, max_objects)
+                    category_ids, max_objects, object_scale)
 
 
-def _samples(seed, split_index, num_images, empty, image_size, category_ids, max_objects):
+def _samples(seed, split_index, num_images, empty, image_size, category_ids, max_objects,
+             object_scale):
     for index in range(num_images):
         rng = np.random.default_rng((seed, split_index, index))
         height, width = (int(rng.integers(low, high + 1)) for low, high in image_size)
         num_objects = 0 if index in empty else int(rng.integers(1, max_objects + 1))
-        yield render_image(rng, height, width, num_objects, category_ids)
+        yield render_image(rng, height, width, num_objects, category_ids, object_scale)
 
 
 def _write_split(image_dir, samples, categories, first_image_id, first_annotation_id):
@@ -136,7 +142,7 @@ def _write_split(image_dir, samples, categories, first_image_id, first_annotatio
     return coco
 
 
-def render_image(rng, height, width, num_objects, category_ids):
+def render_image(rng, height, width, num_objects, category_ids, object_scale=OBJECT_SCALE):
     """Draw up to num_objects shapes on a textured background; return a SyntheticImage.
 
     Fewer objects are drawn when the occlusion limits leave no room for more.
@@ -148,7 +154,7 @@ def render_image(rng, height, width, num_objects, category_ids):
         category_id = category_ids[rng.integers(len(category_ids))]
         name = _category_name(category_id)
         for _attempt in range(PLACEMENT_ATTEMPTS):
-            mask = _random_shape_mask(rng, name, height, width)
+            mask = _random_shape_mask(rng, name, height, width, object_scale)
             box = tight_box(mask)
             if _occludes_too_much(mask, box, label_map, full_areas, full_boxes):
                 continue
@@ -254,10 +260,10 @@ def _background(rng, height, width):
     return np.clip(canvas, 0, 255)
 
 
-def _random_shape_mask(rng, name, height, width):
+def _random_shape_mask(rng, name, height, width, object_scale):
     """Boolean mask of one randomly sized shape, placed so that it lies wholly in the image."""
-    size = min(height, width) * np.exp(rng.uniform(np.log(MIN_OBJECT_SCALE),
-                                                   np.log(MAX_OBJECT_SCALE)))
+    size = min(height, width) * np.exp(rng.uniform(np.log(object_scale[0]),
+                                                   np.log(object_scale[1])))
     mask = np.zeros((height, width), np.uint8)
     if name == "circle":
         radius = size / 2
