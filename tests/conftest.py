@@ -1,7 +1,10 @@
 """Shared fixtures: small models and the reference of the published weights."""
 import json
 import os
+import subprocess
+import sys
 
+import megengine as mge
 import numpy as np
 import pytest
 
@@ -33,3 +36,18 @@ def tiny_model():
     model = FCOS(tiny_config())
     model.eval()
     return model
+
+
+def spread_head_outputs(model, rng):
+    """The head starts with std 0.01 weights (nearly equal scores everywhere); wider weights
+    give distinct scores, so NMS and top-k pick the same detections in eager and compiled runs."""
+    for conv in (model.head.cls_score, model.head.ctrness, model.head.bbox_pred):
+        conv.weight = mge.Parameter(rng.normal(0, 0.05, conv.weight.shape).astype("float32"))
+
+
+def run_tool(script, *args):
+    """Run tools/<script> with ``args`` from the project root; the finished process."""
+    return subprocess.run(
+        [sys.executable, os.path.join(PROJECT_ROOT, "tools", script)] + [str(a) for a in args],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from official.vision.detection.data.synthetic import make_synthetic_coco
+from official.vision.detection.deploy import dump_inference
 from official.vision.detection.engine.evaluation import (
     COCO_METRICS, EvalOptions, evaluate_result_files, metrics_table, run_test
 )
 from official.vision.detection.utils.config_file import load_config_module
+from official.vision.detection.weights import build_model
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, run_tool, spread_head_outputs
 
 CONFIG = '''
 from official.vision.detection import models
@@ -65,16 +67,22 @@ def evaluate(setup, tmp_path, name, **options):
         return table[weights], json.load(f)
 
 
+def assert_same_detections(results, expected, box_atol, score_atol):
+    """COCO result dicts: the same images and classes, ranked alike, with close boxes."""
+    assert len(results) == len(expected) > 0
+    key = lambda r: (r["image_id"], -r["score"])  # noqa: E731
+    for a, b in zip(sorted(results, key=key), sorted(expected, key=key)):
+        assert a["category_id"] == b["category_id"] and a["image_id"] == b["image_id"]
+        assert a["score"] == pytest.approx(b["score"], abs=score_atol)
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=box_atol)
+
+
 def test_batched_evaluation_gives_the_numbers_of_one_image_at_a_time(setup, tmp_path):
     single, single_results = evaluate(setup, tmp_path, "b1.json", batch_size=1)
     batched, batched_results = evaluate(setup, tmp_path, "b4.json", batch_size=4)
     assert set(single) == set(COCO_METRICS)
     assert single == batched
-    assert len(single_results) == len(batched_results) > 0
-    key = lambda r: (r["image_id"], -r["score"])  # noqa: E731
-    for a, b in zip(sorted(single_results, key=key), sorted(batched_results, key=key)):
-        assert a["category_id"] == b["category_id"] and a["image_id"] == b["image_id"]
-        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-3)
+    assert_same_detections(batched_results, single_results, box_atol=1e-3, score_atol=1e-5)
 
 
 def test_result_file_uses_the_annotation_ids(setup, tmp_path):
@@ -137,3 +145,75 @@ def test_tool_reports_a_missing_dataset_in_one_line(setup, tmp_path):
         timeout=600)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: annotation file not found")
+
+
+# ------------------------------ compiled engines ---------------------------- #
+# Lite fuses and reorders float operations: pixels and scores move in the 4th decimal
+LITE_BOX_ATOL = 0.05
+LITE_SCORE_ATOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def distinct_weights(setup):
+    """Weights of the setup's config whose scores differ from point to point, so that eager and
+    Lite runs keep the same detections."""
+    dataset_dir, config, _ = setup
+    mge.random.seed(11)
+    model = build_model(load_config_module(config))
+    spread_head_outputs(model, np.random.RandomState(0))
+    path = os.path.join(dataset_dir, "distinct.pkl")
+    mge.save(model.state_dict(), path)
+    return path
+
+
+def metrics_and_results(setup, weights, results_path, **options):
+    table = run_test(setup[1], EvalOptions(setup[0], [weights], results_path=results_path,
+                                           num_workers=0, **options))
+    with open(results_path) as f:
+        return table[weights], json.load(f)
+
+
+def test_lite_engine_gives_the_eager_numbers_batched_and_with_tta(setup, distinct_weights,
+                                                                   tmp_path):
+    options = dict(batch_size=4, tta=True)
+    eager, eager_results = metrics_and_results(setup, distinct_weights, str(tmp_path / "e.json"),
+                                               **options)
+    lite, lite_results = metrics_and_results(setup, distinct_weights, str(tmp_path / "l.json"),
+                                             engine="lite", **options)
+    assert_same_detections(lite_results, eager_results, LITE_BOX_ATOL, LITE_SCORE_ATOL)
+    assert lite == pytest.approx(eager, abs=1e-3)
+
+
+def printed_metrics(stdout, label):
+    """{metric: value} of the table row that tools/test.py printed for ``label``."""
+    row = next(line for line in stdout.splitlines() if line.startswith(label + " "))
+    return dict(zip(COCO_METRICS, (float(value) for value in row.split()[1:])))
+
+
+def test_tool_prints_the_eager_numbers_for_a_dumped_model_on_the_lite_engine(
+        setup, distinct_weights, tmp_path):
+    dataset_dir, config, _ = setup
+    model_path = dump_inference(build_model(load_config_module(config), distinct_weights),
+                                str(tmp_path / "distinct.mge"))
+    result = run_tool("test.py", "-f", config, "--engine", "lite", "--model", model_path,
+                      "-d", dataset_dir, "-b", "2", "--workers", "0")
+    assert result.returncode == 0, result.stderr
+    eager, eager_results = metrics_and_results(setup, distinct_weights,
+                                               str(tmp_path / "eager.json"))
+    # the table prints 3 decimals
+    assert printed_metrics(result.stdout, "distinct.mge") == pytest.approx(eager, abs=1.5e-3)
+    with open(tmp_path / "distinct_coco_results.json") as f:
+        assert_same_detections(json.load(f), eager_results, LITE_BOX_ATOL, LITE_SCORE_ATOL)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--model", "nowhere.mge"], "error: Lite model not found: nowhere.mge"),
+    (["-w", "weights.pkl", "-n", "2"], "error: the lite engine runs in one CPU process"),
+])
+def test_tool_reports_a_bad_lite_run_in_one_line(setup, arguments, message):
+    dataset_dir, config, _ = setup
+    result = run_tool("test.py", "-f", config, "-d", dataset_dir, "--engine", "lite",
+                      *arguments)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message)

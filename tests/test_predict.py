@@ -110,3 +110,17 @@ def test_tool_missing_input_is_one_line_without_traceback(tmp_path, tiny_model):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "error: no image files at {}".format(
         tmp_path / "nope.jpg")
+
+
+def test_tool_on_the_lite_engine_writes_pictures_and_json(image_folder, tmp_path, tiny_model):
+    weights = str(tmp_path / "w.pkl")
+    mge.save(tiny_model.state_dict(), weights)
+    out = tmp_path / "pictures"
+    result = run_tool(tmp_path, "-w", weights, "--engine", "lite", "-i", str(image_folder),
+                      "-o", str(out), "-b", "2")
+    assert result.returncode == 0, result.stderr
+    assert "4 images" in result.stdout and "1 skipped" in result.stdout
+    assert sorted(os.listdir(out)) == ["color.jpg", "detections.json", "rgba.jpg",
+                                       "sub__gray.jpg", "tiny.jpg"]
+    saved = json.loads((out / "detections.json").read_text())
+    assert len(saved) == 4 and all(record["detections"] for record in saved)

@@ -1,7 +1,8 @@
 """Detect objects in an image, a folder or a glob; write pictures and one JSON file.
 
     python tools/inference.py -f official/vision/detection/configs/fcos_res50_coco_3x_800size.py \
-        --pretrained -i cat.jpg -o outputs
+        --pretrained -i cat.jpg -o outputs [--engine lite]
+    python tools/inference.py -f CONFIG --model fcos_res50.mge --engine lite -i images/
 """
 import argparse
 import os
@@ -9,13 +10,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from official.vision.detection.deploy import build_detector  # noqa: E402
 from official.vision.detection.engine.checkpoint import resolve_weights  # noqa: E402
 from official.vision.detection.engine.predict import (  # noqa: E402
     class_names, detect_files, image_paths, pretrained_url
 )
 from official.vision.detection.utils.cli import run_cli  # noqa: E402
 from official.vision.detection.utils.config_file import load_config_module  # noqa: E402
-from official.vision.detection.weights import load_model_weights  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -26,6 +27,10 @@ def parse_args(argv=None):
                          "output folder stands for its newest checkpoint)")
     weights.add_argument("--pretrained", action="store_true",
                          help="the published weights of the config's hub entry")
+    weights.add_argument("--model", help="a .mge from tools/dump.py (with --engine lite)")
+    parser.add_argument("--engine", choices=("eager", "lite"), default="eager",
+                        help="lite: MegEngine Lite on the CPU, the weights dumped to a "
+                        "temporary file unless --model is given")
     parser.add_argument("-i", "--input", required=True, help="image file, folder or glob")
     parser.add_argument("-o", "--output-dir", default="outputs")
     parser.add_argument("--thresh", type=float, help="score threshold (default: the config's "
@@ -37,18 +42,22 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def weight_source(args, module):
+    """The weight file or URL to load; None with a dumped model."""
+    if args.model:
+        return None
+    return pretrained_url(module) if args.pretrained else resolve_weights(args.weights)
+
+
 def main():
     args = parse_args()
     paths = image_paths(args.input)
     module = load_config_module(args.file)
-    cfg = module.Cfg()
-    model = module.Net(cfg)
-    load_model_weights(model, pretrained_url(module) if args.pretrained
-                       else resolve_weights(args.weights))
-    model.eval()
+    detector = build_detector(module, weight_source(args, module), args.engine, args.model)
+    cfg = detector.cfg
     thresh = cfg.test_vis_threshold if args.thresh is None else args.thresh
     root = args.input if os.path.isdir(args.input) else None
-    records, skipped = detect_files(model, paths, args.output_dir,
+    records, skipped = detect_files(detector, paths, args.output_dir,
                                     class_names(cfg, args.dataset_dir), thresh,
                                     args.batch_size, args.tta, root)
     found = sum(len(r["detections"]) for r in records)

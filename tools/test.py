@@ -2,6 +2,8 @@
 
     python tools/test.py -f CONFIG -w WEIGHTS -d /data/datasets [-b 4] [--tta]
     python tools/test.py -f CONFIG -se 40 -ee 53 -d /data/datasets   # epoch checkpoints
+    python tools/test.py -f CONFIG -w WEIGHTS -d /data/datasets --engine lite  # compiled
+    python tools/test.py -f CONFIG --model fcos.mge -d /data/datasets --engine lite
 """
 import argparse
 import os
@@ -20,26 +22,33 @@ from official.vision.detection.utils.config_file import config_name  # noqa: E40
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-f", "--file", required=True, help="config file exposing Net and Cfg")
-    parser.add_argument("-w", "--weights", nargs="+",
-                        help="state_dicts or training checkpoints; a training output folder "
-                        "stands for its newest checkpoint")
-    parser.add_argument("-se", "--start-epoch", type=int, help="first epoch checkpoint")
+    evaluated = parser.add_mutually_exclusive_group()
+    evaluated.add_argument("-w", "--weights", nargs="+",
+                           help="state_dicts or training checkpoints; a training output folder "
+                           "stands for its newest checkpoint")
+    evaluated.add_argument("-se", "--start-epoch", type=int, help="first epoch checkpoint")
+    evaluated.add_argument("--model", help="a .mge from tools/dump.py (with --engine lite)")
     parser.add_argument("-ee", "--end-epoch", type=int, help="last epoch checkpoint")
     parser.add_argument("--log-dir", help="where -se/-ee look (default log-of-<config name>)")
     parser.add_argument("-d", "--dataset-dir", default="", help="base of relative dataset paths")
     parser.add_argument("-n", "--devices", type=int, default=1, help="GPUs")
     parser.add_argument("-b", "--batch-size", type=int, default=1, help="images per forward")
-    parser.add_argument("--out", help="COCO result file (default: beside the weights)")
+    parser.add_argument("--out", help="COCO result file (default: beside the weights or model)")
     parser.add_argument("--tta", action="store_true", help="flip and extra scales, merged")
     parser.add_argument("--workers", type=int, default=2, help="image-loading processes")
+    parser.add_argument("--engine", choices=("eager", "lite"), default="eager",
+                        help="lite: MegEngine Lite on the CPU, the weights dumped to a "
+                        "temporary file unless --model is given")
     return parser.parse_args(argv)
 
 
 def weight_files(args):
+    if args.model:
+        return []
     if args.weights:
         return [resolve_weights(path) for path in args.weights]
     if args.start_epoch is None:
-        raise ValueError("give -w WEIGHTS or -se START_EPOCH [-ee END_EPOCH]")
+        raise ValueError("give -w WEIGHTS, -se START_EPOCH [-ee END_EPOCH] or --model MODEL.mge")
     log_dir = args.log_dir or "log-of-{}".format(config_name(args.file))
     end = args.start_epoch if args.end_epoch is None else args.end_epoch
     return [checkpoint_path(log_dir, epoch) for epoch in range(args.start_epoch, end + 1)]
@@ -52,9 +61,9 @@ def main():
         raise ValueError("--out names one result file; it cannot take several weight files")
     options = EvalOptions(dataset_dir=args.dataset_dir, weights=weights,
                           batch_size=args.batch_size, tta=args.tta, results_path=args.out,
-                          num_workers=args.workers)
+                          num_workers=args.workers, engine=args.engine, model_path=args.model)
     table = run_test(args.file, options, args.devices)
-    print("mAP={:.4f}".format(table[weights[-1]]["AP"]))
+    print("mAP={:.4f}".format(list(table.values())[-1]["AP"]))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """COCO evaluation: detections for every test image, result files, and COCOeval metrics."""
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -15,10 +16,10 @@ from tqdm import tqdm
 from ..data.coco import COCODetection, DatasetError, resolve_dataset_paths
 from ..data.loader import BatchLoader
 from ..data.samplers import inference_batches
+from ..deploy import build_detector
 from ..evaluator import DetEvaluator
 from ..utils.config_file import load_config_module
 from ..utils.files import atomic_target, write_json_atomic
-from ..weights import load_model_weights
 from .launch import launch, world_info
 
 logger = mge.get_logger(__name__)
@@ -128,32 +129,44 @@ class EvalOptions:
     weights: list  # weight files (state_dicts or training checkpoints) to evaluate in turn
     batch_size: int = 1
     tta: bool = False
-    results_path: str = None  # default: beside each weight file
+    results_path: str = None  # default: beside each evaluated file
     num_workers: int = 2
+    engine: str = "eager"  # or "traced" / "lite" (deploy.build_detector)
+    model_path: str = None  # a dumped Lite model, evaluated instead of weight files
 
 
-def results_path_for(weights_path, explicit=None):
+def results_path_for(evaluated_path, explicit=None):
     if explicit:
         return explicit
-    return os.path.splitext(weights_path)[0] + "_coco_results.json"
+    return os.path.splitext(evaluated_path)[0] + "_coco_results.json"
 
 
-def evaluate_weights(make_detector, cfg, options, world_size=1, rank=0):
-    """Evaluate each weight file; return {weights path: metrics} on rank 0.
+def evaluated_detectors(config_module, options):
+    """(file, build) of each detector to evaluate, ``build()`` making it: the dumped model
+    of ``options.model_path``, or the model with each weight file on ``options.engine``."""
+    if options.model_path is not None:
+        return [(options.model_path, functools.partial(
+            build_detector, config_module, engine=options.engine,
+            model_path=options.model_path))]
+    return [(weights, functools.partial(build_detector, config_module, weights, options.engine))
+            for weights in options.weights]
 
-    ``make_detector(weights_path)`` returns a model with ``cfg`` and ``inference``."""
+
+def evaluate_detectors(detectors, cfg, options, world_size=1, rank=0):
+    """Evaluate each (file, build) of ``detectors``; return {file: metrics} on rank 0. The
+    result file of each is named after its file unless ``options.results_path`` is set."""
     dataset = build_test_dataset(cfg, options.dataset_dir)
     table = {}
-    for weights in options.weights:
-        evaluator = DetEvaluator(make_detector(weights))
+    for path, build in detectors:
+        evaluator = DetEvaluator(build())
         records = detect_dataset(evaluator, dataset, options.batch_size, options.tta,
                                  options.num_workers, world_size, rank)
-        results_path = results_path_for(weights, options.results_path)
+        results_path = results_path_for(path, options.results_path)
         records = gather_records(records, os.path.dirname(os.path.abspath(results_path)),
                                  world_size, rank)
         if rank == 0:
-            table[weights] = coco_metrics(dataset, records, cfg, results_path)
-            print(metrics_table({os.path.basename(weights): table[weights]}), flush=True)
+            table[path] = coco_metrics(dataset, records, cfg, results_path)
+            print(metrics_table({os.path.basename(path): table[path]}), flush=True)
             logger.info("detections written to %s", results_path)
     return table
 
@@ -170,26 +183,18 @@ def evaluate_result_files(ann_file, result_paths):
     return table
 
 
-def eager_detector(config_module, cfg):
-    """weights path -> the config's model in eval mode with those weights."""
-    def make(weights):
-        model = config_module.Net(cfg)
-        load_model_weights(model, weights)
-        model.eval()
-        return model
-    return make
-
-
 def test_worker(config_file, options):
     world_size, rank = world_info()
     module = load_config_module(config_file)
-    cfg = module.Cfg()
-    return evaluate_weights(eager_detector(module, cfg), cfg, options, world_size, rank)
+    return evaluate_detectors(evaluated_detectors(module, options), module.Cfg(), options,
+                              world_size, rank)
 
 
 def run_test(config_file, options, num_devices=1):
-    """Evaluate every weight file of ``options``; print one table row per file, and a summary
-    table when there are several."""
+    """Evaluate every weight file, or the dumped model, of ``options``; print one table row per
+    file, and a summary table when there are several."""
+    if options.engine == "lite" and num_devices > 1:
+        raise ValueError("the lite engine runs in one CPU process: use -n 1")
     results = launch(test_worker, (config_file, options), num_devices)
     table = results if num_devices == 1 else results[0]
     if len(table) > 1:

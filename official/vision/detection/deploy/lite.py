@@ -1,0 +1,49 @@
+"""Run a dumped FCOS graph with MegEngine Lite behind the ``model.inference`` interface."""
+import os
+
+import numpy as np
+from megenginelite import LiteConfig, LiteNetwork, LiteOptions
+
+from .compile import INPUT_NAMES, OUTPUT_NAMES
+
+DEFAULT_THREADS = 2
+
+
+class LiteDetector:
+    """A ``.mge`` file from ``dump_inference`` as a detector: ``DetEvaluator(LiteDetector(path,
+    cfg))`` works as with the eager model.
+
+    The graph runs in the layout it was dumped in. NCHW88 runs through MKLDNN, whose JIT failed
+    on an AMD EPYC (Zen 4) and ended the process (see ``deploy/layout.py``): dump in it only
+    where ``choose_layout("auto")`` picks it. On AMD CPUs the convolutions of either layout use
+    the AVX2 kernels that importing this package enables (see ``utils/cpu.py``).
+    """
+
+    def __init__(self, model_path, cfg, threads=DEFAULT_THREADS, profile_path=None):
+        """``profile_path``: write per-operator times (JSON) there when the detector is
+        deleted."""
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(
+                "Lite model not found: {} (write one with tools/dump.py)".format(model_path))
+        self.cfg = cfg
+        options = LiteOptions()
+        # the check checksums every variable of the first run, a debugging aid that made the
+        # first FCOS-R50 inference take 16 s instead of 4 s
+        options.var_sanity_check_first_run = False
+        self.network = LiteNetwork(LiteConfig(option=options))
+        # Lite reads the thread count and the profiling switch when it loads the graph
+        self.network.threads_number = threads
+        if profile_path is not None:
+            self.network.enable_profile_performance(profile_path)
+        self.network.load(model_path)
+
+    def inference(self, image, im_info):
+        """image [N, 3, H, W] float32 (BGR, 0-255), im_info [N, 4] -> numpy scores [N, P, K]
+        and boxes [N, P, 4] in original-image pixels (copies). Any N, H and W."""
+        for name, value in zip(INPUT_NAMES, (image, im_info)):
+            tensor = self.network.get_io_tensor(name)
+            tensor.set_data_by_copy(np.ascontiguousarray(value, dtype=np.float32))
+        self.network.forward()
+        self.network.wait()
+        scores, boxes = (self.network.get_io_tensor(name).to_numpy() for name in OUTPUT_NAMES)
+        return scores, boxes

@@ -1,0 +1,42 @@
+"""Let MegEngine's bundled MKL run its AVX2 kernels on AMD processors.
+
+MegEngine 1.13 links MKL 2019.0.5, which chooses its kernels by CPU vendor: on a non-Intel CPU
+its sgemm, which runs the im2col convolutions of MegEngine's x86 backend, falls back to generic
+SSE code. On an AMD EPYC (Zen 4) a 3x3 conv 256->256 on 136x100 ran at 27 GFLOP/s on one thread
+by default and at 86 GFLOP/s with MKL_DEBUG_CPU_TYPE=5, the switch MKL up to 2020.0 reads to
+force its AVX2 kernels (4 selects AVX without FMA, 0-3 older SSE paths).
+
+Importing the package calls ``use_mkl_avx2_kernels``; a value the user set is kept.
+"""
+import os
+
+MKL_CPU_TYPE_VARIABLE = "MKL_DEBUG_CPU_TYPE"
+MKL_AVX2 = "5"
+
+
+def cpu_vendor_and_flags(cpuinfo="/proc/cpuinfo"):
+    """("AuthenticAMD", {"avx2", ...}) of the first CPU; ("", set()) if unknown."""
+    vendor, flags = "", set()
+    if not os.path.exists(cpuinfo):
+        return vendor, flags
+    with open(cpuinfo) as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "vendor_id" and not vendor:
+                vendor = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    return vendor, flags
+
+
+def use_mkl_avx2_kernels(cpuinfo="/proc/cpuinfo"):
+    """Set MKL_DEBUG_CPU_TYPE=5 on an AMD CPU with AVX2 and FMA, unless the variable is set.
+
+    MKL reads it once, at its first call (not when MegEngine is imported): call this before
+    the first convolution of the process. Intel CPUs are left alone (MKL already picks their
+    best kernels, AVX-512 included). Returns the variable's value in effect (None when unset).
+    """
+    vendor, flags = cpu_vendor_and_flags(cpuinfo)
+    if vendor == "AuthenticAMD" and {"avx2", "fma"} <= flags:
+        os.environ.setdefault(MKL_CPU_TYPE_VARIABLE, MKL_AVX2)
+    return os.environ.get(MKL_CPU_TYPE_VARIABLE)

@@ -1,0 +1,275 @@
+"""Compiled inference: BN folding, the dumped Lite graph against eager, FLOPs, the tools."""
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+import megengine as mge
+import megengine.module as M
+
+from official.vision.detection.deploy import (
+    LiteDetector, TracedDetector, benchmark, build_detector, choose_layout, count_conv_flops,
+    count_parameters, dump_inference, fold_frozen_bn, machine_peak_gflops, median_ms,
+    nchw88_runs_here
+)
+from official.vision.detection.deploy.benchmark import nominal_ghz
+from official.vision.detection.deploy.fold import fold_into_conv
+from official.vision.detection.evaluator import DetEvaluator
+from official.vision.detection.layers.norm import FrozenBatchNorm2d
+from official.vision.detection.models import FCOS
+from official.vision.detection.utils.config_file import load_config_module
+
+from conftest import run_tool, spread_head_outputs, tiny_config
+
+SCORE_TOLERANCE = 1e-3
+BOX_TOLERANCE = 0.5  # pixels
+# the first is padded to 128 x 160 inside the model, the second needs no padding
+SIZES = [(100, 150), (128, 160)]
+
+TINY_CONFIG_FILE = '''
+from official.vision.detection.models import FCOS, FCOSConfig
+
+
+class Cfg(FCOSConfig):
+    def __init__(self):
+        super().__init__()
+        self.update(backbone="resnet18", fpn_in_channels=[128, 256, 512], fpn_out_channels=64,
+                    fpn_top_in_channel=64, num_classes=3)
+
+
+Net = FCOS
+'''
+
+
+def randomize_frozen_bn(model, rng):
+    """Statistics far from the identity, so that folding them is really exercised."""
+    for module in model.modules():
+        if isinstance(module, FrozenBatchNorm2d):
+            channels = module.num_features
+            module.load_state_dict({
+                "weight": rng.uniform(0.5, 1.5, channels).astype("float32"),
+                "bias": rng.uniform(-0.2, 0.2, channels).astype("float32"),
+                "running_mean": rng.uniform(-0.2, 0.2, channels).astype("float32"),
+                "running_var": rng.uniform(0.5, 2.0, channels).astype("float32"),
+            })
+
+
+@pytest.fixture(scope="module")
+def frozen_bn_model():
+    rng = np.random.RandomState(0)
+    model = FCOS(tiny_config().update(backbone_norm="FrozenBN"))
+    randomize_frozen_bn(model, rng)
+    spread_head_outputs(model, rng)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def lite_model_path(frozen_bn_model, tmp_path_factory):
+    return dump_inference(frozen_bn_model, str(tmp_path_factory.mktemp("lite") / "tiny.mge"))
+
+
+def random_input(height, width, batch=1, seed=0):
+    """image [batch, 3, H, W] in 0-255 and im_info [batch, 4] for originals twice as large."""
+    image = np.random.RandomState(seed).uniform(0, 255, (batch, 3, height, width))
+    im_info = np.tile([[height, width, 2 * height, 2 * width]], (batch, 1))
+    return image.astype("float32"), im_info.astype("float32")
+
+
+def assert_outputs_close(actual, expected):
+    (scores, boxes), (expected_scores, expected_boxes) = actual, expected
+    np.testing.assert_allclose(np.asarray(scores), expected_scores.numpy(), atol=SCORE_TOLERANCE)
+    np.testing.assert_allclose(np.asarray(boxes), expected_boxes.numpy(), atol=BOX_TOLERANCE)
+
+
+def assert_detections_close(detections, expected):
+    """[K, 6] rows (x1, y1, x2, y2, score, class): same classes, close boxes and scores."""
+    assert detections.shape == expected.shape and len(expected) > 0
+    np.testing.assert_array_equal(detections[:, 5], expected[:, 5])
+    np.testing.assert_allclose(detections[:, 4], expected[:, 4], atol=SCORE_TOLERANCE)
+    np.testing.assert_allclose(detections[:, :4], expected[:, :4], atol=BOX_TOLERANCE)
+
+
+def outputs(value):
+    """numpy (scores, boxes) of any detector's inference result."""
+    return tuple(v if isinstance(v, np.ndarray) else v.numpy() for v in value)
+
+
+# ------------------------------- BN folding ------------------------------- #
+def test_folding_removes_every_frozen_bn_and_keeps_outputs(frozen_bn_model):
+    folded = fold_frozen_bn(frozen_bn_model)
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in frozen_bn_model.modules())
+    image, im_info = random_input(100, 150)
+    assert_outputs_close(outputs(folded.inference(image, im_info)),
+                         frozen_bn_model.inference(image, im_info))
+
+
+def test_folding_a_grouped_conv_with_bias_scales_each_output_channel():
+    rng = np.random.RandomState(3)
+    conv = M.Conv2d(4, 6, 3, padding=1, groups=2)  # weight [2, 3, 2, 3, 3]
+    conv.bias = mge.Parameter(rng.normal(0, 1, (1, 6, 1, 1)).astype("float32"))
+    norm = FrozenBatchNorm2d(6)
+    randomize_frozen_bn(norm, rng)
+    x = mge.tensor(rng.normal(0, 1, (1, 4, 5, 5)).astype("float32"))
+    expected = norm(conv(x)).numpy()
+    fold_into_conv(conv, norm)
+    np.testing.assert_allclose(conv(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------ traced and Lite ----------------------------- #
+@pytest.mark.parametrize("height, width", SIZES)
+def test_lite_outputs_equal_eager(frozen_bn_model, lite_model_path, height, width):
+    lite = LiteDetector(lite_model_path, frozen_bn_model.cfg)
+    image, im_info = random_input(height, width)
+    assert_outputs_close(lite.inference(image, im_info), frozen_bn_model.inference(image, im_info))
+
+
+@pytest.mark.parametrize("height, width", SIZES)
+def test_lite_detections_equal_eager(frozen_bn_model, lite_model_path, height, width):
+    image, im_info = random_input(height, width, seed=1)
+    lite = DetEvaluator(LiteDetector(lite_model_path, frozen_bn_model.cfg))
+    expected = DetEvaluator(frozen_bn_model).predict(image=image, im_info=im_info)
+    assert_detections_close(lite.predict(image=image, im_info=im_info), expected)
+
+
+def test_lite_graph_takes_a_batch(frozen_bn_model, lite_model_path):
+    image, im_info = random_input(64, 96, batch=2, seed=2)
+    im_info[1, 2:] = [64, 96]  # the second image was not resized
+    scores, boxes = LiteDetector(lite_model_path, frozen_bn_model.cfg).inference(image, im_info)
+    assert scores.shape[0] == 2 and boxes.shape[0] == 2
+    assert_outputs_close((scores, boxes), frozen_bn_model.inference(image, im_info))
+
+
+def test_traced_detector_equals_eager_at_two_sizes(frozen_bn_model):
+    traced = TracedDetector(fold_frozen_bn(frozen_bn_model))
+    for height, width in SIZES:
+        image, im_info = random_input(height, width)
+        assert_outputs_close(traced.inference(image, im_info),
+                             frozen_bn_model.inference(image, im_info))
+
+
+# ---------------------------------- FLOPs ---------------------------------- #
+class TwoConvs(M.Module):
+    """A 3x3/2 conv 3->4 and a grouped 1x1 conv 4->6 behind the ``inference`` interface."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = M.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.conv_b = M.Conv2d(4, 6, 1, groups=2)
+
+    def forward(self, image):
+        return self.conv_b(self.conv_a(image))
+
+    def inference(self, image, im_info):  # pylint: disable=unused-argument
+        return self(image)
+
+
+def test_flop_count_of_two_small_convs_by_hand():
+    # 8 x 10 input -> 4 x 5 outputs; conv_a: 4 * 20 outputs x 27 MACs = 2160;
+    # conv_b: 6 * 20 outputs x 2 MACs (4 channels / 2 groups) = 240
+    assert count_conv_flops(TwoConvs(), (1, 3, 8, 10)) == 2 * (2160 + 240)
+    assert count_conv_flops(TwoConvs(), (2, 3, 8, 10)) == 2 * 2 * (2160 + 240)
+    # weights 4 * 3 * 9 + 6 * 2 and biases 4 + 6
+    assert count_parameters(TwoConvs()) == 108 + 12 + 4 + 6
+
+
+def test_fcos_flops_follow_the_padded_input_and_the_batch(frozen_bn_model):
+    at_128 = count_conv_flops(frozen_bn_model, (1, 3, 128, 160))
+    # 100 x 150 is padded to 128 x 160: the same convolutions run
+    assert count_conv_flops(frozen_bn_model, (1, 3, 100, 150)) == at_128
+    assert count_conv_flops(frozen_bn_model, (2, 3, 128, 160)) == 2 * at_128
+
+
+# -------------------------------- benchmark -------------------------------- #
+def test_benchmark_times_every_stage_of_every_run(frozen_bn_model, lite_model_path):
+    img = np.random.RandomState(4).randint(0, 255, (60, 90, 3), dtype=np.uint8)
+    timings = benchmark(LiteDetector(lite_model_path, frozen_bn_model.cfg), img, 100, 160,
+                        runs=2)
+    assert len(timings) == 2
+    medians = median_ms(timings)
+    assert set(medians) == {"preprocess", "network", "postprocess", "total"}
+    assert all(value > 0 for value in medians.values())
+
+
+def test_peak_is_cores_times_clock_times_flops_per_cycle(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\ncpu MHz\t\t: 2596.150\n")
+    assert nominal_ghz(str(cpuinfo)) == pytest.approx(2.59615)
+    assert machine_peak_gflops(cores=2, ghz=2.6) == pytest.approx(166.4)
+
+
+# ---------------------------------- tools ---------------------------------- #
+@pytest.fixture(scope="module")
+def tiny_config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("config") / "tiny_fcos.py"
+    path.write_text(TINY_CONFIG_FILE)
+    return str(path)
+
+
+def test_dump_tool_writes_a_lite_model_of_the_given_weights(frozen_bn_model, tiny_config_file,
+                                                            tmp_path):
+    weights = str(tmp_path / "weights.pkl")
+    mge.save({"state_dict": frozen_bn_model.state_dict()}, weights)
+    output = str(tmp_path / "tiny.mge")
+    result = run_tool("dump.py", "-f", tiny_config_file, "-w", weights, "-o", output,
+                      "--flops-size", "128", "160", "--layout", "auto")
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected_gflops = count_conv_flops(frozen_bn_model, (1, 3, 128, 160)) / 1e9
+    assert "conv GFLOPs (2 x MACs) at 1x3x128x160: {:.1f}".format(expected_gflops) in result.stdout
+    assert result.stdout.strip().splitlines()[-1].endswith(("(nchw layout)", "(nchw88 layout)"))
+    image, im_info = random_input(100, 150)
+    lite = LiteDetector(output, frozen_bn_model.cfg)
+    assert_outputs_close(lite.inference(image, im_info), frozen_bn_model.inference(image, im_info))
+
+
+def test_benchmark_tool_ends_with_the_median(tiny_config_file, tmp_path):
+    image_path = str(tmp_path / "image.png")
+    cv2.imwrite(image_path, np.random.RandomState(5).randint(0, 255, (60, 90, 3), np.uint8))
+    result = run_tool("benchmark.py", "-f", tiny_config_file, "-i", image_path, "--engine",
+                      "lite", "-n", "1", "--short-size", "100", "--max-size", "160")
+    assert result.returncode == 0, result.stderr[-2000:]
+    last_line = result.stdout.strip().splitlines()[-1]
+    assert last_line.startswith("median_ms=") and float(last_line.split("=")[1]) > 0
+
+
+# ------------------------------ building detectors ---------------------------- #
+def test_a_dumped_model_runs_only_on_the_lite_engine(tiny_config_file, lite_model_path):
+    module = load_config_module(tiny_config_file)
+    with pytest.raises(ValueError, match="add --engine lite"):
+        build_detector(module, engine="eager", model_path=lite_model_path)
+    assert isinstance(build_detector(module, engine="lite", model_path=lite_model_path),
+                      LiteDetector)
+
+
+def test_a_missing_lite_model_is_named_in_the_error(frozen_bn_model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="Lite model not found: .*nowhere.mge"):
+        LiteDetector(str(tmp_path / "nowhere.mge"), frozen_bn_model.cfg)
+
+
+# ---------------------------------- layout --------------------------------- #
+def test_layout_probe_answers_in_time_and_the_chosen_layout_runs_like_eager(frozen_bn_model,
+                                                                            tmp_path):
+    timeout = 30
+    start = time.monotonic()
+    layout = choose_layout("auto", probe_timeout=timeout)
+    # the probe's verdict depends on the CPU; that it comes, and that it holds, does not
+    assert time.monotonic() - start < timeout + 15
+    assert layout in ("nchw", "nchw88")
+    path = dump_inference(frozen_bn_model, str(tmp_path / "chosen.mge"), layout=layout)
+    image, im_info = random_input(100, 150, seed=3)
+    assert_outputs_close(LiteDetector(path, frozen_bn_model.cfg).inference(image, im_info),
+                         frozen_bn_model.inference(image, im_info))
+
+
+def test_a_probe_that_runs_out_of_time_answers_false_at_once():
+    # no Python with MegEngine Lite starts in 10 ms: the child is killed
+    start = time.monotonic()
+    assert nchw88_runs_here(timeout=0.01) is False
+    assert time.monotonic() - start < 15
+
+
+def test_an_unknown_layout_is_refused():
+    with pytest.raises(ValueError, match="layout must be one of"):
+        choose_layout("nhwc")

@@ -1,0 +1,92 @@
+"""Time FCOS from an image to detections: eager, traced, or compiled for MegEngine Lite.
+
+    python tools/benchmark.py -f official/vision/detection/configs/fcos_res50_coco_3x_800size.py \
+        -i cat.jpg --engine lite -n 5
+
+On AMD CPUs importing the package sets MKL_DEBUG_CPU_TYPE=5 (MKL's AVX2 kernels) unless the
+variable is set: set it yourself to time other MKL kernels (see utils/cpu.py). The last line is
+``median_ms=<median total per image>``.
+"""
+import argparse
+import os
+import sys
+
+import cv2
+import megengine as mge
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from official.vision.detection.deploy import (  # noqa: E402
+    ENGINES, benchmark, build_detector, count_conv_flops, machine_peak_gflops, median_ms,
+    use_eager_threads
+)
+from official.vision.detection.deploy.benchmark import STAGES, stage_ms  # noqa: E402
+from official.vision.detection.evaluator import DetEvaluator  # noqa: E402
+from official.vision.detection.utils.cli import run_cli  # noqa: E402
+from official.vision.detection.utils.config_file import load_config_module  # noqa: E402
+from official.vision.detection.weights import build_model  # noqa: E402
+
+logger = mge.get_logger(__name__)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-f", "--file", required=True, help="config file defining Net and Cfg")
+    parser.add_argument("-w", "--weights",
+                        help="state_dict or checkpoint (path or URL); omit for random weights")
+    parser.add_argument("-i", "--image", required=True, help="image file read with cv2")
+    parser.add_argument("--engine", choices=ENGINES, default="lite")
+    parser.add_argument("-n", "--runs", type=int, default=5, help="timed runs")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of the network")
+    parser.add_argument("--short-size", type=int, default=800)
+    parser.add_argument("--max-size", type=int, default=1333)
+    parser.add_argument("--model", help="lite engine: a .mge from tools/dump.py instead of "
+                                        "dumping the config to a temporary file")
+    parser.add_argument("--profile", metavar="JSON",
+                        help="lite engine: write per-operator times there (read them with "
+                             "python -m megengine.tools.profile_analyze JSON)")
+    parser.add_argument("--peak-gflops", type=float, default=machine_peak_gflops(),
+                        help="arithmetic limit of the machine (default: all cores x reported "
+                             "clock x 32 fp32 FLOPs per cycle; cores may boost above it)")
+    return parser.parse_args(argv)
+
+
+def report(timings, flops, peak_gflops):
+    medians, runs = median_ms(timings), stage_ms(timings)
+    for stage in STAGES + ("total",):
+        # min and max show when other processes disturbed some runs
+        print("{:<12} median {:9.1f} ms  (min {:.1f}, max {:.1f})".format(
+            stage, medians[stage], min(runs[stage]), max(runs[stage])))
+    gflops = flops / 1e9 / (medians["network"] / 1000)
+    line = "network: {:.1f} conv GFLOPs (2 x MACs), {:.1f} GFLOP/s".format(flops / 1e9, gflops)
+    if peak_gflops:
+        line += ", {:.0%} of the {:.0f} GFLOP/s arithmetic limit".format(
+            gflops / peak_gflops, peak_gflops)
+    print(line)
+    print("median_ms={:.1f}".format(medians["total"]))
+
+
+def main():
+    args = parse_args()
+    if args.engine != "lite":
+        use_eager_threads(args.threads)
+    if args.weights is None and args.model is None:
+        logger.warning("no weights given (-w): random weights; timings only")
+    module = load_config_module(args.file)
+    img = cv2.imread(args.image)
+    data, _ = DetEvaluator.process_inputs(img, args.short_size, args.max_size)
+    # FLOPs depend on the architecture only
+    flops = count_conv_flops(build_model(module), data.shape)
+    detector = build_detector(module, args.weights, args.engine, args.model, args.threads,
+                              args.profile)
+    timings = benchmark(detector, img, args.short_size, args.max_size, args.runs, args.warmup)
+    del detector  # Lite writes the profile when its network is destroyed
+    print("{} engine, {} thread(s), MKL_DEBUG_CPU_TYPE={}, input {}x{}, {} runs after {} "
+          "warm-up".format(args.engine, args.threads, os.environ.get("MKL_DEBUG_CPU_TYPE"),
+                           data.shape[2], data.shape[3], args.runs, args.warmup))
+    report(timings, flops, args.peak_gflops)
+
+
+if __name__ == "__main__":
+    run_cli(main)

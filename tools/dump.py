@@ -1,0 +1,55 @@
+"""Write an FCOS model as a MegEngine Lite graph (BN folded, any input size).
+
+    python tools/dump.py -f official/vision/detection/configs/fcos_res18_coco_3x_800size.py \
+        -w fcos_res18.pkl -o fcos_res18.mge [--layout auto]
+"""
+import argparse
+import os
+import sys
+
+import megengine as mge
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from official.vision.detection.deploy import (  # noqa: E402
+    LAYOUTS, choose_layout, count_conv_flops, count_parameters, dump_inference
+)
+from official.vision.detection.utils.cli import run_cli  # noqa: E402
+from official.vision.detection.utils.config_file import load_config_module  # noqa: E402
+from official.vision.detection.weights import build_model  # noqa: E402
+
+logger = mge.get_logger(__name__)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-f", "--file", required=True,
+                        help="config file defining Net and Cfg")
+    parser.add_argument("-w", "--weights",
+                        help="state_dict or checkpoint (path or URL); omit for random weights")
+    parser.add_argument("-o", "--output", required=True, help="the .mge file to write")
+    parser.add_argument("--layout", choices=LAYOUTS, default="auto",
+                        help="auto: NCHW88 if a test graph runs in it on this CPU, else NCHW")
+    parser.add_argument("--flops-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                        help="input size for the FLOP count (default: the config's test "
+                             "short and max sizes)")
+    return parser.parse_args(argv)
+
+
+def main():
+    args = parse_args()
+    if args.weights is None:
+        logger.warning("no weights given (-w): dumping random weights, fit for timing only")
+    model = build_model(load_config_module(args.file), args.weights)
+    height, width = args.flops_size or (model.cfg.test_image_short_size,
+                                        model.cfg.test_image_max_size)
+    flops = count_conv_flops(model, (1, 3, height, width))
+    print("conv GFLOPs (2 x MACs) at 1x3x{}x{}: {:.1f}".format(height, width, flops / 1e9))
+    print("parameters: {:.2f} M".format(count_parameters(model) / 1e6))
+    layout = choose_layout(args.layout)
+    dump_inference(model, args.output, layout=layout)
+    print("wrote {} ({} layout)".format(args.output, layout))
+
+
+if __name__ == "__main__":
+    run_cli(main)
