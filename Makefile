@@ -29,8 +29,8 @@ test: setup
 # The main job, offline: synthetic COCO-format data -> train -> COCO evaluation -> pictures.
 demo: setup
 	rm -rf $(DEMO_DIR)
-	$(PY) tools/make_synthetic_coco.py -o $(DEMO_DIR)/data/synthetic --train 400 --val 100 \
-		--size 112-160 --classes 3 --seed 0
+	$(PY) tools/make_synthetic_coco.py -o $(DEMO_DIR)/data/synthetic --train 800 --val 100 \
+		--size 96-128 --classes 3 --max-objects 4 --object-scale 0.2-0.6 --seed 0
 	$(PY) tools/train.py -f $(DEMO_CONFIG) -d $(DEMO_DIR)/data -o $(DEMO_DIR)/train -b 8 --workers 1
 	$(PY) tools/inference.py -f $(DEMO_CONFIG) -w $(DEMO_DIR)/train -d $(DEMO_DIR)/data \
 		-i $(DEMO_DIR)/data/synthetic/val -o $(DEMO_DIR)/pictures -b 4

@@ -4,7 +4,7 @@ import megengine as mge
 import megengine.module as M
 from megengine.autodiff import GradManager
 
-from official.vision.detection.layers.conv import Conv2d
+from official.vision.detection.layers.conv import Conv2d, on_cpu_device
 
 
 def gradients(conv, x):
@@ -36,3 +36,9 @@ def test_eval_mode_uses_the_plain_convolution():
     x = mge.tensor(np.ones((1, 3, 5, 5), "float32"))
     np.testing.assert_array_equal(conv(x).numpy(), M.Conv2d.calc_conv(
         conv, x, conv.weight, conv.bias).numpy())
+
+
+@pytest.mark.parametrize("device", ["cpu0", "multithread2:0"])
+def test_single_and_multithread_cpu_devices_take_the_matmul_weight_gradient(device):
+    # a multithread device missed by name would fall back to the slow native kernel
+    assert on_cpu_device(mge.tensor([1.0], device=device))

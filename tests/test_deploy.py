@@ -20,7 +20,9 @@ from official.vision.detection.layers.norm import FrozenBatchNorm2d
 from official.vision.detection.models import FCOS
 from official.vision.detection.utils.config_file import load_config_module
 
+import hubconf
 from conftest import run_tool, spread_head_outputs, tiny_config
+from test_models import RELEASED
 
 SCORE_TOLERANCE = 1e-3
 BOX_TOLERANCE = 0.5  # pixels
@@ -150,6 +152,21 @@ def test_traced_detector_equals_eager_at_two_sizes(frozen_bn_model):
                              frozen_bn_model.inference(image, im_info))
 
 
+@pytest.mark.parametrize("entry", RELEASED)
+def test_every_released_model_runs_traced_and_on_lite_like_eager(entry, tmp_path):
+    rng = np.random.RandomState(6)
+    model = getattr(hubconf, entry)()
+    randomize_frozen_bn(model, rng)
+    spread_head_outputs(model, rng)
+    model.eval()
+    image, im_info = random_input(72, 100, seed=6)
+    expected = model.inference(image, im_info)
+    traced = TracedDetector(fold_frozen_bn(model))
+    assert_outputs_close(traced.inference(image, im_info), expected)
+    lite = LiteDetector(dump_inference(model, str(tmp_path / "model.mge")), model.cfg)
+    assert_outputs_close(lite.inference(image, im_info), expected)
+
+
 # ---------------------------------- FLOPs ---------------------------------- #
 class TwoConvs(M.Module):
     """A 3x3/2 conv 3->4 and a grouped 1x1 conv 4->6 behind the ``inference`` interface."""
@@ -227,7 +244,7 @@ def test_dump_tool_writes_a_lite_model_of_the_given_weights(frozen_bn_model, tin
 def test_benchmark_tool_ends_with_the_median(tiny_config_file, tmp_path):
     image_path = str(tmp_path / "image.png")
     cv2.imwrite(image_path, np.random.RandomState(5).randint(0, 255, (60, 90, 3), np.uint8))
-    result = run_tool("benchmark.py", "-f", tiny_config_file, "-i", image_path, "--engine",
+    result = run_tool("benchmark.py", "-f", tiny_config_file, "-i", image_path, "--mode",
                       "lite", "-n", "1", "--short-size", "100", "--max-size", "160")
     assert result.returncode == 0, result.stderr[-2000:]
     last_line = result.stdout.strip().splitlines()[-1]

@@ -11,7 +11,7 @@ import pytest
 from official.vision.detection.data.synthetic import make_synthetic_coco
 from official.vision.detection.deploy import dump_inference
 from official.vision.detection.engine.evaluation import (
-    COCO_METRICS, EvalOptions, evaluate_result_files, metrics_table, run_test
+    COCO_METRICS, EvalOptions, evaluate_result_files, metrics_table, row_label, run_test
 )
 from official.vision.detection.utils.config_file import load_config_module
 from official.vision.detection.weights import build_model
@@ -217,3 +217,12 @@ def test_tool_reports_a_bad_lite_run_in_one_line(setup, arguments, message):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(message)
+
+
+def test_checkpoints_of_two_runs_get_two_table_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    labels = {row_label(str(tmp_path / run / "epoch_1.pkl")) for run in ("scratch", "finetune")}
+    assert labels == {os.path.join("scratch", "epoch_1.pkl"),
+                      os.path.join("finetune", "epoch_1.pkl")}
+    outside = "/elsewhere/epoch_1.pkl"
+    assert row_label(outside) == outside

@@ -54,6 +54,12 @@ def test_hub_entry_names_resolve_to_their_published_url():
         finetune_source("fcos_res9000")
 
 
+def test_a_training_output_folder_finetunes_from_its_newest_checkpoint(tmp_path):
+    for epoch in (2, 10):
+        (tmp_path / "epoch_{}.pkl".format(epoch)).write_bytes(b"")
+    assert finetune_source(str(tmp_path)) == str(tmp_path / "epoch_10.pkl")
+
+
 def test_finetuned_model_trains_from_epoch_zero_and_its_loss_decreases(datasets, tmp_path):
     pretrain_dir, finetune_dir = str(tmp_path / "pretrain"), str(tmp_path / "finetune")
     run_training(write_config(tmp_path / "three.py", nr_images=16),

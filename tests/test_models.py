@@ -106,3 +106,12 @@ def test_training_forward_returns_finite_losses(tiny_model):
     losses = model(image=data, im_info=im_info, gt_boxes=gt)
     assert set(losses) == {"total_loss", "loss_cls", "loss_bbox", "loss_ctr"}
     assert all(np.isfinite(float(v)) for v in losses.values())
+
+
+def test_training_without_the_box_count_column_is_a_clear_error():
+    model = FCOS(tiny_config())
+    model.train()
+    data = np.zeros((1, 3, 64, 64), "float32")
+    gt = np.array([[[4, 4, 60, 50, 1]]], "float32")
+    with pytest.raises(ValueError, match=r"im_info \[N, 5\]"):
+        model(image=data, im_info=np.array([[64, 64, 64, 64]], "float32"), gt_boxes=gt)

@@ -1,7 +1,7 @@
 """Time FCOS from an image to detections: eager, traced, or compiled for MegEngine Lite.
 
     python tools/benchmark.py -f official/vision/detection/configs/fcos_res50_coco_3x_800size.py \
-        -i cat.jpg --engine lite -n 5
+        -i cat.jpg --mode lite -n 5
 
 On AMD CPUs importing the package sets MKL_DEBUG_CPU_TYPE=5 (MKL's AVX2 kernels) unless the
 variable is set: set it yourself to time other MKL kernels (see utils/cpu.py). The last line is
@@ -35,7 +35,8 @@ def parse_args(argv=None):
     parser.add_argument("-w", "--weights",
                         help="state_dict or checkpoint (path or URL); omit for random weights")
     parser.add_argument("-i", "--image", required=True, help="image file read with cv2")
-    parser.add_argument("--engine", choices=ENGINES, default="lite")
+    parser.add_argument("--mode", "--engine", dest="engine", choices=ENGINES, default="lite",
+                        help="what runs the network (--engine as in test.py and inference.py)")
     parser.add_argument("-n", "--runs", type=int, default=5, help="timed runs")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of the network")

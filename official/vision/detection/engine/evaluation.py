@@ -112,6 +112,13 @@ def coco_metrics(dataset, records, cfg, results_path):
     return cocoeval_metrics(dataset.coco, results, [r["image_id"] for r in records])
 
 
+def row_label(path):
+    """A file's name in a table: relative to the working directory when below it, so that
+    checkpoints of different runs (all epoch_<N>.pkl) get different rows."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def metrics_table(rows):
     """Text table: one row per {label: {metric: value}} entry, the 12 COCO metrics as columns."""
     label_width = max([len("weights")] + [len(label) for label in rows])
@@ -166,7 +173,7 @@ def evaluate_detectors(detectors, cfg, options, world_size=1, rank=0):
                                  world_size, rank)
         if rank == 0:
             table[path] = coco_metrics(dataset, records, cfg, results_path)
-            print(metrics_table({os.path.basename(path): table[path]}), flush=True)
+            print(metrics_table({row_label(path): table[path]}), flush=True)
             logger.info("detections written to %s", results_path)
     return table
 
@@ -198,5 +205,5 @@ def run_test(config_file, options, num_devices=1):
     results = launch(test_worker, (config_file, options), num_devices)
     table = results if num_devices == 1 else results[0]
     if len(table) > 1:
-        print(metrics_table({os.path.basename(k): v for k, v in table.items()}))
+        print(metrics_table({row_label(k): v for k, v in table.items()}))
     return table

@@ -20,7 +20,7 @@ from ..data.samplers import GroupedBatchSampler
 from ..data.transforms import TrainTransform
 from ..utils.config_file import load_config_module
 from ..weights import load_matching_weights, load_weight_file, state_dict_of
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, resolve_weights, save_checkpoint
 from .launch import launch, world_info
 from .schedule import learning_rate, steps_per_epoch
 
@@ -186,9 +186,10 @@ def train_worker(config_file, options):
 
 
 def finetune_source(name):
-    """A weight file or URL as given, or the published weights of a hub entry name."""
+    """A weight file or URL as given, the newest checkpoint of a training output folder, or
+    the published weights of a hub entry name."""
     if os.path.exists(name) or "://" in name:
-        return name
+        return resolve_weights(name)
     try:
         module = importlib.import_module("official.vision.detection.configs." + name)
     except ImportError:

@@ -54,8 +54,10 @@ class WeightGradByMatmul(Function):
         return weight_grad.transpose(0, 1, 3, 2).reshape(self.weight_shape)
 
 
-def _on_cpu(tensor):
-    return "cpu" in str(tensor.device.physical_name)
+def on_cpu_device(tensor):
+    # CPU devices are "cpu<k>" (one thread) or "multithread<threads>:<k>"
+    name = str(tensor.device.physical_name)
+    return name.startswith("cpu") or name.startswith("multithread")
 
 
 class Conv2d(M.Conv2d):
@@ -67,7 +69,7 @@ class Conv2d(M.Conv2d):
         self.norm = norm
 
     def calc_conv(self, inp, weight, bias):
-        if not (self.training and _on_cpu(inp)):
+        if not (self.training and on_cpu_device(inp)):
             return super().calc_conv(inp, weight, bias)
         out = super().calc_conv(inp, weight.detach(), bias)
         return out + WeightGradByMatmul(self, inp.detach(), out.shape)(weight)

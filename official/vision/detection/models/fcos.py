@@ -95,6 +95,10 @@ class FCOS(M.Module):
         gt_boxes: [N, G, 5] (x1, y1, x2, y2, class index) in resized-image pixels.
         """
         image, im_info = _as_tensor(image), _as_tensor(im_info)
+        if gt_boxes is not None and (im_info.ndim != 2 or im_info.shape[1] != 5):
+            # a 4-column im_info would make the assigner read past its rows
+            raise ValueError("training needs im_info [N, 5] with the number of boxes of each "
+                             "image in column 5, got shape {}".format(tuple(im_info.shape)))
         logits, ltrb, ctrness, points = self.raw_outputs(image)
         if gt_boxes is not None:
             return self.losses(logits, ltrb, ctrness, points, im_info, _as_tensor(gt_boxes))
