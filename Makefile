@@ -3,8 +3,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_output
 DEMO_CONFIG := official/vision/detection/configs/fcos_res18_synthetic_demo.py
+FINETUNE_CONFIG := official/vision/detection/configs/fcos_res18_synthetic_finetune.py
+SYNTHETIC_SHAPES := --size 96-128 --max-objects 4 --object-scale 0.2-0.6
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo finetune-benchmark clean
 
 # MegEngine 1.13.0 has wheels for Python 3.6-3.10 only: find a working python3.10 on PATH,
 # then under pyenv.
@@ -30,11 +32,25 @@ test: setup
 demo: setup
 	rm -rf $(DEMO_DIR)
 	$(PY) tools/make_synthetic_coco.py -o $(DEMO_DIR)/data/synthetic --train 800 --val 100 \
-		--size 96-128 --classes 3 --max-objects 4 --object-scale 0.2-0.6 --seed 0
+		--classes 3 --seed 0 $(SYNTHETIC_SHAPES)
 	$(PY) tools/train.py -f $(DEMO_CONFIG) -d $(DEMO_DIR)/data -o $(DEMO_DIR)/train -b 8 --workers 1
 	$(PY) tools/inference.py -f $(DEMO_CONFIG) -w $(DEMO_DIR)/train -d $(DEMO_DIR)/data \
 		-i $(DEMO_DIR)/data/synthetic/val -o $(DEMO_DIR)/pictures -b 4
 	$(PY) tools/test.py -f $(DEMO_CONFIG) -w $(DEMO_DIR)/train -d $(DEMO_DIR)/data -b 4
+
+# Fine-tuning the demo's 3-class detector on 4 classes vs training from scratch, same schedule
+# (README, "Fine-tuning"). Needs the model `make demo` trained.
+finetune-benchmark: setup
+	@test -d $(DEMO_DIR)/train || { echo "error: run 'make demo' first: it trains the model to fine-tune from" >&2; exit 1; }
+	rm -rf $(DEMO_DIR)/four_shapes $(DEMO_DIR)/scratch $(DEMO_DIR)/finetune
+	$(PY) tools/make_synthetic_coco.py -o $(DEMO_DIR)/four_shapes/synthetic --train 400 --val 100 \
+		--classes 4 --seed 1 $(SYNTHETIC_SHAPES)
+	$(PY) tools/train.py -f $(FINETUNE_CONFIG) -d $(DEMO_DIR)/four_shapes -o $(DEMO_DIR)/scratch \
+		-b 8 --workers 1
+	$(PY) tools/train.py -f $(FINETUNE_CONFIG) -d $(DEMO_DIR)/four_shapes -o $(DEMO_DIR)/finetune \
+		-b 8 --workers 1 --finetune $(DEMO_DIR)/train
+	$(PY) tools/test.py -f $(FINETUNE_CONFIG) -w $(DEMO_DIR)/scratch $(DEMO_DIR)/finetune \
+		-d $(DEMO_DIR)/four_shapes -b 4
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
