@@ -11,7 +11,7 @@ import pytest
 from official.vision.detection.data.synthetic import make_synthetic_coco
 from official.vision.detection.deploy import dump_inference
 from official.vision.detection.engine.evaluation import (
-    COCO_METRICS, EvalOptions, evaluate_result_files, metrics_table, row_label, run_test
+    COCO_METRICS, EvalOptions, evaluate_result_files, metrics_table, row_labels, run_test
 )
 from official.vision.detection.utils.config_file import load_config_module
 from official.vision.detection.weights import build_model
@@ -219,10 +219,12 @@ def test_tool_reports_a_bad_lite_run_in_one_line(setup, arguments, message):
     assert result.stderr.strip().splitlines()[-1].startswith(message)
 
 
-def test_checkpoints_of_two_runs_get_two_table_rows(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    labels = {row_label(str(tmp_path / run / "epoch_1.pkl")) for run in ("scratch", "finetune")}
-    assert labels == {os.path.join("scratch", "epoch_1.pkl"),
-                      os.path.join("finetune", "epoch_1.pkl")}
-    outside = "/elsewhere/epoch_1.pkl"
-    assert row_label(outside) == outside
+def test_table_rows_are_named_by_the_shortest_distinct_path_suffix():
+    runs = [os.path.join("/work", run, "epoch_1.pkl") for run in ("scratch", "finetune")]
+    assert row_labels(runs) == {runs[0]: os.path.join("scratch", "epoch_1.pkl"),
+                                runs[1]: os.path.join("finetune", "epoch_1.pkl")}
+    assert row_labels(["/work/log/epoch_4.pkl"]) == {"/work/log/epoch_4.pkl": "epoch_4.pkl"}
+    same_tail = ["/a/log/epoch_1.pkl", "/b/log/epoch_1.pkl", "/b/log/epoch_2.pkl"]
+    assert row_labels(same_tail) == {same_tail[0]: os.path.join("a", "log", "epoch_1.pkl"),
+                                     same_tail[1]: os.path.join("b", "log", "epoch_1.pkl"),
+                                     same_tail[2]: "epoch_2.pkl"}

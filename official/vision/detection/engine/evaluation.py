@@ -112,11 +112,18 @@ def coco_metrics(dataset, records, cfg, results_path):
     return cocoeval_metrics(dataset.coco, results, [r["image_id"] for r in records])
 
 
-def row_label(path):
-    """A file's name in a table: relative to the working directory when below it, so that
-    checkpoints of different runs (all epoch_<N>.pkl) get different rows."""
-    relative = os.path.relpath(path)
-    return path if relative.startswith("..") else relative
+def row_labels(paths):
+    """{path: label} for table rows: the shortest trailing part of each path that no other path
+    shares, so one file shows as its name and two runs' epoch_<N>.pkl as run/epoch_<N>.pkl."""
+    parts = {path: os.path.normpath(path).split(os.sep) for path in paths}
+    labels = {}
+    for path, own in parts.items():
+        others = [p for other, p in parts.items() if other != path]
+        depth = 1
+        while depth < len(own) and any(p[-depth:] == own[-depth:] for p in others):
+            depth += 1
+        labels[path] = os.path.join(*own[-depth:]) if depth < len(own) else path
+    return labels
 
 
 def metrics_table(rows):
@@ -163,6 +170,7 @@ def evaluate_detectors(detectors, cfg, options, world_size=1, rank=0):
     """Evaluate each (file, build) of ``detectors``; return {file: metrics} on rank 0. The
     result file of each is named after its file unless ``options.results_path`` is set."""
     dataset = build_test_dataset(cfg, options.dataset_dir)
+    labels = row_labels([path for path, _ in detectors])
     table = {}
     for path, build in detectors:
         evaluator = DetEvaluator(build())
@@ -173,7 +181,7 @@ def evaluate_detectors(detectors, cfg, options, world_size=1, rank=0):
                                  world_size, rank)
         if rank == 0:
             table[path] = coco_metrics(dataset, records, cfg, results_path)
-            print(metrics_table({row_label(path): table[path]}), flush=True)
+            print(metrics_table({labels[path]: table[path]}), flush=True)
             logger.info("detections written to %s", results_path)
     return table
 
@@ -205,5 +213,6 @@ def run_test(config_file, options, num_devices=1):
     results = launch(test_worker, (config_file, options), num_devices)
     table = results if num_devices == 1 else results[0]
     if len(table) > 1:
-        print(metrics_table({row_label(k): v for k, v in table.items()}))
+        labels = row_labels(table)
+        print(metrics_table({labels[k]: v for k, v in table.items()}))
     return table
