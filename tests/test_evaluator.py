@@ -92,3 +92,15 @@ def test_vis_det_draws_boxes_above_threshold_in_fixed_colours():
     assert tuple(first[40, 25]) == DetEvaluator.class_color(2)  # bottom edge of the box
     assert not first[20:, 45:].any()  # the low-score box is not drawn
     assert not img.any()  # the input is left untouched
+
+
+def test_labels_shrink_on_small_pictures_so_the_objects_stay_visible():
+    def label_rows(side):
+        img = np.zeros((side, side, 3), np.uint8)
+        dets = np.array([[20, 40, 80, 90, 0.9, 0]], np.float32)
+        drawn = DetEvaluator.vis_det(img, dets, classes=["rectangle"])
+        # the label band sits above the box top (y=40); count its painted rows
+        return int(drawn[:40, 20:].any(axis=(1, 2)).sum())
+
+    assert label_rows(100) < label_rows(600)
+    assert label_rows(100) <= 10

@@ -161,6 +161,9 @@ class DetEvaluator:
     def vis_det(img, dets, classes=None, thresh=0.3, is_show_label=True):
         """A copy of ``img`` with the detections scoring above ``thresh`` drawn on it."""
         canvas = DetEvaluator.to_bgr(img).copy()
+        # text 0.5 high (OpenCV's unit) on COCO-sized pictures, smaller on small ones, so that
+        # labels do not hide the objects of a 100-pixel image
+        font_scale = float(np.clip(min(canvas.shape[:2]) / 960, 0.3, 0.5))
         for x1, y1, x2, y2, score, label in np.asarray(dets).reshape(-1, 6):
             if score < thresh:
                 continue
@@ -171,10 +174,11 @@ class DetEvaluator:
             if is_show_label:
                 name = classes[label] if classes is not None and label < len(classes) else str(label)
                 text = "{} {:.2f}".format(name, score)
-                (text_w, text_h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+                font = cv2.FONT_HERSHEY_SIMPLEX
+                (text_w, text_h), _ = cv2.getTextSize(text, font, font_scale, 1)
                 text_y = max(int(y1), text_h + 2)
                 cv2.rectangle(canvas, (int(x1), text_y - text_h - 2), (int(x1) + text_w, text_y),
                               color, -1)
-                cv2.putText(canvas, text, (int(x1), text_y - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                            (255, 255, 255), 1, cv2.LINE_AA)
+                cv2.putText(canvas, text, (int(x1), text_y - 2), font, font_scale, (255, 255, 255),
+                            1, cv2.LINE_AA)
         return canvas
