@@ -47,13 +47,14 @@ def parse_args(argv=None):
     parser.add_argument("--profile", metavar="JSON",
                         help="lite engine: write per-operator times there (read them with "
                              "python -m megengine.tools.profile_analyze JSON)")
-    parser.add_argument("--peak-gflops", type=float, default=machine_peak_gflops(),
-                        help="arithmetic limit of the machine (default: all cores x reported "
-                             "clock x 32 fp32 FLOPs per cycle; cores may boost above it)")
+    parser.add_argument("--peak-gflops", type=float,
+                        help="measured arithmetic limit of the machine, e.g. of an FMA loop on "
+                             "every core (default: the nominal one, all cores x reported clock "
+                             "x 32 fp32 FLOPs per cycle, which boosting cores exceed)")
     return parser.parse_args(argv)
 
 
-def report(timings, flops, peak_gflops):
+def report(timings, flops, measured_peak_gflops=None):
     medians, runs = median_ms(timings), stage_ms(timings)
     for stage in STAGES + ("total",):
         # min and max show when other processes disturbed some runs
@@ -61,9 +62,14 @@ def report(timings, flops, peak_gflops):
             stage, medians[stage], min(runs[stage]), max(runs[stage])))
     gflops = flops / 1e9 / (medians["network"] / 1000)
     line = "network: {:.1f} conv GFLOPs (2 x MACs), {:.1f} GFLOP/s".format(flops / 1e9, gflops)
-    if peak_gflops:
-        line += ", {:.0%} of the {:.0f} GFLOP/s arithmetic limit".format(
-            gflops / peak_gflops, peak_gflops)
+    nominal_peak_gflops = machine_peak_gflops()
+    if measured_peak_gflops:
+        line += ", {:.0%} of the measured {:.0f} GFLOP/s limit".format(
+            gflops / measured_peak_gflops, measured_peak_gflops)
+    elif nominal_peak_gflops:
+        line += (", {:.0%} of the nominal {:.0f} GFLOP/s limit (reported clock; pass "
+                 "--peak-gflops for cores that boost)").format(
+                     gflops / nominal_peak_gflops, nominal_peak_gflops)
     print(line)
     print("median_ms={:.1f}".format(medians["total"]))
 
