@@ -163,7 +163,8 @@ class DetEvaluator:
         canvas = DetEvaluator.to_bgr(img).copy()
         # text 0.5 high (OpenCV's unit) on COCO-sized pictures, smaller on small ones, so that
         # labels do not hide the objects of a 100-pixel image
-        font_scale = float(np.clip(min(canvas.shape[:2]) / 960, 0.3, 0.5))
+        font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, float(np.clip(min(canvas.shape[:2]) / 960,
+                                                                    0.3, 0.5))
         for x1, y1, x2, y2, score, label in np.asarray(dets).reshape(-1, 6):
             if score < thresh:
                 continue
@@ -174,7 +175,6 @@ class DetEvaluator:
             if is_show_label:
                 name = classes[label] if classes is not None and label < len(classes) else str(label)
                 text = "{} {:.2f}".format(name, score)
-                font = cv2.FONT_HERSHEY_SIMPLEX
                 (text_w, text_h), _ = cv2.getTextSize(text, font, font_scale, 1)
                 text_y = max(int(y1), text_h + 2)
                 cv2.rectangle(canvas, (int(x1), text_y - text_h - 2), (int(x1) + text_w, text_y),
