@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from official.vision.detection.layers.postprocess import batched_nms, detect, pairwise_iou
+from official.vision.detection.layers.postprocess import (
+    batched_nms, descending_blocks, detect, pairwise_iou
+)
 
 
 def reference_nms(boxes, scores, labels, threshold):
@@ -15,6 +17,17 @@ def reference_nms(boxes, scores, labels, threshold):
             idx = [i for i in idx
                    if pairwise_iou(boxes[best:best + 1], boxes[i:i + 1])[0, 0] <= threshold]
     return sorted(kept, key=lambda i: -scores[i])
+
+
+def sorted_then_suppressed(boxes, scores, labels, threshold):
+    """Greedy per-class NMS over one full stable sort, a kept box suppressing at once."""
+    suppressed = np.zeros(len(scores), dtype=bool)
+    kept = []
+    for i in np.argsort(-scores, kind="stable"):
+        if not suppressed[i]:
+            kept.append(i)
+            suppressed |= (labels == labels[i]) & (pairwise_iou(boxes[i:i + 1], boxes)[0] > threshold)
+    return kept
 
 
 def random_boxes(rng, n, size=100):
@@ -84,3 +97,40 @@ def test_detect_applies_threshold_nms_and_top_k():
 def test_detect_with_no_candidates_returns_an_empty_array():
     dets = detect(np.zeros((4, 3), np.float32), np.zeros((4, 4), np.float32), 0.05, 0.6, 100)
     assert dets.shape == (0, 6) and dets.dtype == np.float32
+
+
+def test_descending_blocks_concatenate_to_the_stable_sort_with_ties_across_blocks():
+    rng = np.random.default_rng(4)
+    scores = rng.integers(0, 7, 5000).astype(np.float32)  # ~700 copies of every value
+    blocks = list(descending_blocks(scores, 1024))
+    assert len(blocks) > 1
+    np.testing.assert_array_equal(np.concatenate(blocks), np.argsort(-scores, kind="stable"))
+
+
+def test_nms_over_blocks_with_tied_scores_equals_nms_over_one_full_sort():
+    rng = np.random.default_rng(5)
+    boxes = random_boxes(rng, 4000, size=400)
+    scores = (rng.integers(1, 40, 4000) / 40).astype(np.float32)
+    labels = rng.integers(0, 3, 4000)
+    expected = sorted_then_suppressed(boxes, scores, labels, 0.6)
+    assert len(expected) > 1024  # the kept boxes span several blocks
+    np.testing.assert_array_equal(batched_nms(boxes, scores, labels, 0.6), expected)
+    np.testing.assert_array_equal(batched_nms(boxes, scores, labels, 0.6, 1500), expected[:1500])
+
+
+def test_a_million_candidates_give_the_top_k_of_the_full_sort():
+    # random weights put every point of every class above the threshold
+    rng = np.random.default_rng(6)
+    scores = rng.uniform(0.06, 0.08, (12000, 80)).astype(np.float32)
+    boxes = random_boxes(rng, 12000, size=1000)
+    point, label = np.nonzero(scores > 0.05)
+    order = np.argsort(-scores[point, label], kind="stable")
+    detections = detect(scores, boxes, 0.05, -1, 100)
+    np.testing.assert_array_equal(detections[:, 4], scores[point, label][order[:100]])
+    np.testing.assert_array_equal(detections[:, 5], label[order[:100]])
+
+
+def test_nan_scores_are_refused():
+    with pytest.raises(ValueError, match="NaN"):
+        batched_nms(np.zeros((2, 4), np.float32), np.array([0.5, np.nan], np.float32),
+                    np.zeros(2, int), 0.5)

@@ -3,12 +3,17 @@
 Greedy NMS for all classes in one pass: candidates are visited from the highest score down, and
 a candidate is dropped when a kept higher-scoring box of its class overlaps it too much. Because
 only higher-scoring boxes can suppress a candidate, NMS on a score-ordered prefix gives exactly
-the first kept boxes of NMS on everything; candidates are therefore processed in blocks and the
-pass stops once ``max_detections`` are kept (the top-k of a full per-class NMS).
+the first kept boxes of NMS on everything; candidates are therefore ordered and processed in
+blocks, and the pass stops once ``max_detections`` are kept (the top-k of a full per-class NMS).
+Ordering block by block matters: a model with few confident points (random weights, or an image
+without objects) can leave a million candidates above the threshold, whose full sort took
+~175 ms where selecting the first block takes ~8 ms.
 """
 import numpy as np
 
-_BLOCK = 1024  # candidates per block; the IoU matrix of a block is _BLOCK x _BLOCK
+# Candidates per block: the first block is small, as the top-k often needs few candidates
+# (its IoU matrix is FIRST_BLOCK^2), and blocks double up to LARGEST_BLOCK.
+FIRST_BLOCK, LARGEST_BLOCK = 128, 1024
 
 
 def pairwise_iou(boxes_a, boxes_b):
@@ -28,22 +33,44 @@ def _overlaps(boxes_a, labels_a, boxes_b, labels_b, iou_threshold):
     return same_class & (pairwise_iou(boxes_a, boxes_b) > iou_threshold)
 
 
+def descending_blocks(scores, block_size, largest_block=None):
+    """Indices of ``scores`` from the highest score down, ties in index order (a stable sort of
+    ``-scores``), yielded in blocks of about ``block_size``, doubling up to ``largest_block``.
+
+    Each block holds every index scoring at least the block's lowest score, so the blocks
+    concatenate to the full sort without sorting everything up front.
+    """
+    largest_block = largest_block or block_size
+    remaining = np.arange(len(scores))
+    while len(remaining) > block_size:
+        values = scores[remaining]
+        lowest = np.partition(values, len(values) - block_size)[len(values) - block_size]
+        taken = values >= lowest
+        block = remaining[taken]
+        yield block[np.argsort(-scores[block], kind="stable")]
+        remaining = remaining[~taken]
+        block_size = min(2 * block_size, largest_block)
+    if len(remaining):
+        yield remaining[np.argsort(-scores[remaining], kind="stable")]
+
+
 def batched_nms(boxes, scores, labels, iou_threshold, max_detections=None):
     """Indices of the boxes kept by per-class greedy NMS, highest score first.
 
     ``iou_threshold`` -1 disables NMS (the highest scores are kept).
     """
-    order = np.argsort(-scores, kind="stable")
-    if iou_threshold == -1:
-        return order[:max_detections]
-    if not 0 < iou_threshold <= 1:
+    if iou_threshold != -1 and not 0 < iou_threshold <= 1:
         raise ValueError("test_nms must be in (0, 1] or -1, got {}".format(iou_threshold))
-    limit = len(order) if max_detections is None else max_detections
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN; the model's outputs are not finite")
+    limit = len(scores) if max_detections is None else max_detections
     keep = []
-    for start in range(0, len(order), _BLOCK):
+    for block in descending_blocks(scores, FIRST_BLOCK, LARGEST_BLOCK):
         if len(keep) >= limit:
             break
-        block = order[start:start + _BLOCK]
+        if iou_threshold == -1:
+            keep.extend(block[:limit - len(keep)])
+            continue
         block_boxes, block_labels = boxes[block], labels[block]
         suppressed = np.zeros(len(block), dtype=bool)
         if keep:
