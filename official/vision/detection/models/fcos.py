@@ -27,15 +27,19 @@ SIZE_DIVISIBILITY = 32  # the input is padded so that every pyramid level halves
 def pad_to_multiple(image, multiple=SIZE_DIVISIBILITY):
     """Zero-pad [N, C, H, W] at the bottom and right to multiples of ``multiple``.
 
-    Works on Python-int shapes (eager) and on traced shapes alike.
+    Works on Python-int shapes (eager) and on traced shapes alike. The image is written into a
+    zero tensor of the padded size: concatenating zero-row blocks would, for a side that is
+    already a multiple, put an empty tensor into the traced graph, which Lite's profiler
+    rejects ("assertion `cur_shape > 0' failed").
     """
     n, c, h, w = image.shape
-    pad_h = (h + multiple - 1) // multiple * multiple - h
-    pad_w = (w + multiple - 1) // multiple * multiple - w
-    if isinstance(pad_h, int) and pad_h == 0 and pad_w == 0:
+    padded_h = (h + multiple - 1) // multiple * multiple
+    padded_w = (w + multiple - 1) // multiple * multiple
+    if isinstance(padded_h, int) and (padded_h, padded_w) == (h, w):
         return image
-    image = F.concat([image, F.zeros((n, c, pad_h, w))], axis=2)
-    return F.concat([image, F.zeros((n, c, h + pad_h, pad_w))], axis=3)
+    padded = F.zeros((n, c, padded_h, padded_w))
+    padded[:, :, :h, :w] = image
+    return padded
 
 
 def _flatten_levels(maps):
