@@ -1,4 +1,7 @@
-"""Compiled inference: BN folding, the dumped Lite graph against eager, FLOPs, the tools."""
+"""Compiled inference: BN folding, the dumped Lite graph against eager, its layout, FLOPs,
+the tools."""
+import subprocess
+import sys
 import time
 
 import cv2
@@ -6,15 +9,23 @@ import numpy as np
 import pytest
 
 import megengine as mge
+import megengine.functional as F
 import megengine.module as M
+from megengine.jit import trace
 
 from official.vision.detection.deploy import (
-    LiteDetector, TracedDetector, benchmark, build_detector, choose_layout, count_conv_flops,
-    count_parameters, dump_inference, fold_frozen_bn, machine_peak_gflops, median_ms,
-    nchw88_runs_here
+    LiteDetector, PooledGroupNorm, TracedDetector, benchmark, blocked_layout_misuse,
+    build_detector, count_conv_flops, count_parameters, dump_inference, fold_frozen_bn,
+    machine_peak_gflops, median_ms, nchw88_kernels_run_here, pool_group_norms
 )
 from official.vision.detection.deploy.benchmark import nominal_ghz
+from official.vision.detection.deploy.compile import (
+    EXAMPLE_HW, INPUT_NAMES, OUTPUT_NAMES, dump_traced, example_inputs, trace_inference
+)
 from official.vision.detection.deploy.fold import fold_into_conv
+from official.vision.detection.deploy.layout import (
+    blocked_graph_failure, dumped_layout, run_in_child
+)
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.layers.norm import FrozenBatchNorm2d
 from official.vision.detection.models import FCOS
@@ -69,7 +80,46 @@ def frozen_bn_model():
 
 @pytest.fixture(scope="module")
 def lite_model_path(frozen_bn_model, tmp_path_factory):
-    return dump_inference(frozen_bn_model, str(tmp_path_factory.mktemp("lite") / "tiny.mge"))
+    """The tiny model dumped in the layout chosen for this CPU (NCHW88 where it runs)."""
+    path = str(tmp_path_factory.mktemp("lite") / "tiny.mge")
+    dump_inference(frozen_bn_model, path)
+    return path
+
+
+# A test's own answer to "does this CPU run NCHW88 convolutions?", independent of the package's
+# probe: one convolution dumped in NCHW88 and run by Lite in a child process.
+ONE_BLOCKED_CONV = """
+import sys
+import numpy as np
+import megengine as mge
+import megengine.module as M
+from megengine.jit import trace
+from megenginelite import LiteNetwork
+conv = M.Conv2d(8, 8, 3, padding=1)
+traced = trace(conv, symbolic=True, capture_as_const=True)
+x = np.ones((1, 8, 8, 8), np.float32)
+expected = traced(mge.tensor(x)).numpy()
+traced.dump(sys.argv[1], arg_names=["x"], optimize_for_inference=True, enable_nchw88=True)
+network = LiteNetwork()
+network.enable_cpu_inplace_mode()
+network.load(sys.argv[1])
+network.get_io_tensor("x").set_data_by_copy(x)
+network.forward()
+network.wait()
+output = network.get_io_tensor(network.get_all_output_name()[0]).to_numpy()
+sys.exit(0 if np.allclose(output, expected, atol=1e-4) else 3)
+"""
+
+
+@pytest.fixture(scope="session")
+def cpu_runs_nchw88(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("one_conv") / "conv.mge")
+    try:
+        result = subprocess.run([sys.executable, "-c", ONE_BLOCKED_CONV, path], timeout=120,
+                                capture_output=True, check=False)
+    except subprocess.TimeoutExpired:  # MKLDNN's exit() can deadlock Lite
+        return False
+    return result.returncode == 0
 
 
 def random_input(height, width, batch=1, seed=0):
@@ -163,8 +213,12 @@ def test_every_released_model_runs_traced_and_on_lite_like_eager(entry, tmp_path
     expected = model.inference(image, im_info)
     traced = TracedDetector(fold_frozen_bn(model))
     assert_outputs_close(traced.inference(image, im_info), expected)
-    lite = LiteDetector(dump_inference(model, str(tmp_path / "model.mge")), model.cfg)
-    assert_outputs_close(lite.inference(image, im_info), expected)
+    path = str(tmp_path / "model.mge")
+    dump_inference(model, path)
+    assert_outputs_close(LiteDetector(path, model.cfg).inference(image, im_info), expected)
+    # on any CPU: the architecture's NCHW88 graph hands no blocked tensor to a 4-D operator
+    dump_inference(model, path, layout="nchw88")
+    assert blocked_layout_misuse(path) == []
 
 
 # ---------------------------------- FLOPs ---------------------------------- #
@@ -226,7 +280,7 @@ def tiny_config_file(tmp_path_factory):
 
 
 def test_dump_tool_writes_a_lite_model_of_the_given_weights(frozen_bn_model, tiny_config_file,
-                                                            tmp_path):
+                                                            cpu_runs_nchw88, tmp_path):
     weights = str(tmp_path / "weights.pkl")
     mge.save({"state_dict": frozen_bn_model.state_dict()}, weights)
     output = str(tmp_path / "tiny.mge")
@@ -235,7 +289,10 @@ def test_dump_tool_writes_a_lite_model_of_the_given_weights(frozen_bn_model, tin
     assert result.returncode == 0, result.stderr[-2000:]
     expected_gflops = count_conv_flops(frozen_bn_model, (1, 3, 128, 160)) / 1e9
     assert "conv GFLOPs (2 x MACs) at 1x3x128x160: {:.1f}".format(expected_gflops) in result.stdout
-    assert result.stdout.strip().splitlines()[-1].endswith(("(nchw layout)", "(nchw88 layout)"))
+    # a CPU that runs NCHW88 convolutions gets the whole detector in NCHW88
+    expected_layout = "nchw88" if cpu_runs_nchw88 else "nchw"
+    assert result.stdout.strip().splitlines()[-1] == "wrote {} ({} layout)".format(
+        output, expected_layout)
     image, im_info = random_input(100, 150)
     lite = LiteDetector(output, frozen_bn_model.cfg)
     assert_outputs_close(lite.inference(image, im_info), frozen_bn_model.inference(image, im_info))
@@ -266,27 +323,113 @@ def test_a_missing_lite_model_is_named_in_the_error(frozen_bn_model, tmp_path):
 
 
 # ---------------------------------- layout --------------------------------- #
-def test_layout_probe_answers_in_time_and_the_chosen_layout_runs_like_eager(frozen_bn_model,
-                                                                            tmp_path):
-    timeout = 30
-    start = time.monotonic()
-    layout = choose_layout("auto", probe_timeout=timeout)
-    # the probe's verdict depends on the CPU; that it comes, and that it holds, does not
-    assert time.monotonic() - start < timeout + 15
-    assert layout in ("nchw", "nchw88")
-    path = dump_inference(frozen_bn_model, str(tmp_path / "chosen.mge"), layout=layout)
-    image, im_info = random_input(100, 150, seed=3)
+def test_pooled_group_norm_equals_group_norm():
+    rng = np.random.RandomState(7)
+    norm = M.GroupNorm(8, 32)
+    norm.weight = mge.Parameter(rng.uniform(0.5, 1.5, 32).astype("float32"))
+    norm.bias = mge.Parameter(rng.uniform(-1, 1, 32).astype("float32"))
+    x = mge.tensor(rng.normal(3, 2, (2, 32, 7, 9)).astype("float32"))
+    np.testing.assert_allclose(PooledGroupNorm(norm)(x).numpy(), norm(x).numpy(), atol=1e-5)
+
+
+def test_pooling_the_group_norms_of_a_detector_keeps_its_outputs(frozen_bn_model):
+    pooled = pool_group_norms(frozen_bn_model)
+    assert not any(isinstance(m, M.GroupNorm) for m in pooled.modules())
+    assert sum(isinstance(m, PooledGroupNorm) for m in pooled.modules()) == 8
+    assert any(isinstance(m, M.GroupNorm) for m in frozen_bn_model.modules())  # a copy
+    image, im_info = random_input(100, 150, seed=8)
+    assert_outputs_close(outputs(pooled.inference(image, im_info)),
+                         frozen_bn_model.inference(image, im_info))
+
+
+def blocked_dump(model, path):
+    """``model`` (GroupNorms as they are) traced and dumped in NCHW88 without any check."""
+    inference = trace_inference(model)
+    inference(*(mge.tensor(v) for v in example_inputs(*EXAMPLE_HW)))
+    return dump_traced(inference, path, INPUT_NAMES, OUTPUT_NAMES, "nchw88")
+
+
+def test_a_native_group_norm_on_blocked_tensors_is_found_in_the_dumped_graph(frozen_bn_model,
+                                                                           tmp_path):
+    misuse = blocked_layout_misuse(blocked_dump(frozen_bn_model, str(tmp_path / "gn.mge")))
+    # the head's 8 GroupNorms on each of the 5 levels
+    assert len(misuse) == 40
+    assert all(m.startswith("GroupNormForward on (1, 8, ") for m in misuse)
+    assert blocked_layout_misuse(blocked_dump(pool_group_norms(frozen_bn_model),
+                                              str(tmp_path / "pooled.mge"))) == []
+
+
+def test_forcing_nchw88_on_a_graph_that_cannot_run_in_it_is_an_error(tmp_path):
+    class LocalResponseNorm(M.Module):  # an operator the NCHW88 pass does not rewrite
+        def __init__(self):
+            super().__init__()
+            self.conv = M.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, image):
+            return F.nn.local_response_norm(self.conv(image), kernel_size=3)
+
+        def inference(self, image, im_info):
+            return self(image), im_info
+
+    with pytest.raises(ValueError, match="would pass blocked tensors to LRNForward on"):
+        dump_inference(LocalResponseNorm(), str(tmp_path / "lrn.mge"), layout="nchw88")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written is left
+
+
+def test_an_nchw88_detector_runs_in_a_child_exactly_where_nchw88_convolutions_run(
+        frozen_bn_model, cpu_runs_nchw88, tmp_path):
+    pooled = pool_group_norms(fold_frozen_bn(frozen_bn_model))
+    path = blocked_dump(pooled, str(tmp_path / "blocked.mge"))
+    image, im_info = random_input(64, 96, seed=9)
+    expected = dict(zip(OUTPUT_NAMES, outputs(pooled.inference(image, im_info))))
+    failure = blocked_graph_failure(path, {"image": image, "im_info": im_info}, expected)
+    if cpu_runs_nchw88:
+        assert failure is None
+    else:
+        assert failure.startswith("it failed with exit status")
+
+
+def test_an_nchw88_file_runs_like_eager_or_is_refused_where_nchw88_does_not_run(
+        frozen_bn_model, cpu_runs_nchw88, lite_model_path, tmp_path):
+    path = blocked_dump(pool_group_norms(fold_frozen_bn(frozen_bn_model)),
+                        str(tmp_path / "blocked.mge"))
+    assert dumped_layout(path) == "nchw88"
+    assert dumped_layout(lite_model_path) == ("nchw88" if cpu_runs_nchw88 else "nchw")
+    if not cpu_runs_nchw88:
+        with pytest.raises(RuntimeError, match="blocked.mge was dumped in the NCHW88 layout"):
+            LiteDetector(path, frozen_bn_model.cfg)
+        return
+    image, im_info = random_input(100, 150, seed=11)
     assert_outputs_close(LiteDetector(path, frozen_bn_model.cfg).inference(image, im_info),
                          frozen_bn_model.inference(image, im_info))
+
+
+def test_a_child_run_returns_the_outputs_of_the_graph(lite_model_path, frozen_bn_model):
+    image, im_info = random_input(64, 96, seed=10)
+    values, failure = run_in_child(lite_model_path, {"image": image, "im_info": im_info})
+    assert failure is None
+    assert_outputs_close((values["scores"], values["boxes"]),
+                         frozen_bn_model.inference(image, im_info))
+
+
+def test_the_auto_layout_is_nchw88_exactly_where_nchw88_convolutions_run(
+        frozen_bn_model, cpu_runs_nchw88, tmp_path):
+    start = time.monotonic()
+    layout = dump_inference(frozen_bn_model, str(tmp_path / "chosen.mge"), probe_timeout=30)
+    assert time.monotonic() - start < 120
+    assert layout == ("nchw88" if cpu_runs_nchw88 else "nchw")
+    image, im_info = random_input(100, 150, seed=3)
+    lite = LiteDetector(str(tmp_path / "chosen.mge"), frozen_bn_model.cfg)
+    assert_outputs_close(lite.inference(image, im_info), frozen_bn_model.inference(image, im_info))
 
 
 def test_a_probe_that_runs_out_of_time_answers_false_at_once():
     # no Python with MegEngine Lite starts in 10 ms: the child is killed
     start = time.monotonic()
-    assert nchw88_runs_here(timeout=0.01) is False
+    assert nchw88_kernels_run_here(timeout=0.01) is False
     assert time.monotonic() - start < 15
 
 
-def test_an_unknown_layout_is_refused():
+def test_an_unknown_layout_is_refused(frozen_bn_model, tmp_path):
     with pytest.raises(ValueError, match="layout must be one of"):
-        choose_layout("nhwc")
+        dump_inference(frozen_bn_model, str(tmp_path / "x.mge"), layout="nhwc")

@@ -193,8 +193,8 @@ def printed_metrics(stdout, label):
 def test_tool_prints_the_eager_numbers_for_a_dumped_model_on_the_lite_engine(
         setup, distinct_weights, tmp_path):
     dataset_dir, config, _ = setup
-    model_path = dump_inference(build_model(load_config_module(config), distinct_weights),
-                                str(tmp_path / "distinct.mge"))
+    model_path = str(tmp_path / "distinct.mge")
+    dump_inference(build_model(load_config_module(config), distinct_weights), model_path)
     result = run_tool("test.py", "-f", config, "--engine", "lite", "--model", model_path,
                       "-d", dataset_dir, "-b", "2", "--workers", "0")
     assert result.returncode == 0, result.stderr

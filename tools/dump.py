@@ -12,7 +12,7 @@ import megengine as mge
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from official.vision.detection.deploy import (  # noqa: E402
-    LAYOUTS, choose_layout, count_conv_flops, count_parameters, dump_inference
+    LAYOUTS, count_conv_flops, count_parameters, dump_inference
 )
 from official.vision.detection.utils.cli import run_cli  # noqa: E402
 from official.vision.detection.utils.config_file import load_config_module  # noqa: E402
@@ -29,7 +29,8 @@ def parse_args(argv=None):
                         help="state_dict or checkpoint (path or URL); omit for random weights")
     parser.add_argument("-o", "--output", required=True, help="the .mge file to write")
     parser.add_argument("--layout", choices=LAYOUTS, default="auto",
-                        help="auto: NCHW88 if a test graph runs in it on this CPU, else NCHW")
+                        help="auto: NCHW88 if this model's NCHW88 graph runs right on this CPU "
+                             "(tried in a child process), else NCHW")
     parser.add_argument("--flops-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                         help="input size for the FLOP count (default: the config's test "
                              "short and max sizes)")
@@ -46,8 +47,7 @@ def main():
     flops = count_conv_flops(model, (1, 3, height, width))
     print("conv GFLOPs (2 x MACs) at 1x3x{}x{}: {:.1f}".format(height, width, flops / 1e9))
     print("parameters: {:.2f} M".format(count_parameters(model) / 1e6))
-    layout = choose_layout(args.layout)
-    dump_inference(model, args.output, layout=layout)
+    layout = dump_inference(model, args.output, layout=args.layout)
     print("wrote {} ({} layout)".format(args.output, layout))
 
 

@@ -1,7 +1,7 @@
 """Compiled inference: fold frozen BN, trace and dump for MegEngine Lite, run and time it.
 
-    model = fold_frozen_bn(model)                   # optional: dump_inference folds by default
-    dump_inference(model, "fcos.mge", layout=choose_layout("auto"))  # any image and batch size
+    dump_inference(model, "fcos.mge")               # any image and batch size; NCHW88 if it
+                                                    # runs right on this CPU (layout="auto")
     detector = LiteDetector("fcos.mge", model.cfg)  # .inference(image, im_info) -> numpy
     detections = DetEvaluator(detector).predict(image=data, im_info=im_info)
 
@@ -12,12 +12,13 @@ from .compile import TracedDetector, dump_inference, trace_inference
 from .detector import ENGINES, build_detector
 from .flops import count_conv_flops, count_parameters
 from .fold import fold_frozen_bn
-from .layout import LAYOUTS, choose_layout, nchw88_runs_here
+from .group_norm import PooledGroupNorm, pool_group_norms
+from .layout import LAYOUTS, blocked_layout_misuse, nchw88_kernels_run_here
 from .lite import LiteDetector
 
 __all__ = [
-    "ENGINES", "LAYOUTS", "LiteDetector", "TracedDetector", "benchmark", "build_detector",
-    "choose_layout", "count_conv_flops", "count_parameters", "dump_inference", "fold_frozen_bn",
-    "machine_peak_gflops", "median_ms", "nchw88_runs_here", "trace_inference",
-    "use_eager_threads",
+    "ENGINES", "LAYOUTS", "LiteDetector", "PooledGroupNorm", "TracedDetector", "benchmark",
+    "blocked_layout_misuse", "build_detector", "count_conv_flops", "count_parameters",
+    "dump_inference", "fold_frozen_bn", "machine_peak_gflops", "median_ms",
+    "nchw88_kernels_run_here", "pool_group_norms", "trace_inference", "use_eager_threads",
 ]

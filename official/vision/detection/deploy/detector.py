@@ -20,7 +20,7 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
 
     With ``model_path`` (a .mge from ``dump_inference``, lite engine only) ``weights`` are not
     used. Otherwise the model gets ``weights`` (random without them) and the lite engine runs it
-    from a temporary NCHW dump. ``threads`` and ``profile_path`` are Lite's (see
+    from a temporary dump in the layout ``dump_inference`` chooses for this CPU. ``threads`` and ``profile_path`` are Lite's (see
     ``LiteDetector``).
     """
     if engine not in ENGINES:
@@ -36,5 +36,6 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
         return TracedDetector(fold_frozen_bn(model))
     # Lite reads the whole file when it loads it
     with tempfile.TemporaryDirectory() as directory:
-        path = dump_inference(model, os.path.join(directory, "model.mge"))
+        path = os.path.join(directory, "model.mge")
+        dump_inference(model, path)
         return LiteDetector(path, model.cfg, threads, profile_path)

@@ -1,15 +1,25 @@
-"""The tensor layout of a dumped graph: plain NCHW, or NCHW88 where this CPU runs it.
+"""Checks that a graph dumped in the NCHW88 layout is sound, and runs right on this CPU.
 
-NCHW88 keeps channels in blocks of 8 for MegEngine's x86 AVX kernels, which run through MKLDNN.
-On an AMD EPYC (Zen 4) MKLDNN's JIT failed on the first NCHW88 convolution with "bad err=45 in
-Xbyak::Error" and called exit() on Lite's compute thread, whose exit handler then waited for that
-same thread: the process hung. So "auto" runs a small NCHW88 graph in a child process first.
+NCHW88 keeps channels in blocks of 8 ([N, C/8, H, W, 8]) for MegEngine's x86 AVX kernels; its
+convolutions run through MKLDNN. That fails in two ways, so a dump is only used in NCHW88 after
+both checks below pass:
+
+- The graph: the layout pass hands operators it does not know the blocked 5-D tensor as it is;
+  the native GroupNorm then aborts ("Only supports input of dim 4"). ``blocked_layout_misuse``
+  finds such operators from the dumped file by static shape inference, on any CPU.
+- The CPU: on an AMD EPYC (Zen 4) MKLDNN's JIT failed on the first NCHW88 convolution ("bad
+  err=45 in Xbyak::Error") and called exit(); by default Lite's compute thread then deadlocked the
+  process, and Lite's algorithm profiling runs that kernel too. ``run_in_child`` runs a dumped
+  graph in a child process with a time limit, in CPU inplace mode (kernels on the calling
+  thread, so such an exit ends the child at once).
 """
+import functools
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -18,28 +28,137 @@ import megengine.functional as F
 import megengine.module as M
 from megengine.jit import trace
 
-from .compile import CONCRETE_LAYOUTS, dump_traced
-
 logger = mge.get_logger(__name__)
 
-LAYOUTS = ("auto",) + CONCRETE_LAYOUTS
+LAYOUTS = ("auto", "nchw", "nchw88")
 PROBE_TIMEOUT_S = 60
-PROBE_INPUT_SHAPE = (1, 3, 16, 24)
-# Lite and NumPy only. CPU inplace mode runs the kernels on the calling thread, so that a kernel
-# calling exit() ends the process at once instead of deadlocking it with the compute thread.
-PROBE_SCRIPT = """
+# outputs of the blocked graph are compared with the same traced model run in NCHW
+RTOL, ATOL = 1e-3, 1e-3
+
+# Operators that may receive a blocked 5-D tensor: elementwise ones (any layout), those the pass
+# rewrites along the blocked axes, and the shape reads and relayouts it inserts to go back to
+# NCHW. Any other operator, unless it carries format NCHW88, would misread such an input.
+BLOCKED_INPUT_OPERATORS = frozenset([
+    "Elemwise", "ElemwiseMultiType", "PowC", "TypeCvt", "Concat", "Reduce",
+    "GetVarShape", "Dimshuffle", "Reshape",
+])
+
+# Lite and NumPy only: runs a dumped graph on the inputs of an .npz file, saves every output.
+CHILD_SCRIPT = """
 import sys
 import numpy as np
 from megenginelite import LiteNetwork
-model_path, image_path, output_path = sys.argv[1:]
+model_path, inputs_path, outputs_path = sys.argv[1:]
 network = LiteNetwork()
 network.enable_cpu_inplace_mode()
 network.load(model_path)
-network.get_io_tensor("image").set_data_by_copy(np.load(image_path))
+inputs = np.load(inputs_path)
+for name in inputs.files:
+    network.get_io_tensor(name).set_data_by_copy(inputs[name])
 network.forward()
 network.wait()
-np.save(output_path, network.get_io_tensor("features").to_numpy())
+np.savez(outputs_path, **{name: network.get_io_tensor(name).to_numpy()
+                          for name in network.get_all_output_name()})
 """
+
+
+def check_layout(layout):
+    if layout not in LAYOUTS:
+        raise ValueError("layout must be one of {}, got {!r}".format(LAYOUTS, layout))
+    return layout
+
+
+def blocked_layout_misuse(model_path):
+    """Operators of a dumped graph that receive a 5-D tensor without being made for the blocked
+    layout, as strings like "GroupNormForward on (1, 32, 8, 12, 8)"; empty when there are none.
+
+    Shapes come from static inference at the input shapes stored in the file: no kernel runs.
+    """
+    misuse = []
+    for operator in _load_graph(model_path).all_oprs:
+        kind = operator_type(operator)
+        if kind in BLOCKED_INPUT_OPERATORS or _format(operator) == "NCHW88":
+            continue
+        blocked = [tuple(v.shape) for v in operator.inputs
+                   if v.shape is not None and len(v.shape) == 5]
+        misuse += ["{} on {}".format(kind, shape) for shape in blocked]
+    return misuse
+
+
+def dumped_layout(model_path):
+    """"nchw88" if any operator of a dumped graph works on channel blocks, else "nchw"."""
+    network = _load_graph(model_path)
+    blocked = any(_format(operator) == "NCHW88" for operator in network.all_oprs)
+    return "nchw88" if blocked else "nchw"
+
+
+def _load_graph(model_path):
+    # imported here: the module loads megbrain's graph tools, which only these checks need
+    from megengine.utils.network import Network  # pylint: disable=import-outside-toplevel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # Network.load leaves its file open
+        return Network.load(model_path)
+
+
+def operator_type(operator):
+    """The MegBrain type name of an operator node (Network wraps unknown types read-only)."""
+    if type(operator).__name__ == "ReadOnlyOpNode":
+        return operator._opr.type  # pylint: disable=protected-access
+    return type(operator).__name__
+
+
+def _format(operator):
+    return operator.params.get("format")
+
+
+def run_in_child(model_path, inputs, timeout=PROBE_TIMEOUT_S):
+    """Run a dumped graph with Lite in a child process killed after ``timeout`` seconds.
+
+    ``inputs``: {name: array}. Returns ({output name: array}, None), or (None, what went
+    wrong). The child's stderr goes to a file: a pipe left open by a killed child's
+    descendants would block reading it.
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        inputs_path, outputs_path, stderr_path = (
+            os.path.join(directory, name) for name in ("inputs.npz", "outputs.npz", "stderr"))
+        np.savez(inputs_path, **inputs)
+        with open(stderr_path, "w") as stderr:
+            child = subprocess.Popen(
+                [sys.executable, "-c", CHILD_SCRIPT, model_path, inputs_path, outputs_path],
+                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+            try:
+                status = child.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                return None, "did not finish in {:g} s".format(timeout)
+        if status != 0:
+            return None, "failed with exit status {} ({})".format(status, last_line(stderr_path))
+        with np.load(outputs_path) as outputs:
+            return dict(outputs), None
+
+
+def last_line(path):
+    with open(path) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def blocked_graph_failure(model_path, inputs, expected, timeout=PROBE_TIMEOUT_S):
+    """Why the NCHW88 graph at ``model_path`` must not be used here, or None when it is sound
+    and its outputs on ``inputs`` equal ``expected`` ({name: array}) in a child process."""
+    misuse = blocked_layout_misuse(model_path)
+    if misuse:
+        return "it passes blocked tensors to {}".format(", ".join(sorted(set(misuse))))
+    outputs, failure = run_in_child(model_path, inputs, timeout)
+    if failure is not None:
+        return "it " + failure
+    for name, value in expected.items():
+        if not np.allclose(outputs[name], value, rtol=RTOL, atol=ATOL):
+            return "its output {} differs from the NCHW graph's by up to {:.3g}".format(
+                name, float(np.abs(outputs[name] - value).max()))
+    return None
 
 
 class ProbeConvs(M.Module):
@@ -55,64 +174,23 @@ class ProbeConvs(M.Module):
         return self.second(F.relu(self.first(image)))
 
 
-def choose_layout(layout, probe_timeout=PROBE_TIMEOUT_S):
-    """The layout to dump in for a requested one: "auto" becomes "nchw88" where
-    ``nchw88_runs_here`` says so and "nchw" elsewhere; "nchw" and "nchw88" stay."""
-    if layout not in LAYOUTS:
-        raise ValueError("layout must be one of {}, got {!r}".format(LAYOUTS, layout))
-    if layout != "auto":
-        return layout
-    return "nchw88" if nchw88_runs_here(probe_timeout) else "nchw"
-
-
-def nchw88_runs_here(timeout=PROBE_TIMEOUT_S):
-    """Whether Lite runs a small NCHW88 convolution graph on this CPU, in a child process
-    killed after ``timeout`` seconds, with the outputs of the NCHW graph; logs why not."""
-    with tempfile.TemporaryDirectory() as directory:
-        paths = [os.path.join(directory, name) for name in ("probe.mge", "image.npy", "out.npy")]
-        expected = dump_probe_graph(paths[0], paths[1])
-        failure = run_probe(paths, timeout)
-        if failure is None and not np.allclose(np.load(paths[2]), expected, rtol=1e-4, atol=1e-4):
-            failure = "its outputs differ from NCHW"
-    if failure is not None:
-        logger.warning("NCHW88 layout not used: a test graph %s", failure)
-    return failure is None
-
-
-def dump_probe_graph(model_path, image_path):
-    """Write ``ProbeConvs`` as an NCHW88 graph and a random image; return the NCHW output."""
-    rng = np.random.RandomState(0)
+@functools.lru_cache(maxsize=None)
+def nchw88_kernels_run_here(timeout=PROBE_TIMEOUT_S):
+    """Whether this CPU runs NCHW88 convolutions right, tried once per process on a
+    two-convolution graph (~1.5 s): a quick answer before a whole detector is dumped and run.
+    Logs why not."""
     convs = ProbeConvs()
     convs.eval()
     traced = trace(convs, symbolic=True, capture_as_const=True)
-    image = rng.uniform(0, 255, PROBE_INPUT_SHAPE).astype("float32")
+    image = np.random.RandomState(0).uniform(0, 255, (1, 3, 16, 24)).astype("float32")
     expected = traced(mge.tensor(image)).numpy()
-    dump_traced(traced, model_path, ["image"], ["features"], layout="nchw88")
-    np.save(image_path, image)
-    return expected
-
-
-def run_probe(paths, timeout):
-    """Run ``PROBE_SCRIPT`` on (model, image, output) paths; None if it exited with 0, else
-    what went wrong. The child's stderr goes to a file: a pipe left open by a killed child's
-    descendants would block reading it."""
-    stderr_path = paths[-1] + ".stderr"
-    with open(stderr_path, "w") as stderr:
-        child = subprocess.Popen([sys.executable, "-c", PROBE_SCRIPT] + list(paths),
-                                 stdout=subprocess.DEVNULL, stderr=stderr,
-                                 start_new_session=True)
-        try:
-            status = child.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-            return "did not finish in {:g} s".format(timeout)
-    if status != 0:
-        return "failed with exit status {} ({})".format(status, last_line(stderr_path))
-    return None
-
-
-def last_line(path):
-    with open(path) as f:
-        lines = [line.strip() for line in f if line.strip()]
-    return lines[-1] if lines else "no message"
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "probe.mge")
+        traced.dump(path, arg_names=["image"], output_names=["features"],
+                    optimize_for_inference=True, enable_nchw88=True)
+        outputs, failure = run_in_child(path, {"image": image}, timeout)
+    if failure is None and not np.allclose(outputs["features"], expected, rtol=RTOL, atol=ATOL):
+        failure = "gave other values than NCHW"
+    if failure is not None:
+        logger.warning("NCHW88 kernels do not run on this CPU: a test graph %s", failure)
+    return failure is None

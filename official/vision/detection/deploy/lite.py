@@ -5,6 +5,7 @@ import numpy as np
 from megenginelite import LiteConfig, LiteNetwork, LiteOptions
 
 from .compile import INPUT_NAMES, OUTPUT_NAMES
+from .layout import dumped_layout, nchw88_kernels_run_here
 
 DEFAULT_THREADS = 2
 
@@ -14,9 +15,9 @@ class LiteDetector:
     cfg))`` works as with the eager model.
 
     The graph runs in the layout it was dumped in. NCHW88 runs through MKLDNN, whose JIT failed
-    on an AMD EPYC (Zen 4) and ended the process (see ``deploy/layout.py``): dump in it only
-    where ``choose_layout("auto")`` picks it. On AMD CPUs the convolutions of either layout use
-    the AVX2 kernels that importing this package enables (see ``utils/cpu.py``).
+    on an AMD EPYC (Zen 4) and ended the process (see ``deploy/layout.py``): dump with
+    ``layout="auto"`` to use it only where it runs. On AMD CPUs the NCHW convolutions use the
+    AVX2 kernels that importing this package enables (see ``utils/cpu.py``).
     """
 
     def __init__(self, model_path, cfg, threads=DEFAULT_THREADS, profile_path=None):
@@ -25,6 +26,11 @@ class LiteDetector:
         if not os.path.isfile(model_path):
             raise FileNotFoundError(
                 "Lite model not found: {} (write one with tools/dump.py)".format(model_path))
+        # running such a graph here would end or hang the process
+        if dumped_layout(model_path) == "nchw88" and not nchw88_kernels_run_here():
+            raise RuntimeError(
+                "{} was dumped in the NCHW88 layout, whose kernels do not run on this CPU; dump "
+                "it again on this machine with tools/dump.py (--layout auto)".format(model_path))
         self.cfg = cfg
         options = LiteOptions()
         # the check checksums every variable of the first run, a debugging aid that made the

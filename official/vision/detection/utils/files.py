@@ -17,11 +17,17 @@ def atomic_target(path):
     os.close(handle)
     try:
         yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp files are private; outputs are not
-        os.replace(temporary, path)
+        publish(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def publish(temporary, path):
+    """Move a finished file written beside ``path`` (same file system) into place at once,
+    readable as the umask allows."""
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp files are private; outputs are not
+    os.replace(temporary, path)
 
 
 def _umask():
