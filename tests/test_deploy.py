@@ -11,7 +11,6 @@ import pytest
 import megengine as mge
 import megengine.functional as F
 import megengine.module as M
-from megengine.jit import trace
 
 from official.vision.detection.deploy import (
     LiteDetector, PooledGroupNorm, TracedDetector, benchmark, blocked_layout_misuse,
@@ -26,6 +25,7 @@ from official.vision.detection.deploy.fold import fold_into_conv
 from official.vision.detection.deploy.layout import (
     blocked_graph_failure, dumped_layout, run_in_child
 )
+from official.vision.detection.errors import ConfigError
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.layers.norm import FrozenBatchNorm2d
 from official.vision.detection.models import FCOS
@@ -396,7 +396,7 @@ def test_an_nchw88_file_runs_like_eager_or_is_refused_where_nchw88_does_not_run(
     assert dumped_layout(path) == "nchw88"
     assert dumped_layout(lite_model_path) == ("nchw88" if cpu_runs_nchw88 else "nchw")
     if not cpu_runs_nchw88:
-        with pytest.raises(RuntimeError, match="blocked.mge was dumped in the NCHW88 layout"):
+        with pytest.raises(ConfigError, match="blocked.mge was dumped in the NCHW88 layout"):
             LiteDetector(path, frozen_bn_model.cfg)
         return
     image, im_info = random_input(100, 150, seed=11)

@@ -113,7 +113,7 @@ def test_pretrained_offline_without_cached_file_is_one_clear_error(mge_home, tmp
                               https_proxy="http://127.0.0.1:9")
     assert rc != 0
     last_line = err.strip().splitlines()[-1]
-    assert last_line.startswith("official.vision.detection.weights.WeightsUnavailableError")
+    assert last_line.startswith("official.vision.detection.errors.WeightsUnavailableError")
     assert RES18_URL in last_line
     assert os.path.join(str(mge_home), "serialized") in last_line
 

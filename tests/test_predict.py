@@ -97,9 +97,26 @@ def test_tool_writes_pictures_and_reports_the_skipped_file(image_folder, tmp_pat
     result = run_tool(tmp_path, "-w", weights, "-i", str(image_folder), "-o",
                       str(tmp_path / "pictures"))
     assert result.returncode == 0, result.stderr
-    assert "4 images" in result.stdout and "1 skipped" in result.stdout
+    saved = tmp_path / "pictures" / "detections.json"
+    found = sum(len(record["detections"]) for record in json.loads(saved.read_text()))
+    assert result.stdout.strip().splitlines()[-1] == (
+        "4 images, {} detections -> {}; 1 skipped (not readable as images)".format(found, saved))
     assert "broken.jpg" in result.stderr
-    assert (tmp_path / "pictures" / "detections.json").exists()
+
+
+def test_tool_with_no_readable_image_fails_and_writes_nothing(image_folder, tmp_path,
+                                                              tiny_model):
+    weights = str(tmp_path / "w.pkl")
+    mge.save(tiny_model.state_dict(), weights)
+    out = tmp_path / "pictures"
+    result = run_tool(tmp_path, "-w", weights, "-i", str(image_folder / "broken.jpg"), "-o",
+                      str(out))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: none of the 1 input file(s) is a readable image (first: {})".format(
+            image_folder / "broken.jpg"))
+    assert not (out / "detections.json").exists()
 
 
 def test_tool_missing_input_is_one_line_without_traceback(tmp_path, tiny_model):

@@ -8,13 +8,16 @@ import numpy as np
 import megengine as mge
 import pytest
 
+from official.vision.detection.data.coco import COCODetection
 from official.vision.detection.data.synthetic import make_synthetic_coco
+from official.vision.detection.data.transforms import TrainTransform
 from official.vision.detection.engine.checkpoint import epoch_checkpoints, load_checkpoint
 from official.vision.detection.engine.evaluation import COCO_METRICS, EvalOptions, run_test
 from official.vision.detection.engine.launch import launch
 from official.vision.detection.engine.trainer import (
-    NonFiniteLossError, TrainOptions, load_backbone_weights, run_training
+    NonFiniteLossError, TrainBatches, TrainOptions, load_backbone_weights, run_training
 )
+from official.vision.detection.errors import ConfigError, DatasetError, WeightsUnavailableError
 from official.vision.detection.models import FCOS
 
 from conftest import PROJECT_ROOT, tiny_config
@@ -154,5 +157,84 @@ def test_resume_without_checkpoint_is_a_clear_error(dataset_dir, tmp_path):
 
 
 def test_several_devices_on_a_cpu_machine_are_refused():
-    with pytest.raises(RuntimeError, match="GPU"):
+    with pytest.raises(ConfigError, match="GPU"):
         launch(print, ("never",), num_devices=2)
+
+
+def tiny_batch(labels):
+    """One 64x64 image with a box per label, in the training forward's format."""
+    boxes = [[4 + 10 * i, 4, 30 + 10 * i, 40, label] for i, label in enumerate(labels)]
+    return dict(image=np.full((1, 3, 64, 64), 100, np.float32),
+                im_info=np.array([[64, 64, 64, 64, len(labels)]], np.float32),
+                gt_boxes=np.array([boxes], np.float32))
+
+
+@pytest.mark.parametrize("label", [3, -1, 1.5])
+def test_a_class_label_outside_the_zero_based_range_is_refused(label):
+    model = FCOS(tiny_config(num_classes=3))
+    with pytest.raises(DatasetError, match=r"class label {:g} is outside \[0, 3\): training "
+                       "takes 0-based class indices.*1-based labels: subtract 1".format(label)):
+        model(**tiny_batch([0, label]))
+
+
+def test_padding_rows_after_the_boxes_of_an_image_are_not_labels():
+    batch = tiny_batch([2, 0])
+    batch["im_info"][0, 4] = 1  # the second row is padding: its label 0 is not read
+    batch["gt_boxes"][0, 1, 4] = 7
+    losses = FCOS(tiny_config(num_classes=3))(**batch)
+    assert np.isfinite(losses["total_loss"].numpy()).all()
+
+
+def test_devices_draw_their_own_scales_and_flips_for_the_same_batch(dataset_dir):
+    dataset = COCODetection(os.path.join(dataset_dir, "shapes", "train"),
+                            os.path.join(dataset_dir, "shapes", "annotations", "train.json"))
+    transform = TrainTransform((48, 56, 64, 72, 80), 200)
+    task = (3, 5, list(range(6)))
+
+    def draws(rank):
+        batch = TrainBatches(dataset, transform, seed=0, rank=rank)(task)
+        return batch["im_info"][:, :2].tolist(), batch["gt_boxes"][:, :, 0].tolist()
+
+    assert draws(0) == draws(0)  # a resumed run repeats its draws
+    assert draws(1) == draws(1)
+    assert draws(0) != draws(1)
+
+
+def imagenet_style_weights(model):
+    """The backbone tensors of ``model`` as an ImageNet file of MegEngine 1.1+ stores them:
+    BatchNorm weight/bias/statistics as [1, C, 1, 1] (FrozenBN keeps them as [C]), plus a
+    classifier."""
+    weights = dict(model.backbone.bottom_up.state_dict())  # NumPy arrays
+    rng = np.random.default_rng(0)
+    for name, value in weights.items():
+        if value.ndim == 1:  # values unlike a fresh layer's, so loading them shows
+            weights[name] = rng.uniform(0.5, 1.5, (1, len(value), 1, 1)).astype(np.float32)
+    weights["fc.weight"] = np.zeros((1000, 512), np.float32)
+    weights["fc.bias"] = np.zeros(1000, np.float32)
+    return weights
+
+
+def test_backbone_batchnorm_tensors_stored_as_4d_load_like_megengine_does(tmp_path):
+    frozen_bn = tiny_config().update(backbone_norm="FrozenBN")
+    weights = imagenet_style_weights(FCOS(frozen_bn))
+    assert weights["bn1.running_var"].shape == (1, 64, 1, 1)
+    path = str(tmp_path / "imagenet.pkl")
+    mge.save(weights, path)
+    target = FCOS(frozen_bn)
+    assert target.backbone.bottom_up.bn1.running_var.shape == (64,)
+    load_backbone_weights(target, path)
+    for name, value in target.backbone.bottom_up.state_dict().items():
+        np.testing.assert_array_equal(value, weights[name].reshape(value.shape), name)
+
+
+def test_backbone_weights_that_leave_a_backbone_tensor_unloaded_stop_training(tmp_path):
+    weights = imagenet_style_weights(FCOS(tiny_config()))
+    del weights["layer3.0.conv2.weight"]
+    # as many numbers as the model's [64, 64, 3, 3], in another layout: not loadable
+    weights["layer1.0.conv1.weight"] = weights["layer1.0.conv1.weight"].reshape(64, 64, 9)
+    path = str(tmp_path / "partial.pkl")
+    mge.save(weights, path)
+    with pytest.raises(WeightsUnavailableError, match=(
+            r"leave 2 backbone tensor\(s\) unloaded: layer1.0.conv1.weight \(shape \(64, 64, 9\) "
+            r"in the file.*layer3.0.conv2.weight \(missing from the file\)")):
+        load_backbone_weights(FCOS(tiny_config()), path)

@@ -61,8 +61,9 @@ def main():
                                     class_names(cfg, args.dataset_dir), thresh,
                                     args.batch_size, args.tta, root)
     found = sum(len(r["detections"]) for r in records)
-    print("{} images, {} detections, {} skipped -> {}".format(
-        len(records), found, len(skipped), os.path.join(args.output_dir, "detections.json")))
+    print("{} images, {} detections -> {}{}".format(
+        len(records), found, os.path.join(args.output_dir, "detections.json"),
+        "; {} skipped (not readable as images)".format(len(skipped)) if skipped else ""))
 
 
 if __name__ == "__main__":

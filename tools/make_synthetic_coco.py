@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from official.vision.detection.data.synthetic import (  # noqa: E402
     CATEGORIES, OBJECT_SCALE, make_synthetic_coco, parse_image_size,
 )
+from official.vision.detection.utils.cli import run_cli  # noqa: E402
 
 
 def image_size_arg(text):
@@ -52,14 +53,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        summary = make_synthetic_coco(args.output_dir, num_train=args.train, num_val=args.val,
-                                      image_size=args.size, seed=args.seed,
-                                      num_classes=args.classes,
-                                      max_objects=args.max_objects,
-                                      object_scale=args.object_scale)
-    except ValueError as error:  # bad counts or classes: a usage error, not a crash
-        sys.exit("error: {}".format(error))
+    summary = make_synthetic_coco(args.output_dir, num_train=args.train, num_val=args.val,
+                                  image_size=args.size, seed=args.seed, num_classes=args.classes,
+                                  max_objects=args.max_objects, object_scale=args.object_scale)
     for split, info in summary.items():
         print("{}: {} images ({} without objects), {} boxes -> {}, {}".format(
             split, info.num_images, info.num_empty, info.num_annotations, info.image_dir,
@@ -67,4 +63,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

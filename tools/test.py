@@ -15,6 +15,7 @@ from official.vision.detection.engine.checkpoint import (  # noqa: E402
     checkpoint_path, resolve_weights
 )
 from official.vision.detection.engine.evaluation import EvalOptions, run_test  # noqa: E402
+from official.vision.detection.errors import ConfigError  # noqa: E402
 from official.vision.detection.utils.cli import run_cli  # noqa: E402
 from official.vision.detection.utils.config_file import config_name  # noqa: E402
 
@@ -48,7 +49,7 @@ def weight_files(args):
     if args.weights:
         return [resolve_weights(path) for path in args.weights]
     if args.start_epoch is None:
-        raise ValueError("give -w WEIGHTS, -se START_EPOCH [-ee END_EPOCH] or --model MODEL.mge")
+        raise ConfigError("give -w WEIGHTS, -se START_EPOCH [-ee END_EPOCH] or --model MODEL.mge")
     log_dir = args.log_dir or "log-of-{}".format(config_name(args.file))
     end = args.start_epoch if args.end_epoch is None else args.end_epoch
     return [checkpoint_path(log_dir, epoch) for epoch in range(args.start_epoch, end + 1)]
@@ -58,7 +59,7 @@ def main():
     args = parse_args()
     weights = weight_files(args)
     if args.out and len(weights) > 1:
-        raise ValueError("--out names one result file; it cannot take several weight files")
+        raise ConfigError("--out names one result file; it cannot take several weight files")
     options = EvalOptions(dataset_dir=args.dataset_dir, weights=weights,
                           batch_size=args.batch_size, tta=args.tta, results_path=args.out,
                           num_workers=args.workers, engine=args.engine, model_path=args.model)

@@ -7,6 +7,7 @@ import numpy as np
 from .data.coco_categories import COCO_CATEGORY_IDS
 from .data.collate import stack_padded
 from .data.transforms import resize, resized_hw
+from .errors import ConfigError
 from .layers.postprocess import detect
 
 
@@ -38,7 +39,7 @@ class DetEvaluator:
     def to_bgr(img):
         """A 3-channel BGR view of a BGR, grayscale or BGRA image array."""
         if img is None:
-            raise ValueError(
+            raise ConfigError(
                 "image is None: cv2.imread returns None for a missing or unreadable file; "
                 "check the path"
             )
@@ -48,7 +49,7 @@ class DetEvaluator:
         if img.ndim == 3 and img.shape[2] == 4:
             return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
         if img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(
+            raise ConfigError(
                 "expected an image of shape (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), got "
                 "{}".format(img.shape)
             )
@@ -134,7 +135,7 @@ class DetEvaluator:
         """
         if category_ids is None:
             if cfg.num_classes != len(COCO_CATEGORY_IDS):
-                raise ValueError(
+                raise ConfigError(
                     "pass category_ids (the dataset's category id of each label): the model "
                     "has {} classes, not COCO's 80".format(cfg.num_classes)
                 )

@@ -11,17 +11,15 @@ import hashlib
 import os
 from urllib.parse import urlparse
 
+import numpy as np
 import megengine as mge
 from megengine import hub
 from megengine.utils.http_download import download_from_url
 
+from .errors import WeightsUnavailableError
 from .utils.files import atomic_target
 
 logger = mge.get_logger(__name__)
-
-
-class WeightsUnavailableError(RuntimeError):
-    """A weight file could not be found, downloaded or read."""
 
 
 def megengine_home():
@@ -108,19 +106,29 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def same_numbers_shape(file_shape, model_shape):
+    """Whether a tensor of ``file_shape`` holds the model's tensor: the shapes are equal or
+    differ only in size-1 dimensions, as MegEngine's own loader accepts for norm layers (files
+    of MegEngine 1.0 store BatchNorm tensors as [C], later ones as [1, C, 1, 1])."""
+    return [n for n in file_shape if n != 1] == [n for n in model_shape if n != 1]
+
+
 def load_matching_weights(model, state_dict):
-    """Copy every tensor whose name and shape match into ``model``; report the rest."""
+    """Copy every tensor whose name matches and whose shape holds the model's (see
+    ``same_numbers_shape``) into ``model``; report the rest."""
     current = model.state_dict()
     own = {k: tuple(v.shape) for k, v in current.items()}
     matching, reinitialized = {}, {}
     for name, shape in own.items():
         if name not in state_dict:
             reinitialized[name] = "missing from the file"
-        elif tuple(state_dict[name].shape) != shape:
+        elif not same_numbers_shape(tuple(state_dict[name].shape), shape):
             reinitialized[name] = "shape {} in the file, {} in the model".format(
                 tuple(state_dict[name].shape), shape)
         else:
-            matching[name] = state_dict[name]
+            value = state_dict[name]
+            matching[name] = (value.numpy() if hasattr(value, "numpy") else
+                              np.asarray(value)).reshape(shape)
     model.load_state_dict(dict(current, **matching))  # the others keep their current values
     unused = sorted(set(state_dict) - set(own))
     return LoadReport(sorted(matching), reinitialized, unused)

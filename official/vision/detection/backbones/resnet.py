@@ -6,6 +6,7 @@ classification ResNet, so the published detection and ImageNet weights load by n
 import megengine.functional as F
 import megengine.module as M
 
+from ..errors import ConfigError
 from ..layers.conv import Conv2d
 from ..layers.norm import get_norm
 
@@ -25,7 +26,7 @@ class BasicBlock(M.Module):
     def __init__(self, in_channels, channels, stride, norm, groups=1, width_per_group=64):
         super().__init__()
         if groups != 1 or width_per_group != 64:
-            raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
+            raise ConfigError("BasicBlock supports only groups=1 and width_per_group=64")
         self.conv1 = Conv2d(in_channels, channels, 3, stride, padding=1, bias=False)
         self.bn1 = norm(channels)
         self.conv2 = Conv2d(channels, channels, 3, 1, padding=1, bias=False)
@@ -138,7 +139,7 @@ class ResNet(M.Module):
 
 def build_resnet(name, norm="FrozenBN", freeze_at=0):
     if name not in ARCHITECTURES:
-        raise ValueError(
+        raise ConfigError(
             "unknown backbone {!r}; choose one of {}".format(name, ", ".join(ARCHITECTURES))
         )
     block, layers, groups, width_per_group = ARCHITECTURES[name]

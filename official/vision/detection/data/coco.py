@@ -10,9 +10,7 @@ import cv2
 import numpy as np
 from pycocotools.coco import COCO
 
-
-class DatasetError(ValueError):
-    """A dataset path, annotation file or image that cannot be used."""
+from ..errors import DatasetError
 
 
 def resolve_dataset_paths(dataset_cfg, dataset_dir):

@@ -1,6 +1,7 @@
 """Which dataset indices go into which batch, for training and for inference."""
 import numpy as np
 
+from ..errors import DatasetError
 from .transforms import resized_hw
 
 
@@ -14,8 +15,8 @@ class GroupedBatchSampler:
 
     def __init__(self, groups, batch_size, seed=0, world_size=1, rank=0):
         if len(groups) < world_size:
-            raise ValueError("the training dataset has {} images with annotations, fewer than "
-                             "the {} devices".format(len(groups), world_size))
+            raise DatasetError("the training dataset has {} images with annotations, fewer than "
+                               "the {} devices".format(len(groups), world_size))
         self.groups = np.asarray(groups)
         self.batch_size = batch_size
         self.seed = seed

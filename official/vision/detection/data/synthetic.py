@@ -16,6 +16,7 @@ import re
 import cv2
 import numpy as np
 
+from ..errors import ConfigError, DatasetError
 from ..layers.postprocess import pairwise_iou
 from ..utils.files import write_json_atomic
 
@@ -101,15 +102,15 @@ def synthesize_split(split, num_images, num_empty, image_size, seed=0, num_class
     re-created alone, e.g. by tests checking boxes against the label map.
     """
     if not 0 <= num_empty <= num_images:
-        raise ValueError("{}: need 0 <= empty images ({}) <= images ({})".format(
+        raise ConfigError("{}: need 0 <= empty images ({}) <= images ({})".format(
             split, num_empty, num_images))
     if max_objects < 1:
-        raise ValueError("max_objects must be at least 1, got {}".format(max_objects))
+        raise ConfigError("max_objects must be at least 1, got {}".format(max_objects))
     if not 0 < object_scale[0] <= object_scale[1] <= 1:
-        raise ValueError("object_scale must satisfy 0 < low <= high <= 1, got {!r}".format(
+        raise ConfigError("object_scale must satisfy 0 < low <= high <= 1, got {!r}".format(
             object_scale))
     if not (isinstance(seed, (int, np.integer)) and seed >= 0):
-        raise ValueError("seed must be a non-negative integer, got {!r}".format(seed))
+        raise ConfigError("seed must be a non-negative integer, got {!r}".format(seed))
     image_size = normalize_image_size(image_size)
     category_ids = [c["id"] for c in _categories(num_classes)]
     split_index = SPLITS.index(split)
@@ -192,7 +193,7 @@ def normalize_image_size(image_size):
     if np.isscalar(image_size):
         image_size = (image_size, image_size)
     if len(image_size) != 2:
-        raise ValueError("image_size must be N or (height, width), got {!r}".format(image_size))
+        raise ConfigError("image_size must be N or (height, width), got {!r}".format(image_size))
     return tuple(_side_range(side) for side in image_size)
 
 
@@ -201,7 +202,7 @@ def parse_image_size(text):
     from a range) or "128-192x160"."""
     sides = [_SIDE_PATTERN.fullmatch(side) for side in text.lower().split("x")]
     if len(sides) > 2 or not all(sides):
-        raise ValueError("image size must look like 160, 160x128 or 128-192, got " + repr(text))
+        raise ConfigError("image size must look like 160, 160x128 or 128-192, got " + repr(text))
     image_size = tuple(int(m[1]) if m[2] is None else (int(m[1]), int(m[2])) for m in sides)
     if len(image_size) == 1:
         image_size *= 2
@@ -211,7 +212,7 @@ def parse_image_size(text):
 
 def _categories(num_classes):
     if not 1 <= num_classes <= len(CATEGORIES):
-        raise ValueError("num_classes must be 1..{}, got {}".format(len(CATEGORIES), num_classes))
+        raise ConfigError("num_classes must be 1..{}, got {}".format(len(CATEGORIES), num_classes))
     return CATEGORIES[:num_classes]
 
 
@@ -222,7 +223,7 @@ def _category_name(category_id):
 def _side_range(side):
     low, high = (side, side) if np.isscalar(side) else side
     if not MIN_IMAGE_SIDE <= low <= high:
-        raise ValueError("image sides must satisfy {} <= low <= high, got {!r}".format(
+        raise ConfigError("image sides must satisfy {} <= low <= high, got {!r}".format(
             MIN_IMAGE_SIDE, side))
     return int(low), int(high)
 
@@ -237,7 +238,8 @@ def _image_record(image_id, index, shape):
 def _write_jpeg(path, image):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if not cv2.imwrite(path, image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-        raise OSError("cv2.imwrite failed for " + path)
+        raise DatasetError("cannot write image {}: check that its folder is writable and has "
+                           "room".format(path))
 
 
 def _background(rng, height, width):

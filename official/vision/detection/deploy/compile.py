@@ -11,6 +11,7 @@ import numpy as np
 import megengine as mge
 from megengine.jit import trace
 
+from ..errors import ConfigError
 from ..utils.files import atomic_target, publish
 from .fold import fold_frozen_bn
 from .group_norm import pool_group_norms
@@ -93,7 +94,7 @@ def _dump_blocked(model, path, verify, timeout):
         else:
             misuse = blocked_layout_misuse(candidate)
             if misuse:
-                raise ValueError("the NCHW88 graph of {} would pass blocked tensors to {}".format(
+                raise ConfigError("the NCHW88 graph of {} would pass blocked tensors to {}".format(
                     type(model).__name__, "; ".join(misuse)))
         publish(candidate, path)
     return True
@@ -110,7 +111,7 @@ def dump_traced(traced, path, input_names, output_names, layout="nchw"):
     """Write a traced function, called once, as a Lite graph in ``layout`` ("nchw" or
     "nchw88") to ``path`` (atomically)."""
     if layout not in ("nchw", "nchw88"):
-        raise ValueError("layout must be nchw or nchw88, got {!r}".format(layout))
+        raise ConfigError("layout must be nchw or nchw88, got {!r}".format(layout))
     with atomic_target(path) as partial:
         traced.dump(
             partial, arg_names=list(input_names), output_names=list(output_names),

@@ -6,6 +6,7 @@ and the inference over image files take any of them.
 import os
 import tempfile
 
+from ..errors import ConfigError
 from ..weights import build_model
 from .compile import TracedDetector, dump_inference
 from .fold import fold_frozen_bn
@@ -24,10 +25,10 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
     ``LiteDetector``).
     """
     if engine not in ENGINES:
-        raise ValueError("engine must be one of {}, got {!r}".format(ENGINES, engine))
+        raise ConfigError("engine must be one of {}, got {!r}".format(ENGINES, engine))
     if model_path is not None:
         if engine != "lite":
-            raise ValueError("a dumped model (--model) runs on the lite engine: add --engine lite")
+            raise ConfigError("a dumped model (--model) runs on the lite engine: add --engine lite")
         return LiteDetector(model_path, config_module.Cfg(), threads, profile_path)
     model = build_model(config_module, weights)
     if engine == "eager":

@@ -12,6 +12,8 @@ import copy
 import megengine.functional as F
 import megengine.module as M
 
+from ..errors import ConfigError
+
 
 class PooledGroupNorm(M.Module):
     """``M.GroupNorm`` (affine) from average pooling, reshapes of per-channel statistics and
@@ -20,7 +22,7 @@ class PooledGroupNorm(M.Module):
     def __init__(self, group_norm):
         super().__init__()
         if not group_norm.affine:
-            raise ValueError("PooledGroupNorm replaces affine GroupNorms only")
+            raise ConfigError("PooledGroupNorm replaces affine GroupNorms only")
         self.num_groups = group_norm.num_groups
         self.num_channels = group_norm.num_channels
         self.eps = group_norm.eps

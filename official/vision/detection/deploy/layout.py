@@ -28,6 +28,8 @@ import megengine.functional as F
 import megengine.module as M
 from megengine.jit import trace
 
+from ..errors import ConfigError
+
 logger = mge.get_logger(__name__)
 
 LAYOUTS = ("auto", "nchw", "nchw88")
@@ -64,7 +66,7 @@ np.savez(outputs_path, **{name: network.get_io_tensor(name).to_numpy()
 
 def check_layout(layout):
     if layout not in LAYOUTS:
-        raise ValueError("layout must be one of {}, got {!r}".format(LAYOUTS, layout))
+        raise ConfigError("layout must be one of {}, got {!r}".format(LAYOUTS, layout))
     return layout
 
 

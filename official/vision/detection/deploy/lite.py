@@ -4,6 +4,7 @@ import os
 import numpy as np
 from megenginelite import LiteConfig, LiteNetwork, LiteOptions
 
+from ..errors import ConfigError
 from .compile import INPUT_NAMES, OUTPUT_NAMES
 from .layout import dumped_layout, nchw88_kernels_run_here
 
@@ -28,7 +29,7 @@ class LiteDetector:
                 "Lite model not found: {} (write one with tools/dump.py)".format(model_path))
         # running such a graph here would end or hang the process
         if dumped_layout(model_path) == "nchw88" and not nchw88_kernels_run_here():
-            raise RuntimeError(
+            raise ConfigError(
                 "{} was dumped in the NCHW88 layout, whose kernels do not run on this CPU; dump "
                 "it again on this machine with tools/dump.py (--layout auto)".format(model_path))
         self.cfg = cfg

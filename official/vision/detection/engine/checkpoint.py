@@ -4,6 +4,7 @@ import re
 
 import megengine as mge
 
+from ..errors import WeightsUnavailableError
 from ..utils.files import save_atomic
 
 _CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)\.pkl$")
@@ -42,7 +43,7 @@ def load_checkpoint(path):
     checkpoint = mge.load(path, map_location="cpu0")
     missing = {"state_dict", "optimizer", "epoch", "iteration"} - set(checkpoint)
     if missing:
-        raise ValueError("{} is not a training checkpoint (lacks {})".format(
+        raise WeightsUnavailableError("{} is not a training checkpoint (lacks {})".format(
             path, ", ".join(sorted(missing))))
     return checkpoint
 

@@ -13,10 +13,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from ..data.coco import COCODetection, DatasetError, resolve_dataset_paths
+from ..data.coco import COCODetection, resolve_dataset_paths
 from ..data.loader import BatchLoader
 from ..data.samplers import inference_batches
 from ..deploy import build_detector
+from ..errors import ConfigError, DatasetError
 from ..evaluator import DetEvaluator
 from ..utils.config_file import load_config_module
 from ..utils.files import atomic_target, write_json_atomic
@@ -209,7 +210,7 @@ def run_test(config_file, options, num_devices=1):
     """Evaluate every weight file, or the dumped model, of ``options``; print one table row per
     file, and a summary table when there are several."""
     if options.engine == "lite" and num_devices > 1:
-        raise ValueError("the lite engine runs in one CPU process: use -n 1")
+        raise ConfigError("the lite engine runs in one CPU process: use -n 1")
     results = launch(test_worker, (config_file, options), num_devices)
     table = results if num_devices == 1 else results[0]
     if len(table) > 1:

@@ -2,6 +2,8 @@
 import megengine as mge
 import megengine.distributed as dist
 
+from ..errors import ConfigError
+
 
 def world_info():
     """(world_size, rank) of the calling process."""
@@ -23,13 +25,13 @@ def launch(worker, args, num_devices=1, num_machines=1, machine_rank=0, master_i
         return worker(*args)
     visible = mge.get_device_count("gpu")
     if visible < num_devices:
-        raise RuntimeError(
+        raise ConfigError(
             "{} devices requested but {} GPU(s) are visible; MegEngine's distributed backend "
             "needs one GPU per process (use -n 1 on a CPU)".format(num_devices, visible))
     if num_machines > 1 and port == 0:
-        raise ValueError("multi-machine training needs a fixed --port on every machine")
+        raise ConfigError("multi-machine training needs a fixed --port on every machine")
     if not 0 <= machine_rank < num_machines:
-        raise ValueError("--machine-rank must be in [0, {})".format(num_machines))
+        raise ConfigError("--machine-rank must be in [0, {})".format(num_machines))
     return dist.launcher(
         worker, n_gpus=num_devices, world_size=world_size,
         rank_start=machine_rank * num_devices, master_ip=master_ip, port=port,

@@ -5,8 +5,9 @@ import os
 import cv2
 import megengine as mge
 
-from ..data.coco import DatasetError, read_category_names, read_image, resolve_dataset_paths
+from ..data.coco import read_category_names, read_image, resolve_dataset_paths
 from ..data.coco_categories import COCO_CLASS_NAMES
+from ..errors import ConfigError, DatasetError
 from ..evaluator import DetEvaluator
 from ..utils.files import atomic_target, write_json_atomic
 
@@ -55,8 +56,9 @@ def detect_files(detector, paths, output_dir, names, thresh, batch_size=1, tta=F
                  input_root=None):
     """Write one picture per readable image into output_dir and detections.json beside them.
 
-    An unreadable file is reported and skipped. Returns (records, skipped) where records hold
-    the file, the image size and its detections above ``thresh``.
+    An unreadable file is reported and skipped; when no file is readable, nothing is written
+    and DatasetError is raised. Returns (records, skipped) where records hold the file, the
+    image size and its detections above ``thresh``.
     """
     evaluator = DetEvaluator(detector)
     os.makedirs(output_dir, exist_ok=True)
@@ -79,6 +81,9 @@ def detect_files(detector, paths, output_dir, names, thresh, batch_size=1, tta=F
                 cv2.imwrite(temporary, DetEvaluator.vis_det(image, dets, names, thresh))
             records.append({"file": path, "height": image.shape[0], "width": image.shape[1],
                             "detections": [_detection(row, names) for row in dets]})
+    if skipped and not records:
+        raise DatasetError("none of the {} input file(s) is a readable image (first: {})".format(
+            len(skipped), skipped[0]))
     write_json_atomic(records, os.path.join(output_dir, "detections.json"))
     return records, skipped
 
@@ -94,6 +99,6 @@ def pretrained_url(config_module):
     urls = {getattr(v, "url") for v in vars(config_module).values()
             if callable(v) and isinstance(getattr(v, "url", None), str)}
     if len(urls) != 1:
-        raise ValueError("--pretrained needs a config with one @pretrained hub factory; "
-                         "pass -w WEIGHTS instead")
+        raise ConfigError("--pretrained needs a config with one @pretrained hub factory; "
+                          "pass -w WEIGHTS instead")
     return urls.pop()

@@ -1,6 +1,8 @@
 """Learning-rate schedule: linear warm-up, then step decay at given epochs."""
 import bisect
 
+from ..errors import ConfigError
+
 
 def learning_rate(cfg, epoch, iteration, total_batch_size):
     """The lr of global ``iteration`` (counted from the start of training) in ``epoch``.
@@ -18,6 +20,6 @@ def learning_rate(cfg, epoch, iteration, total_batch_size):
 def steps_per_epoch(cfg, total_batch_size):
     steps = cfg.nr_images_epoch // total_batch_size
     if steps < 1:
-        raise ValueError("nr_images_epoch ({}) is smaller than the total batch size ({})".format(
+        raise ConfigError("nr_images_epoch ({}) is smaller than the total batch size ({})".format(
             cfg.nr_images_epoch, total_batch_size))
     return steps

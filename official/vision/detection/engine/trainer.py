@@ -13,11 +13,12 @@ from megengine.optimizer import SGD
 from tqdm import tqdm
 
 from ..backbones.resnet import IMAGENET_WEIGHTS
-from ..data.coco import COCODetection, DatasetError, resolve_dataset_paths
+from ..data.coco import COCODetection, resolve_dataset_paths
 from ..data.collate import collate_train
 from ..data.loader import BatchLoader
 from ..data.samplers import GroupedBatchSampler
 from ..data.transforms import TrainTransform
+from ..errors import ConfigError, DatasetError, NonFiniteLossError, WeightsUnavailableError
 from ..utils.config_file import load_config_module
 from ..weights import load_matching_weights, load_weight_file, state_dict_of
 from .checkpoint import latest_checkpoint, load_checkpoint, resolve_weights, save_checkpoint
@@ -25,10 +26,6 @@ from .launch import launch, world_info
 from .schedule import learning_rate, steps_per_epoch
 
 logger = mge.get_logger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or Inf loss; no checkpoint was written for that epoch."""
 
 
 @dataclasses.dataclass
@@ -46,16 +43,18 @@ class TrainOptions:
 
 class TrainBatches:
     """Task (epoch, batch number, indices) -> collated batch; the augmentation draws depend
-    only on (seed, epoch, batch number), so a resumed run repeats them."""
+    only on (seed, rank, epoch, batch number), so a resumed run repeats them and each device
+    draws its own scales and flips."""
 
-    def __init__(self, dataset, transform, seed):
+    def __init__(self, dataset, transform, seed, rank=0):
         self.dataset = dataset
         self.transform = transform
         self.seed = seed
+        self.rank = rank
 
     def __call__(self, task):
         epoch, number, indices = task
-        rng = np.random.default_rng([self.seed, epoch, number])
+        rng = np.random.default_rng([self.seed, self.rank, epoch, number])
         return collate_train([self.transform(self.dataset[i], rng) for i in indices])
 
 
@@ -72,8 +71,17 @@ def build_train_dataset(cfg, dataset_dir):
 
 def load_backbone_weights(model, path):
     """Load ImageNet-style weights (a state_dict, classifier included or not) into the
-    backbone and log what did not match."""
+    backbone. Every backbone tensor must come from the file: a run whose backbone is partly
+    random would train on silently, so a tensor left out is an error naming it."""
     report = load_matching_weights(model.backbone.bottom_up, state_dict_of(load_weight_file(path)))
+    if report.reinitialized:
+        unloaded = ["{} ({})".format(name, reason)
+                    for name, reason in sorted(report.reinitialized.items())]
+        raise WeightsUnavailableError(
+            "backbone weights {} leave {} backbone tensor(s) unloaded: {}{}; give a file with "
+            "this backbone's tensor names and shapes".format(
+                path, len(unloaded), "; ".join(unloaded[:6]),
+                "; ..." if len(unloaded) > 6 else ""))
     logger.info("backbone weights from %s: %s", path, report.table())
 
 
@@ -109,7 +117,7 @@ class Trainer:
             [self.dataset.aspect_ratio_group(i) for i in range(len(self.dataset))],
             self.options.batch_size, self.options.seed, self.world_size, self.rank)
         transform = TrainTransform(self.cfg.train_image_short_size, self.cfg.train_image_max_size)
-        make_batch = TrainBatches(self.dataset, transform, self.options.seed)
+        make_batch = TrainBatches(self.dataset, transform, self.options.seed, self.rank)
         with BatchLoader(make_batch, self.options.num_workers) as loader:
             for epoch in range(self.start_epoch, self.cfg.max_epoch):
                 batches = sampler.epoch_batches(epoch, self.steps_per_epoch)
@@ -214,8 +222,8 @@ def load_finetune_weights(model, name):
 
 def _imagenet_url(backbone):
     if backbone not in IMAGENET_WEIGHTS:
-        raise ValueError("no ImageNet weights are known for {}: pass -w BACKBONE_WEIGHTS or set "
-                         "cfg.backbone_pretrained = False".format(backbone))
+        raise ConfigError("no ImageNet weights are known for {}: pass -w BACKBONE_WEIGHTS or set "
+                          "cfg.backbone_pretrained = False".format(backbone))
     return IMAGENET_WEIGHTS[backbone]
 
 

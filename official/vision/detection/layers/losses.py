@@ -1,6 +1,8 @@
 """Element-wise detection losses; callers choose the reduction and the normalizer."""
 import megengine.functional as F
 
+from ..errors import ConfigError
+
 IOU_LOSS_TYPES = ("iou", "linear_iou", "giou")
 
 
@@ -27,7 +29,7 @@ def iou_loss_ltrb(pred, target, loss_type="giou", eps=1e-8):
     ``loss_type``: "iou" is -log(IoU), "linear_iou" is 1 - IoU, "giou" is 1 - GIoU.
     """
     if loss_type not in IOU_LOSS_TYPES:
-        raise ValueError(
+        raise ConfigError(
             "iou_loss_type must be one of {}, got {!r}".format(IOU_LOSS_TYPES, loss_type)
         )
     # boxes relative to the point: x1 = -l, y1 = -t, x2 = r, y2 = b

@@ -5,6 +5,8 @@ import megengine as mge
 import megengine.functional as F
 import megengine.module as M
 
+from ..errors import ConfigError
+
 
 class FrozenBatchNorm2d(M.Module):
     """BatchNorm2d whose statistics and affine parameters never change.
@@ -46,7 +48,7 @@ def get_norm(name):
     if name is None:
         return None
     if name not in NORMS:
-        raise ValueError(
+        raise ConfigError(
             "unknown norm {!r}; choose one of {} or None".format(name, ", ".join(NORMS))
         )
     return NORMS[name]

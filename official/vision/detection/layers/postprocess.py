@@ -11,6 +11,8 @@ without objects) can leave a million candidates above the threshold, whose full 
 """
 import numpy as np
 
+from ..errors import ConfigError, NonFiniteError
+
 # Candidates per block: the first block is small, as the top-k often needs few candidates
 # (its IoU matrix is FIRST_BLOCK^2), and blocks double up to LARGEST_BLOCK.
 FIRST_BLOCK, LARGEST_BLOCK = 128, 1024
@@ -60,9 +62,9 @@ def batched_nms(boxes, scores, labels, iou_threshold, max_detections=None):
     ``iou_threshold`` -1 disables NMS (the highest scores are kept).
     """
     if iou_threshold != -1 and not 0 < iou_threshold <= 1:
-        raise ValueError("test_nms must be in (0, 1] or -1, got {}".format(iou_threshold))
+        raise ConfigError("test_nms must be in (0, 1] or -1, got {}".format(iou_threshold))
     if np.isnan(scores).any():
-        raise ValueError("scores contain NaN; the model's outputs are not finite")
+        raise NonFiniteError("scores contain NaN; the model's outputs are not finite")
     limit = len(scores) if max_detections is None else max_detections
     keep = []
     for block in descending_blocks(scores, FIRST_BLOCK, LARGEST_BLOCK):

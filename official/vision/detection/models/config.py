@@ -3,6 +3,8 @@
 A released model's config subclasses it and overrides a few fields in ``__init__``; config files
 written for the official package keep working because the attribute names are the same.
 """
+from ..errors import ConfigError
+
 
 
 class FCOSConfig:
@@ -91,7 +93,7 @@ class FCOSConfig:
         """Set existing attributes by name and return self; an unknown name is an error."""
         unknown = sorted(k for k in overrides if not hasattr(self, k))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 "unknown config option(s) {} for {}; valid names are the attributes of "
                 "FCOSConfig".format(", ".join(unknown), type(self).__name__)
             )

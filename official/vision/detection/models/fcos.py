@@ -13,6 +13,7 @@ import megengine.functional as F
 import megengine.module as M
 
 from ..backbones.resnet import build_resnet
+from ..errors import ConfigError, DatasetError
 from ..layers.assigner import assign_targets
 from ..layers.fpn import FPN, LastLevelP6P7
 from ..layers.losses import binary_cross_entropy_with_logits, iou_loss_ltrb, sigmoid_focal_loss
@@ -63,7 +64,7 @@ class FCOS(M.Module):
         stage_channels = dict(zip(["res2", "res3", "res4", "res5"], bottom_up.out_channels))
         expected = [stage_channels.get(name) for name in cfg.fpn_in_features]
         if list(cfg.fpn_in_channels) != expected:
-            raise ValueError(
+            raise ConfigError(
                 "fpn_in_channels {} do not match {}'s {} channels {}; set cfg.fpn_in_channels "
                 "= {}".format(cfg.fpn_in_channels, cfg.backbone, cfg.fpn_in_features, expected,
                               expected)
@@ -96,16 +97,20 @@ class FCOS(M.Module):
     def forward(self, image, im_info, gt_boxes=None):
         """image: [N, 3, H, W] BGR 0-255 (any size); im_info: [N, 4] rows (resized_h,
         resized_w, original_h, original_w), training adds a 5th column, the number of boxes;
-        gt_boxes: [N, G, 5] (x1, y1, x2, y2, class index) in resized-image pixels.
+        gt_boxes: [N, G, 5] (x1, y1, x2, y2, class index) in resized-image pixels, class indices
+        0-based (0 .. num_classes - 1), unlike the official package's 1-based labels.
         """
         image, im_info = _as_tensor(image), _as_tensor(im_info)
         if gt_boxes is not None and (im_info.ndim != 2 or im_info.shape[1] != 5):
             # a 4-column im_info would make the assigner read past its rows
-            raise ValueError("training needs im_info [N, 5] with the number of boxes of each "
-                             "image in column 5, got shape {}".format(tuple(im_info.shape)))
+            raise ConfigError("training needs im_info [N, 5] with the number of boxes of each "
+                              "image in column 5, got shape {}".format(tuple(im_info.shape)))
+        if gt_boxes is not None:
+            gt_boxes = _as_tensor(gt_boxes)
+            _check_labels(gt_boxes.numpy(), im_info.numpy()[:, 4], self.cfg.num_classes)
         logits, ltrb, ctrness, points = self.raw_outputs(image)
         if gt_boxes is not None:
-            return self.losses(logits, ltrb, ctrness, points, im_info, _as_tensor(gt_boxes))
+            return self.losses(logits, ltrb, ctrness, points, im_info, gt_boxes)
         scores, boxes = self.detect_points(logits, ltrb, ctrness, points, im_info)
         if image.shape[0] == 1:
             return scores[0], boxes[0]
@@ -167,14 +172,27 @@ class FCOS(M.Module):
         }
 
 
+def _check_labels(gt_boxes, num_boxes, num_classes):
+    """Refuse class indices outside [0, num_classes): the focal loss would silently treat such
+    a box as background (a 1-based label K) or as another class."""
+    for boxes, count in zip(gt_boxes, num_boxes.astype(int)):
+        labels = boxes[:count, 4]
+        wrong = labels[(labels < 0) | (labels >= num_classes) | (labels != np.round(labels))]
+        if wrong.size:
+            raise DatasetError(
+                "class label {:g} is outside [0, {}): training takes 0-based class indices "
+                "(0 .. num_classes - 1); the official FCOS and megengine.data.dataset.COCO give "
+                "1-based labels: subtract 1".format(wrong[0], num_classes))
+
+
 def _as_tensor(value):
     return value if isinstance(value, mge.Tensor) else mge.tensor(np.asarray(value, np.float32))
 
 
 def _check_config(cfg):
     if len(cfg.in_features) != len(cfg.stride):
-        raise ValueError("cfg.in_features and cfg.stride must have one entry per level")
+        raise ConfigError("cfg.in_features and cfg.stride must have one entry per level")
     if len(cfg.object_sizes_of_interest) != len(cfg.stride):
-        raise ValueError("cfg.object_sizes_of_interest needs one [low, high] per level")
+        raise ConfigError("cfg.object_sizes_of_interest needs one [low, high] per level")
     if cfg.class_aware_box:
-        raise ValueError("FCOS predicts one box per point; class_aware_box must be False")
+        raise ConfigError("FCOS predicts one box per point; class_aware_box must be False")

@@ -1,18 +1,18 @@
-"""What command-line tools share: one-line errors instead of tracebacks for bad input."""
+"""What command-line tools share: one-line errors for bad input, tracebacks for bugs."""
 import sys
 
-from ..data.coco import DatasetError
-from ..weights import WeightsUnavailableError
+from ..errors import DetectionError
 
-USER_ERRORS = (DatasetError, WeightsUnavailableError, FileNotFoundError, ValueError,
-               AttributeError, RuntimeError)
+# what a user fixes by naming another file or making room; other OSErrors keep their traceback
+FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def run_cli(main):
-    """Call ``main()``; exit with status 1 and a single ``error: ...`` line on a user error."""
+    """Call ``main()``; on the package's own errors and file errors exit with status 1 and a
+    single ``error: ...`` line. Any other exception is a bug and keeps its traceback."""
     try:
         main()
-    except USER_ERRORS as error:
+    except (DetectionError,) + FILE_ERRORS as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print("error: {}".format(message), file=sys.stderr)
         sys.exit(1)

@@ -2,6 +2,8 @@
 import importlib.util
 import os
 
+from ..errors import ConfigError
+
 
 def load_config_module(path):
     """Import a config file by path; it must define ``Net`` and ``Cfg``."""
@@ -13,7 +15,7 @@ def load_config_module(path):
     spec.loader.exec_module(module)
     missing = [attr for attr in ("Net", "Cfg") if not hasattr(module, attr)]
     if missing:
-        raise AttributeError("config file {} does not define {}".format(
+        raise ConfigError("config file {} does not define {}".format(
             path, " and ".join(missing)))
     return module
 
