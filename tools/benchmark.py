@@ -1,11 +1,15 @@
-"""Time FCOS from an image to detections: eager, traced, or compiled for MegEngine Lite.
+"""Time FCOS from an image to detections (eager, traced, or compiled for MegEngine Lite), or
+its training step.
 
     python tools/benchmark.py -f official/vision/detection/configs/fcos_res50_coco_3x_800size.py \
         -i cat.jpg --mode lite -n 5
+    python tools/benchmark.py -f official/vision/detection/configs/fcos_res18_synthetic_demo.py \
+        --train -b 8 -n 20 --short-size 96 --max-size 128
 
 On AMD CPUs importing the package sets MKL_DEBUG_CPU_TYPE=5 (MKL's AVX2 kernels) unless the
 variable is set: set it yourself to time other MKL kernels (see utils/cpu.py). The last line is
-``median_ms=<median total per image>``.
+``median_ms=<median total per image>``; with ``--train`` the last two are
+``train_ms_per_image=<median step / batch size>`` and ``peak_rss_mb=<peak resident memory>``.
 """
 import argparse
 import os
@@ -21,6 +25,10 @@ from official.vision.detection.deploy import (  # noqa: E402
     use_eager_threads
 )
 from official.vision.detection.deploy.benchmark import STAGES, stage_ms  # noqa: E402
+from official.vision.detection.engine.train_benchmark import (  # noqa: E402
+    PHASES, peak_rss_mb, time_training
+)
+from official.vision.detection.errors import ConfigError  # noqa: E402
 from official.vision.detection.evaluator import DetEvaluator  # noqa: E402
 from official.vision.detection.utils.cli import run_cli  # noqa: E402
 from official.vision.detection.utils.config_file import load_config_module  # noqa: E402
@@ -34,10 +42,15 @@ def parse_args(argv=None):
     parser.add_argument("-f", "--file", required=True, help="config file defining Net and Cfg")
     parser.add_argument("-w", "--weights",
                         help="state_dict or checkpoint (path or URL); omit for random weights")
-    parser.add_argument("-i", "--image", required=True, help="image file read with cv2")
+    parser.add_argument("-i", "--image", help="image file read with cv2 (inference)")
+    parser.add_argument("--train", action="store_true",
+                        help="time training steps on synthetic images of --short-size x "
+                             "--max-size instead of inference")
+    parser.add_argument("-b", "--batch-size", type=int, default=8, help="images per step "
+                        "(--train)")
     parser.add_argument("--mode", "--engine", dest="engine", choices=ENGINES, default="lite",
                         help="what runs the network (--engine as in test.py and inference.py)")
-    parser.add_argument("-n", "--runs", type=int, default=5, help="timed runs")
+    parser.add_argument("-n", "--runs", type=int, default=5, help="timed runs (or steps)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of the network")
     parser.add_argument("--short-size", type=int, default=800)
@@ -74,10 +87,40 @@ def report(timings, flops, measured_peak_gflops=None):
     print("median_ms={:.1f}".format(medians["total"]))
 
 
+def report_training(timing, measured_peak_gflops=None):
+    for phase in PHASES:
+        print("{:<12} median {:9.1f} ms  (min {:.1f}, max {:.1f})".format(
+            phase, timing.median_ms(phase), min(timing.phase_ms[phase]),
+            max(timing.phase_ms[phase])))
+    line = "step: {:.1f} ms for {} images of {}x{} (padded), {:.1f} conv GFLOPs (3 x the " \
+        "forward's), {:.1f} GFLOP/s".format(
+            timing.ms_per_image() * timing.batch_size, timing.batch_size,
+            timing.input_shape[2], timing.input_shape[3], timing.step_flops / 1e9,
+            timing.gflops_per_second())
+    if measured_peak_gflops:
+        line += ", {:.0%} of the measured {:.0f} GFLOP/s limit".format(
+            timing.gflops_per_second() / measured_peak_gflops, measured_peak_gflops)
+    print(line)
+    print("train_ms_per_image={:.1f}".format(timing.ms_per_image()))
+    print("peak_rss_mb={:.0f}".format(peak_rss_mb()))
+
+
+def main_training(args, module):
+    timing = time_training(module, args.batch_size, args.runs, args.warmup, args.short_size,
+                           args.max_size)
+    print("training step, {} thread(s), {} steps after {} warm-up".format(
+        args.threads, args.runs, args.warmup))
+    report_training(timing, args.peak_gflops)
+
+
 def main():
     args = parse_args()
-    if args.engine != "lite":
+    if not args.train and args.image is None:
+        raise ConfigError("give -i IMAGE to time inference, or --train")
+    if args.engine != "lite" or args.train:
         use_eager_threads(args.threads)
+    if args.train:
+        return main_training(args, load_config_module(args.file))
     if args.weights is None and args.model is None:
         logger.warning("no weights given (-w): random weights; timings only")
     module = load_config_module(args.file)

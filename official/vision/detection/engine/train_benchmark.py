@@ -1,0 +1,102 @@
+"""Time the training step of a config on synthetic images: per phase, per image, peak memory.
+
+The step is ``Trainer``'s (its model, GradManager and SGD), cut into phases with a full sync
+after each, since MegEngine runs eager work asynchronously and a phase's time would otherwise
+show up in the next one's.
+"""
+import dataclasses
+import resource
+import statistics
+import time
+
+import numpy as np
+import megengine as mge
+
+from ..data.collate import collate_train
+from ..data.transforms import TrainTransform
+from ..deploy.flops import count_conv_flops
+from .trainer import Trainer, TrainOptions
+
+PHASES = ("data", "forward", "backward", "optimizer")
+# a training step runs every convolution three times: forward, input gradient, weight gradient
+TRAIN_FLOPS_PER_FORWARD_FLOP = 3
+
+
+@dataclasses.dataclass
+class TrainTiming:
+    phase_ms: dict  # phase -> milliseconds of each timed step
+    batch_size: int
+    input_shape: tuple  # [N, 3, H, W] of the padded batch
+    step_flops: float  # conv FLOPs of one step (3 x the forward's)
+
+    def step_ms(self):
+        return [sum(phase[i] for phase in self.phase_ms.values())
+                for i in range(len(self.phase_ms["data"]))]
+
+    def median_ms(self, phase):
+        return statistics.median(self.phase_ms[phase])
+
+    def ms_per_image(self):
+        return statistics.median(self.step_ms()) / self.batch_size
+
+    def gflops_per_second(self):
+        return self.step_flops / 1e9 / (statistics.median(self.step_ms()) / 1000)
+
+
+def peak_rss_mb():
+    """The process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synthetic_sample(rng, height, width, num_classes):
+    """A random image with one to four boxes of at least 8 px per side, 0-based labels."""
+    count = int(rng.integers(1, 5))
+    x1 = rng.uniform(0, width - 8, count)
+    y1 = rng.uniform(0, height - 8, count)
+    x2 = rng.uniform(x1 + 8, width)
+    y2 = rng.uniform(y1 + 8, height)
+    return dict(image=rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+                boxes=np.stack([x1, y1, x2, y2], axis=1).astype(np.float32),
+                labels=rng.integers(0, num_classes, count).astype(np.int32))
+
+
+def time_training(config_module, batch_size, steps, warmup, short_size, max_size, seed=0):
+    """Phase times of ``steps`` training steps after ``warmup`` untimed ones, each on a new
+    batch of synthetic ``short_size`` x ``max_size`` images (landscape, so the resize keeps
+    them at that size)."""
+    cfg = config_module.Cfg()
+    mge.random.seed(seed)
+    model = config_module.Net(cfg)
+    trainer = Trainer(model, cfg, None, TrainOptions(dataset_dir="", output_dir=""))
+    transform = TrainTransform(short_size, max_size)
+    rng = np.random.default_rng(seed)
+    phase_ms = {phase: [] for phase in PHASES}
+    for step in range(warmup + steps):
+        times = timed_step(trainer, transform, rng, batch_size, short_size, max_size)
+        if step >= warmup:
+            for phase, seconds in zip(PHASES, times):
+                phase_ms[phase].append(1000 * seconds)
+    input_shape = (batch_size, 3) + tuple(-(-side // 32) * 32 for side in (short_size, max_size))
+    model.eval()  # counting records model.inference, whose convolutions training runs too
+    step_flops = TRAIN_FLOPS_PER_FORWARD_FLOP * count_conv_flops(model, input_shape)
+    return TrainTiming(phase_ms, batch_size, input_shape, step_flops)
+
+
+def timed_step(trainer, transform, rng, batch_size, height, width):
+    """Seconds of data, forward, backward and optimizer of one step of ``trainer``."""
+    start = time.perf_counter()
+    batch = collate_train([transform(synthetic_sample(rng, height, width, trainer.cfg.num_classes),
+                                     rng) for _ in range(batch_size)])
+    batch = {name: mge.tensor(value) for name, value in batch.items()}
+    loaded = time.perf_counter()
+    with trainer.grad_manager:
+        loss = trainer.model(**batch)["total_loss"]
+        mge._full_sync()  # pylint: disable=protected-access
+        forwarded = time.perf_counter()
+        trainer.grad_manager.backward(loss)
+    mge._full_sync()  # pylint: disable=protected-access
+    backwarded = time.perf_counter()
+    trainer.optimizer.step().clear_grad()
+    mge._full_sync()  # pylint: disable=protected-access
+    finished = time.perf_counter()
+    return loaded - start, forwarded - loaded, backwarded - forwarded, finished - backwarded

@@ -1,0 +1,86 @@
+"""The training benchmark: synthetic batches, the phase split, and the numbers it reports."""
+import os
+import re
+import statistics
+
+import numpy as np
+import pytest
+
+from official.vision.detection.deploy import count_conv_flops
+from official.vision.detection.engine.train_benchmark import (
+    PHASES, TrainTiming, synthetic_sample, time_training
+)
+from official.vision.detection.utils.config_file import load_config_module
+
+from conftest import run_tool
+
+CONFIG = '''
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import tiny_config
+from official.vision.detection import models
+
+Net = models.FCOS
+Cfg = tiny_config
+'''
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("config") / "tiny.py"
+    path.write_text(CONFIG.format(tests=os.path.dirname(os.path.abspath(__file__))))
+    return path
+
+
+def test_synthetic_samples_hold_boxes_of_at_least_8_px_inside_the_image():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        sample = synthetic_sample(rng, 48, 80, num_classes=3)
+        boxes, labels = sample["boxes"], sample["labels"]
+        assert sample["image"].shape == (48, 80, 3) and 1 <= len(boxes) <= 4
+        assert (boxes[:, 2] - boxes[:, 0] >= 8).all() and (boxes[:, 3] - boxes[:, 1] >= 8).all()
+        assert (boxes >= 0).all() and (boxes[:, 2] <= 80).all() and (boxes[:, 3] <= 48).all()
+        assert set(labels) <= {0, 1, 2}
+
+
+def test_timing_arithmetic():
+    timing = TrainTiming({"data": [1, 1, 2], "forward": [10, 20, 30], "backward": [30, 60, 40],
+                          "optimizer": [4, 4, 4]}, batch_size=4, input_shape=(4, 3, 64, 96),
+                         step_flops=6e9)
+    assert timing.step_ms() == [45, 85, 76]
+    assert timing.median_ms("backward") == 40
+    assert timing.ms_per_image() == 76 / 4
+    assert timing.gflops_per_second() == pytest.approx(6 / 0.076)
+
+
+def test_every_phase_is_timed_for_every_step_and_flops_are_three_forwards(config_file):
+    module = load_config_module(str(config_file))
+    timing = time_training(module, batch_size=2, steps=3, warmup=1, short_size=64, max_size=90)
+    assert set(timing.phase_ms) == set(PHASES)
+    assert all(len(times) == 3 and min(times) > 0 for times in timing.phase_ms.values())
+    assert timing.input_shape == (2, 3, 64, 96)  # 90 padded to a multiple of 32
+    model = module.Net(module.Cfg())
+    model.eval()
+    assert timing.step_flops == 3 * count_conv_flops(model, (2, 3, 64, 96))
+
+
+def test_tool_prints_the_phase_split_and_ends_with_per_image_time_and_peak_memory(config_file):
+    result = run_tool("benchmark.py", "-f", config_file, "--train", "-b", "2", "-n", "3",
+                      "--warmup", "1", "--short-size", "64", "--max-size", "96")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    phases = {line.split()[0]: float(line.split()[2]) for line in lines[-7:-3]}
+    assert list(phases) == list(PHASES)
+    step_ms = float(re.match(r"step: ([0-9.]+) ms for 2 images of 64x96", lines[-3]).group(1))
+    assert re.fullmatch(r"train_ms_per_image=[0-9.]+", lines[-2])
+    assert float(lines[-2].split("=")[1]) == pytest.approx(step_ms / 2, abs=0.06)
+    assert re.fullmatch(r"peak_rss_mb=[0-9]+", lines[-1]) and int(lines[-1].split("=")[1]) > 100
+    # the step is the median of whole steps, not the sum of per-phase medians
+    assert step_ms > 0 and statistics.median(phases.values()) <= step_ms
+
+
+def test_tool_needs_an_image_unless_training(config_file):
+    result = run_tool("benchmark.py", "-f", config_file)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: give -i IMAGE to time inference, or --train")
