@@ -41,8 +41,25 @@ def mkl_setting_after_importing_the_package(user_setting):
     return result.stdout.strip()
 
 
-def test_importing_the_package_requests_avx2_kernels_on_this_cpu_as_its_flags_say():
-    vendor, flags = cpu_vendor_and_flags()
+def lscpu_vendor_and_flags():
+    """Vendor and flags as util-linux's lscpu reports them: an oracle independent of the
+    package's /proc/cpuinfo parser, so a bug there cannot also bend the expectation."""
+    env = dict(os.environ, LC_ALL="C")  # English field names
+    output = subprocess.run(["lscpu"], env=env, capture_output=True, text=True, timeout=60,
+                            check=True).stdout
+    fields = {}
+    for line in output.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first "Vendor ID" is the CPU's
+    return fields["Vendor ID"], set(fields["Flags"].split())
+
+
+def test_cpuinfo_parser_reads_the_vendor_and_flags_lscpu_reports():
+    assert cpu_vendor_and_flags() == lscpu_vendor_and_flags()
+
+
+def test_importing_the_package_requests_avx2_kernels_on_this_cpu_as_lscpu_says():
+    vendor, flags = lscpu_vendor_and_flags()
     amd_with_avx2 = vendor == "AuthenticAMD" and {"avx2", "fma"} <= flags
     assert mkl_setting_after_importing_the_package(None) == ("5" if amd_with_avx2 else "None")
 

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import cv2
 import megengine as mge
 import numpy as np
 import pytest
@@ -13,10 +14,13 @@ from official.vision.detection.deploy import dump_inference
 from official.vision.detection.engine.evaluation import (
     COCO_METRICS, EvalOptions, evaluate_result_files, metrics_table, row_labels, run_test
 )
+from official.vision.detection.evaluator import DetEvaluator
+from official.vision.detection.layers.postprocess import detect
+from official.vision.detection.models import FCOS
 from official.vision.detection.utils.config_file import load_config_module
 from official.vision.detection.weights import build_model
 
-from conftest import PROJECT_ROOT, run_tool, spread_head_outputs
+from conftest import PROJECT_ROOT, run_tool, spread_head_outputs, tiny_config
 
 CONFIG = '''
 from official.vision.detection import models
@@ -93,11 +97,78 @@ def test_result_file_uses_the_annotation_ids(setup, tmp_path):
     assert {r["image_id"] for r in results} <= {i["id"] for i in annotations["images"]}
 
 
-def test_test_time_augmentation_merges_more_candidates(setup, tmp_path):
-    _, plain_results = evaluate(setup, tmp_path, "plain.json")
+# -------------------------- test-time augmentation by hand -------------------------- #
+def resized_hw_by_hand(height, width, short_size, max_size):
+    """fcos_numerics.md: the short side to short_size unless the long side passes max_size."""
+    scale = short_size / min(height, width)
+    if scale * max(height, width) > max_size:
+        scale = max_size / max(height, width)
+    return int(round(height * scale)), int(round(width * scale))
+
+
+def view_candidates_by_hand(model, image, short_size, flip):
+    """Scores [P, K] and boxes [P, 4] in original pixels of one view of a BGR image: resized
+    bilinearly, mirrored after resizing; a mirrored view's boxes are mirrored back about the
+    original width W (x1' = W - x2, x2' = W - x1: boxes are continuous coordinates, points
+    sit at (j + 0.5) * stride, so the mirror of x is W - x, not W - 1 - x)."""
+    height, width = image.shape[:2]
+    hw = resized_hw_by_hand(height, width, short_size, model.cfg.test_image_max_size)
+    resized = cv2.resize(image, hw[::-1], interpolation=cv2.INTER_LINEAR)
+    resized = resized[:, ::-1] if flip else resized
+    data = resized.transpose(2, 0, 1)[None].astype(np.float32)
+    im_info = np.array([[hw[0], hw[1], height, width]], np.float32)
+    scores, boxes = (value.numpy()[0] for value in model.inference(data, im_info))
+    if flip:
+        boxes = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+    return scores, boxes
+
+
+def tta_detections_by_hand(model, image):
+    """Candidates of the test size and the TTA sizes (ascending), each plain then mirrored,
+    concatenated, then the package's threshold + NMS + top-k (tested in test_postprocess)."""
+    cfg = model.cfg
+    sizes = sorted({cfg.test_image_short_size, *cfg.test_tta_short_sizes})
+    views = [view_candidates_by_hand(model, image, size, flip)
+             for size in sizes for flip in (False, True)]
+    scores, boxes = (np.concatenate(parts) for parts in zip(*views))
+    kept = detect(scores, boxes, cfg.test_cls_threshold, cfg.test_nms,
+                  cfg.test_max_boxes_per_image)
+    return kept, views
+
+
+def test_tta_detections_equal_the_hand_merged_candidates_of_all_views():
+    mge.random.seed(8)
+    model = FCOS(tiny_config().update(test_image_short_size=64, test_image_max_size=128,
+                                      test_tta_short_sizes=(80, 48)))
+    spread_head_outputs(model, np.random.RandomState(9))
+    model.eval()
+    rng = np.random.RandomState(10)
+    # a landscape and a portrait image: never the same padded input, so each runs alone
+    images = [rng.randint(0, 255, shape, np.uint8) for shape in ((60, 90, 3), (90, 60, 3))]
+    results = DetEvaluator(model).predict_images(images, tta=True)
+    for image, result in zip(images, results):
+        expected, views = tta_detections_by_hand(model, image)
+        # every view (3 sizes x plain/mirrored) must own some kept box, or it goes unchecked
+        for _, boxes in views:
+            assert (np.abs(boxes[:, None] - expected[None, :, :4]).max(-1) < 1e-6).any()
+        np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5)
+
+
+def test_evaluation_with_tta_writes_the_hand_merged_detections(setup, tmp_path):
+    dataset_dir, config, weights = setup
     tta, tta_results = evaluate(setup, tmp_path, "tta.json", tta=True)
     assert set(tta) == set(COCO_METRICS)
-    assert plain_results != tta_results
+    with open(os.path.join(dataset_dir, "shapes", "annotations", "val.json")) as f:
+        annotations = json.load(f)
+    category_ids = sorted(c["id"] for c in annotations["categories"])
+    model = build_model(load_config_module(config), weights)
+    expected = []
+    for info in annotations["images"]:
+        image = cv2.imread(os.path.join(dataset_dir, "shapes", "val", info["file_name"]))
+        for x1, y1, x2, y2, score, label in tta_detections_by_hand(model, image)[0]:
+            expected.append({"image_id": info["id"], "bbox": [x1, y1, x2 - x1, y2 - y1],
+                             "score": score, "category_id": category_ids[int(label)]})
+    assert_same_detections(tta_results, expected, box_atol=1e-4, score_atol=1e-6)
 
 
 def test_no_detections_gives_zero_ap_instead_of_a_pycocotools_crash(setup, tmp_path):

@@ -7,7 +7,7 @@ from official.vision.detection.backbones.resnet import build_resnet
 from official.vision.detection.layers.norm import FrozenBatchNorm2d
 from official.vision.detection.models import FCOS, FCOSConfig
 
-from conftest import tiny_config
+from conftest import spread_head_outputs, tiny_config
 
 RELEASED = [
     "fcos_res18_coco_3x_800size", "fcos_res34_coco_3x_800size", "fcos_res50_coco_3x_800size",
@@ -96,16 +96,154 @@ def test_batched_eval_equals_one_image_at_a_time(tiny_model):
         np.testing.assert_allclose(boxes.numpy()[i], single_boxes.numpy(), atol=1e-3)
 
 
-def test_training_forward_returns_finite_losses(tiny_model):
+# ------------------- golden losses: an independent NumPy FCOS loss ------------------- #
+# The constants of fcos_numerics.md ("Inside the model", "Training targets"), written out here
+# rather than read from the config, so that a changed default is caught too.
+MEAN = np.array([103.530, 116.280, 123.675]).reshape(1, 3, 1, 1)
+STD = np.array([57.375, 57.120, 58.395]).reshape(1, 3, 1, 1)
+STRIDES = [8, 16, 32, 64, 128]
+SIZE_RANGES = [(-1, 64), (64, 128), (128, 256), (256, 512), (512, np.inf)]
+RADIUS, ALPHA, GAMMA = 1.5, 0.25, 2.0
+
+# Two 300 x 530 images (padded to 320 x 544); rows x1, y1, x2, y2, 0-based class. Seen from the
+# points near their centres: A lies on P3; B and C on P4, where points near both take C, the
+# smaller box; D on P5 and P6; E on P3 and P4; F (510 wide) on P6. Image 2's third row lies
+# past its box count (read as a box, it would claim points on P4 and P5), the fourth is zeros
+# as the collate function pads.
+GOLDEN_BOXES = np.array([
+    [[20, 30, 60, 62, 0], [150, 60, 330, 200, 1], [200, 80, 340, 190, 2],
+     [40, 20, 500, 290, 0]],
+    [[300, 150, 400, 230, 2], [10, 40, 520, 140, 1], [0, 0, 200, 200, 1], [0, 0, 0, 0, 0]],
+], np.float32)
+GOLDEN_IM_INFO = np.array([[300, 530, 300, 530, 4], [300, 530, 600, 1060, 2]], np.float32)
+
+
+def golden_model():
+    """Tiny FCOS with seeded weights; head weights wide enough that logits, boxes and
+    centerness vary from point to point, and box outputs mostly positive (bias 1)."""
+    mge.random.seed(3)
+    np.random.seed(3)
     model = FCOS(tiny_config())
-    model.train()
-    data = np.random.RandomState(2).uniform(0, 255, (2, 3, 64, 96)).astype("float32")
-    gt = np.zeros((2, 2, 5), "float32")
-    gt[0] = [[4, 4, 60, 50, 1], [10, 20, 40, 60, 2]]
-    im_info = np.array([[64, 96, 64, 96, 2], [64, 96, 64, 96, 0]], "float32")
-    losses = model(image=data, im_info=im_info, gt_boxes=gt)
-    assert set(losses) == {"total_loss", "loss_cls", "loss_bbox", "loss_ctr"}
-    assert all(np.isfinite(float(v)) for v in losses.values())
+    spread_head_outputs(model, np.random.RandomState(4))
+    model.head.bbox_pred.bias = mge.Parameter(np.ones((1, 4, 1, 1), np.float32))
+    model.eval()  # BN with its (initial) running statistics: the same in both runs below
+    return model
+
+
+def head_outputs_by_hand(model, image):
+    """Pad and normalize by hand, run the model's FPN and head modules and flatten their maps
+    level by level (NHWC order): logits [N, P, K], ltrb [N, P, 4], centerness [N, P] and the
+    (H, W) of each level."""
+    n, c, h, w = image.shape
+    padded = np.zeros((n, c, -(-h // 32) * 32, -(-w // 32) * 32))
+    padded[:, :, :h, :w] = image
+    pyramid = model.backbone(mge.tensor(((padded - MEAN) / STD).astype(np.float32)))
+    features = [pyramid["p{}".format(level)] for level in range(3, 8)]
+    maps = [[m.numpy().astype(np.float64) for m in out] for out in model.head(features)]
+
+    def flatten(level_maps):
+        return np.concatenate([m.transpose(0, 2, 3, 1).reshape(n, -1, m.shape[1])
+                               for m in level_maps], axis=1)
+
+    shapes = [f.shape[2:] for f in features]
+    return flatten(maps[0]), flatten(maps[1]), flatten(maps[2])[..., 0], shapes
+
+
+def points_by_hand(shapes):
+    """Points (x, y) = ((j + 0.5) * stride, (i + 0.5) * stride), rows outer, and each point's
+    level."""
+    points, levels = [], []
+    for level, ((height, width), stride) in enumerate(zip(shapes, STRIDES)):
+        rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+        points.append(np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], axis=1) * stride)
+        levels.append(np.full(height * width, level))
+    return np.concatenate(points), np.concatenate(levels)
+
+
+def targets_by_hand(points, levels, boxes):
+    """Labels (-1 background) and ltrb targets of one image's points. Boxes are visited from
+    the smallest area up (stable: the first on ties), and a point takes the first box it
+    qualifies for: inside the box's centre square of RADIUS strides clipped to the box, with
+    max(l, t, r, b) in its level's range."""
+    labels = np.full(len(points), -1)
+    ltrb = np.zeros((len(points), 4))
+    x, y = points[:, 0], points[:, 1]
+    half = RADIUS * np.array(STRIDES)[levels]
+    low, high = np.array(SIZE_RANGES).T[:, levels]
+    for x1, y1, x2, y2, label in sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])):
+        distances = np.stack([x - x1, y - y1, x2 - x, y2 - y], axis=1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        inside = ((np.maximum(cx - half, x1) < x) & (x < np.minimum(cx + half, x2))
+                  & (np.maximum(cy - half, y1) < y) & (y < np.minimum(cy + half, y2)))
+        in_range = (distances.max(axis=1) >= low) & (distances.max(axis=1) <= high)
+        new = inside & in_range & (labels < 0)
+        labels[new], ltrb[new] = label, distances[new]
+    return labels, ltrb
+
+
+def bce_by_hand(logits, targets):
+    """-(t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))) = log(1 + e^x) - t x."""
+    return np.logaddexp(0, logits) - targets * logits
+
+
+def focal_by_hand(logits, targets):
+    prob = 1 / (1 + np.exp(-logits))
+    p_t = targets * prob + (1 - targets) * (1 - prob)
+    alpha_t = targets * ALPHA + (1 - targets) * (1 - ALPHA)
+    return alpha_t * (1 - p_t) ** GAMMA * bce_by_hand(logits, targets)
+
+
+def giou_loss_by_hand(pred, target):
+    """1 - GIoU of boxes (-l, -t, r, b) around the same point."""
+    def size(x1y1, x2y2):
+        width_height = (x2y2 - x1y1).clip(0)
+        return width_height[:, 0] * width_height[:, 1]
+
+    pred_x1y1, pred_x2y2 = -pred[:, :2], pred[:, 2:]
+    target_x1y1, target_x2y2 = -target[:, :2], target[:, 2:]
+    inter = size(np.maximum(pred_x1y1, target_x1y1), np.minimum(pred_x2y2, target_x2y2))
+    union = size(pred_x1y1, pred_x2y2) + size(target_x1y1, target_x2y2) - inter
+    enclosing = size(np.minimum(pred_x1y1, target_x1y1), np.maximum(pred_x2y2, target_x2y2))
+    return 1 - (inter / union - (enclosing - union) / enclosing)
+
+
+def losses_by_hand(logits, ltrb, ctr_logits, labels, ltrb_targets):
+    """The FCOS losses of fcos_numerics.md from flattened head outputs and targets."""
+    fg = labels >= 0
+    num_fg = max(fg.sum(), 1)
+    one_hot = (labels[..., None] == np.arange(logits.shape[-1])).astype(np.float64)
+    lr, tb = ltrb_targets[fg][:, 0::2], ltrb_targets[fg][:, 1::2]
+    ctr = np.sqrt(lr.min(1) / lr.max(1) * tb.min(1) / tb.max(1))
+    losses = {
+        "loss_cls": focal_by_hand(logits, one_hot).sum() / num_fg,
+        "loss_bbox": (giou_loss_by_hand(ltrb[fg], ltrb_targets[fg]) * ctr).sum()
+        / max(ctr.sum(), 1e-5),
+        "loss_ctr": bce_by_hand(ctr_logits[fg], ctr).sum() / num_fg,
+    }
+    losses["total_loss"] = sum(losses.values())
+    return losses
+
+
+def test_training_losses_equal_an_independent_numpy_fcos_loss():
+    model = golden_model()
+    image = np.random.RandomState(5).uniform(0, 255, (2, 3, 300, 530))
+    logits, ltrb, ctr_logits, shapes = head_outputs_by_hand(model, image)
+    points, levels = points_by_hand(shapes)
+    targets = [targets_by_hand(points, levels, boxes[:int(count)])
+               for boxes, count in zip(GOLDEN_BOXES, GOLDEN_IM_INFO[:, 4])]
+    labels, ltrb_targets = (np.stack(t) for t in zip(*targets))
+    # the batch must exercise the rules: positives on P3-P6; on P4, B keeps the points C (the
+    # smaller box) does not claim
+    positive_levels = np.broadcast_to(levels, labels.shape)[labels >= 0]
+    assert set(positive_levels.tolist()) == {0, 1, 2, 3}
+    assert set(labels[0][levels == 1].tolist()) == {-1, 1, 2}
+    expected = losses_by_hand(logits, ltrb, ctr_logits, labels, ltrb_targets)
+
+    losses = model(image=image.astype(np.float32), im_info=GOLDEN_IM_INFO,
+                   gt_boxes=GOLDEN_BOXES)
+    assert set(losses) == set(expected)
+    for name, value in expected.items():
+        assert float(losses[name]) == pytest.approx(value, rel=1e-5), name
 
 
 def test_training_without_the_box_count_column_is_a_clear_error():
