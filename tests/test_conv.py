@@ -9,22 +9,28 @@ from official.vision.detection.layers.conv import Conv2d, on_cpu_device
 
 def gradients(conv, x):
     x = mge.Parameter(x)
-    gm = GradManager().attach([conv.weight, conv.bias, x])
+    params = [p for p in (conv.weight, conv.bias, x) if p is not None]
+    gm = GradManager().attach(params)
     with gm:
         y = conv(x)
         gm.backward((y * y).sum())
-    return y.numpy(), conv.weight.grad.numpy(), conv.bias.grad.numpy(), x.grad.numpy()
+    return [y.numpy()] + [p.grad.numpy() for p in params]
 
 
-@pytest.mark.parametrize("kernel, stride, padding, dilation, groups", [
-    (3, 1, 1, 1, 1), (3, 2, 1, 1, 1), (7, 2, 3, 1, 1), (1, 2, 0, 1, 1), (3, 1, 2, 2, 1),
-    (3, 2, 1, 1, 4),
+# stride 1 takes the flipped-kernel input gradient (unless the padding exceeds the kernel's
+# reach, as for 1x1 with padding 1); strided convolutions take MegEngine's
+@pytest.mark.parametrize("kernel, stride, padding, dilation, groups, bias", [
+    (3, 1, 1, 1, 1, True), (3, 2, 1, 1, 1, True), (7, 2, 3, 1, 1, False),
+    (1, 2, 0, 1, 1, False), (3, 1, 2, 2, 1, True), (3, 2, 1, 1, 4, True),
+    (3, 1, 1, 1, 4, False), (1, 1, 0, 1, 1, False), (3, 1, 0, 1, 1, True),
+    ((3, 5), 1, (1, 2), (2, 1), 2, True), (1, 1, 1, 1, 1, True),
 ])
-def test_training_gradients_equal_megengine_conv(kernel, stride, padding, dilation, groups):
+def test_training_gradients_equal_megengine_conv(kernel, stride, padding, dilation, groups,
+                                                 bias):
     rng = np.random.RandomState(0)
     x = rng.randn(2, 8, 11, 13).astype("float32")
-    reference = M.Conv2d(8, 12, kernel, stride, padding, dilation, groups)
-    fast = Conv2d(8, 12, kernel, stride, padding, dilation, groups)
+    reference = M.Conv2d(8, 12, kernel, stride, padding, dilation, groups, bias)
+    fast = Conv2d(8, 12, kernel, stride, padding, dilation, groups, bias)
     fast.load_state_dict(reference.state_dict())
     for expected, actual in zip(gradients(reference, x), gradients(fast, x)):
         np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)

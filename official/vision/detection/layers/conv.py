@@ -1,21 +1,51 @@
-"""Conv2d with an optional norm, and a fast weight gradient for training on the CPU.
+"""Conv2d with an optional norm, and fast gradients for training on the CPU.
 
-MegEngine 1.13's CPU kernel for the convolution weight gradient is 5-15x slower than matrix
-multiplies (e.g. 3x3, 64->64 channels, 8x32x32: ~1000 ms vs ~150 ms per step). While
-training on the CPU, the weight gradient is therefore computed by ``WeightGradByMatmul``; the
-input gradient and all forward values still come from MegEngine's convolution. Parameter names
-and shapes are those of ``megengine.module.Conv2d``.
+MegEngine 1.13's CPU kernels for the convolution gradients are slower than its forward
+convolution and matrix multiplies: the weight gradient 5-15x (e.g. 3x3, 64->64 channels,
+8x32x32: ~1000 ms vs ~150 ms per step), the input gradient ~1.5x (the demo's stride-1 convs:
+149 ms vs 98 ms per step on one thread). While training on the CPU the weight gradient is
+therefore one matrix multiply per kernel tap (``weight_gradient``), and the input gradient of a
+stride-1 convolution is a forward convolution of the output gradient with the flipped kernel
+(``StrideOneConv``); strided convolutions keep MegEngine's input gradient. Forward values are
+MegEngine's convolution in every case. Parameter names and shapes are those of
+``megengine.module.Conv2d``.
 """
 import megengine.functional as F
 import megengine.module as M
 from megengine.autodiff import Function
 
 
+def weight_gradient(conv, inputs, grad_output, weight_shape):
+    """dW of ``conv`` from its input [N, C, H, W] and output gradient [N, O, Ho, Wo]:
+    dW[:, :, i, j] = dY @ X(i, j)^T, where X(i, j) is the padded input seen through tap (i, j)
+    of every window, with the batch folded into the summed dimension (one large product per
+    tap rather than a small one per image, and no buffer of every tap at once)."""
+    groups = conv.groups
+    n, out_channels, out_h, out_w = grad_output.shape
+    (pad_h, pad_w), (stride_h, stride_w) = conv.padding, conv.stride
+    (dilation_h, dilation_w), (kernel_h, kernel_w) = conv.dilation, conv.kernel_size
+    # [G, O / G, N * P]
+    grad = grad_output.reshape(n, groups, out_channels // groups, out_h * out_w)
+    grad = grad.transpose(1, 2, 0, 3).reshape(groups, out_channels // groups, -1)
+    inputs = inputs.transpose(1, 0, 2, 3)  # [C, N, H, W]: a tap reshapes to [C, N * P]
+    if pad_h or pad_w:
+        inputs = F.nn.pad(inputs, ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)))
+    in_channels = inputs.shape[0]
+    per_tap = []
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            top, left = i * dilation_h, j * dilation_w
+            tap = inputs[:, :, top:top + stride_h * (out_h - 1) + 1:stride_h,
+                         left:left + stride_w * (out_w - 1) + 1:stride_w]
+            tap = tap.reshape(groups, in_channels // groups, -1)
+            per_tap.append(F.matmul(grad, tap, transpose_b=True))  # [G, O / G, C / G]
+    return F.stack(per_tap, axis=3).reshape(weight_shape)
+
+
 class WeightGradByMatmul(Function):
-    """Returns zeros shaped like the convolution output; its backward turns the output
-    gradient into the convolution's weight gradient with one batched matmul:
-    dW[:, :, i, j] = sum_n dY_n @ X_n(i, j)^T, where X_n(i, j) is the padded input seen through
-    tap (i, j) of every window."""
+    """Returns zeros shaped like the convolution output; its backward is ``weight_gradient``.
+    Added to an output computed with a detached weight, it gives that output MegEngine's input
+    gradient and this weight gradient."""
 
     def __init__(self, conv, inputs, output_shape):
         super().__init__()
@@ -30,28 +60,36 @@ class WeightGradByMatmul(Function):
     def backward(self, grad_output):
         if grad_output is None:  # the output did not reach the loss
             return None
-        conv, groups = self.conv, self.conv.groups
-        n, out_channels, out_h, out_w = grad_output.shape
-        (pad_h, pad_w), (stride_h, stride_w) = conv.padding, conv.stride
-        (dilation_h, dilation_w), (kernel_h, kernel_w) = conv.dilation, conv.kernel_size
-        inputs = self.inputs
-        if pad_h or pad_w:
-            inputs = F.nn.pad(inputs, ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)))
-        in_channels = inputs.shape[1]
-        taps = []
-        for i in range(kernel_h):
-            for j in range(kernel_w):
-                top, left = i * dilation_h, j * dilation_w
-                taps.append(inputs[:, :, top:top + stride_h * (out_h - 1) + 1:stride_h,
-                                   left:left + stride_w * (out_w - 1) + 1:stride_w])
-        # [N * G, taps * C / G, P]: every tap's view of the input, stacked tap-major
-        seen = F.stack(taps, axis=1).reshape(n, kernel_h * kernel_w, groups, -1, out_h * out_w)
-        seen = seen.transpose(0, 2, 1, 3, 4).reshape(n * groups, -1, out_h * out_w)
-        grad = grad_output.reshape(n * groups, out_channels // groups, out_h * out_w)
-        weight_grad = F.matmul(grad, seen, transpose_b=True)  # [N * G, O / G, taps * C / G]
-        weight_grad = weight_grad.reshape(n, groups, out_channels // groups, kernel_h * kernel_w,
-                                          in_channels // groups).sum(axis=0)
-        return weight_grad.transpose(0, 1, 3, 2).reshape(self.weight_shape)
+        return weight_gradient(self.conv, self.inputs, grad_output, self.weight_shape)
+
+
+class StrideOneConv(Function):
+    """A stride-1 convolution without bias whose gradients are a forward convolution (input)
+    and ``weight_gradient`` (weight). Stride 1 makes the input gradient the full correlation
+    of the output gradient with the kernel flipped in space and transposed in channels."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, inputs, weight):
+        self.inputs, self.weight = inputs, weight
+        conv = self.conv
+        return F.conv2d(inputs, weight, None, 1, conv.padding, conv.dilation, conv.groups)
+
+    def backward(self, grad_output):
+        if grad_output is None:
+            return None, None
+        conv, weight = self.conv, self.weight
+        # flipped in space, channels swapped: [(G,) O, C, kh, kw] -> [(G,) C, O, kh, kw]
+        g = weight.ndim - 4  # 1 for grouped weights
+        flipped = weight[..., ::-1, ::-1].transpose(*range(g), g + 1, g, g + 2, g + 3)
+        (kernel_h, kernel_w), (dilation_h, dilation_w) = conv.kernel_size, conv.dilation
+        padding = (dilation_h * (kernel_h - 1) - conv.padding[0],
+                   dilation_w * (kernel_w - 1) - conv.padding[1])
+        input_grad = F.conv2d(grad_output, flipped, None, 1, padding, conv.dilation,
+                              conv.groups)
+        return input_grad, weight_gradient(conv, self.inputs, grad_output, weight.shape)
 
 
 def on_cpu_device(tensor):
@@ -71,8 +109,16 @@ class Conv2d(M.Conv2d):
     def calc_conv(self, inp, weight, bias):
         if not (self.training and on_cpu_device(inp)):
             return super().calc_conv(inp, weight, bias)
+        if self.stride == (1, 1) and self._flipped_padding_fits():
+            out = StrideOneConv(self)(inp, weight)
+            return out if bias is None else out + bias
         out = super().calc_conv(inp, weight.detach(), bias)
         return out + WeightGradByMatmul(self, inp.detach(), out.shape)(weight)
+
+    def _flipped_padding_fits(self):
+        # the input gradient's padding dilation * (kernel - 1) - padding must not be negative
+        return all(d * (k - 1) >= p for d, k, p in zip(self.dilation, self.kernel_size,
+                                                       self.padding))
 
     def forward(self, x):
         x = super().forward(x)
