@@ -6,7 +6,6 @@ written for the official package keep working because the attribute names are th
 from ..errors import ConfigError
 
 
-
 class FCOSConfig:
     # pylint: disable=too-many-instance-attributes,too-many-statements
     def __init__(self):
@@ -48,14 +47,12 @@ class FCOSConfig:
         # ------------------------------- head --------------------------------- #
         self.stride = [8, 16, 32, 64, 128]
         self.in_features = ["p3", "p4", "p5", "p6", "p7"]
-        self.num_anchors = 1  # one point per feature-map cell
         self.anchor_offset = 0.5  # point at the cell centre: (j + 0.5) * stride
         # a ground-truth box is learnt on the level whose range holds max(l, t, r, b)
         self.object_sizes_of_interest = [
             [-1, 64], [64, 128], [128, 256], [256, 512], [512, float("inf")]
         ]
         self.center_sampling_radius = 1.5  # in strides; 0 turns centre sampling off
-        self.class_aware_box = False
         self.cls_prior_prob = 0.01  # initial foreground probability of the classifier
 
         # ------------------------------- losses ------------------------------- #
@@ -63,7 +60,6 @@ class FCOSConfig:
         self.focal_loss_gamma = 2
         self.iou_loss_type = "giou"  # giou, iou or linear_iou
         self.loss_bbox_weight = 1.0
-        self.num_losses = 4
 
         # ------------------------------ training ------------------------------ #
         self.train_image_short_size = (640, 672, 704, 736, 768, 800)

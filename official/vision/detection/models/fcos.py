@@ -194,5 +194,3 @@ def _check_config(cfg):
         raise ConfigError("cfg.in_features and cfg.stride must have one entry per level")
     if len(cfg.object_sizes_of_interest) != len(cfg.stride):
         raise ConfigError("cfg.object_sizes_of_interest needs one [low, high] per level")
-    if cfg.class_aware_box:
-        raise ConfigError("FCOS predicts one box per point; class_aware_box must be False")
