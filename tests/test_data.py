@@ -5,15 +5,16 @@ import cv2
 import numpy as np
 import pytest
 
+from official.vision.detection.boxes import padded_hw, scale_boxes
 from official.vision.detection.data.coco import (
     COCODetection, DatasetError, read_image, resolve_dataset_paths
 )
 from official.vision.detection.data.collate import collate_train, pad_images
 from official.vision.detection.data.loader import BatchLoader
 from official.vision.detection.data.samplers import (
-    GroupedBatchSampler, inference_batches, padded_shape
+    GroupedBatchSampler, inference_batches
 )
-from official.vision.detection.data.transforms import TrainTransform, hflip, resize, scale_boxes
+from official.vision.detection.data.transforms import TrainTransform, hflip, resize
 
 
 def write_dataset(root, images, annotations, categories):
@@ -151,7 +152,7 @@ def test_inference_batches_share_a_padded_shape_and_cover_every_image_once():
     batches = inference_batches(sizes, 2, 800, 1333)
     assert sorted(sum(batches, [])) == list(range(6))
     for batch in batches:
-        assert len({padded_shape(*sizes[i], 800, 1333) for i in batch}) == 1
+        assert len({padded_hw(*sizes[i], 800, 1333) for i in batch}) == 1
     assert max(map(len, batches)) == 2
     assert sorted(sum(inference_batches(sizes, 4, 800, 1333, world_size=2, rank=1), [])) == [1, 3, 5]
 

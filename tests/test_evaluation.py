@@ -15,7 +15,7 @@ from official.vision.detection.engine.evaluation import (
     COCO_METRICS, EvalOptions, evaluate_result_files, metrics_table, row_labels, run_test
 )
 from official.vision.detection.evaluator import DetEvaluator
-from official.vision.detection.layers.postprocess import detect
+from official.vision.detection.postprocess import detect
 from official.vision.detection.models import FCOS
 from official.vision.detection.utils.config_file import load_config_module
 from official.vision.detection.weights import build_model

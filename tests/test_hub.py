@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import megengine
-import numpy as np
 import pytest
 
 from conftest import PROJECT_ROOT

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 
-from official.vision.detection.layers.postprocess import (
-    batched_nms, descending_blocks, detect, pairwise_iou
-)
+from official.vision.detection.boxes import pairwise_iou
+from official.vision.detection.postprocess import batched_nms, descending_blocks, detect
 
 
 def reference_nms(boxes, scores, labels, threshold):

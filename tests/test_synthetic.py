@@ -1,5 +1,4 @@
 """The synthetic COCO-format dataset: file layout, ids, tight boxes, determinism, the tool."""
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,6 @@ import pytest
 from pycocotools.coco import COCO
 
 from conftest import PROJECT_ROOT
-from official.vision.detection.data import synthetic
 from official.vision.detection.data.synthetic import (
     make_synthetic_coco, parse_image_size, synthesize_split, tight_box,
 )

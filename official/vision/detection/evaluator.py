@@ -6,18 +6,14 @@ import numpy as np
 
 from .data.coco_categories import COCO_CATEGORY_IDS
 from .data.collate import stack_padded
-from .data.transforms import resize, resized_hw
+from .boxes import group_by_padded_size, hflip_boxes, resized_hw
+from .data.transforms import resize
 from .errors import ConfigError
-from .layers.postprocess import detect
+from .postprocess import detect
 
 
 def _to_numpy(value):
     return value if isinstance(value, np.ndarray) else value.numpy()
-
-
-def unflip_boxes(boxes, width):
-    """Boxes [P, 4] predicted on a mirrored image of ``width``, in the unmirrored image."""
-    return np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
 
 
 class DetEvaluator:
@@ -90,20 +86,16 @@ class DetEvaluator:
         scores = [[] for _ in images]
         boxes = [[] for _ in images]
         for short_size, flip in self.views(tta):
-            by_shape = {}
-            for index, image in enumerate(images):
-                data, im_info = self.process_inputs(image, short_size, self.cfg.test_image_max_size,
-                                                    flip)
-                key = tuple(-(-side // 32) for side in data.shape[2:])
-                by_shape.setdefault(key, []).append((index, data, im_info))
-            for group in by_shape.values():
-                batch = stack_padded([data[0] for _, data, _ in group])
-                im_info = np.concatenate([info for _, _, info in group])
+            inputs = [self.process_inputs(image, short_size, self.cfg.test_image_max_size, flip)
+                      for image in images]
+            for group in group_by_padded_size([data.shape[2:] for data, _ in inputs]):
+                batch = stack_padded([inputs[index][0][0] for index in group])
+                im_info = np.concatenate([inputs[index][1] for index in group])
                 view_scores, view_boxes = self.model.inference(batch, im_info)
                 view_scores, view_boxes = _to_numpy(view_scores), _to_numpy(view_boxes)
-                for row, (index, _, info) in enumerate(group):
+                for row, index in enumerate(group):
                     scores[index].append(view_scores[row])
-                    boxes[index].append(unflip_boxes(view_boxes[row], info[0, 3]) if flip
+                    boxes[index].append(hflip_boxes(view_boxes[row], im_info[row, 3]) if flip
                                         else view_boxes[row])
         return self.detections([np.concatenate(s) for s in scores],
                                [np.concatenate(b) for b in boxes])

@@ -1,8 +1,8 @@
 """Which dataset indices go into which batch, for training and for inference."""
 import numpy as np
 
+from ..boxes import group_by_padded_size, resized_hw
 from ..errors import DatasetError
-from .transforms import resized_hw
 
 
 class GroupedBatchSampler:
@@ -40,22 +40,14 @@ class GroupedBatchSampler:
         return batches
 
 
-def padded_shape(height, width, short_size, max_size, divisor=32):
-    """The network input size of an image after resizing and padding to ``divisor``."""
-    resized = resized_hw(height, width, short_size, max_size)
-    return tuple(-(-side // divisor) * divisor for side in resized)
-
-
 def inference_batches(sizes, batch_size, short_size, max_size, world_size=1, rank=0):
     """Batches of indices whose images have the same padded input size.
 
     Images of one batch are then padded identically, so batched results equal one image at a
     time. ``sizes`` lists (height, width) per image; rank r handles every world_size-th image.
     """
-    by_shape = {}
-    for index in range(rank, len(sizes), world_size):
-        key = padded_shape(sizes[index][0], sizes[index][1], short_size, max_size)
-        by_shape.setdefault(key, []).append(index)
-    return [indices[start:start + batch_size]
-            for indices in by_shape.values()
-            for start in range(0, len(indices), batch_size)]
+    mine = range(rank, len(sizes), world_size)
+    groups = group_by_padded_size([resized_hw(*sizes[index], short_size, max_size)
+                                   for index in mine])
+    return [[mine[i] for i in group[start:start + batch_size]]
+            for group in groups for start in range(0, len(group), batch_size)]

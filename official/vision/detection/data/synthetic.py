@@ -16,8 +16,8 @@ import re
 import cv2
 import numpy as np
 
+from ..boxes import pairwise_iou
 from ..errors import ConfigError, DatasetError
-from ..layers.postprocess import pairwise_iou
 from ..utils.files import write_json_atomic
 
 # Non-contiguous ids, so readers must map category ids to labels from the file.

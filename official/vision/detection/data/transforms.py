@@ -2,14 +2,7 @@
 import cv2
 import numpy as np
 
-
-def resized_hw(height, width, short_size, max_size):
-    """Size after scaling the short side to ``short_size``, unless the long side would exceed
-    ``max_size``, in which case the long side becomes ``max_size``."""
-    scale = short_size / min(height, width)
-    if scale * max(height, width) > max_size:
-        scale = max_size / max(height, width)
-    return int(round(height * scale)), int(round(width * scale))
+from ..boxes import hflip_boxes, resized_hw, scale_boxes
 
 
 def resize(image, short_size, max_size):
@@ -18,18 +11,9 @@ def resize(image, short_size, max_size):
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR), (height, width)
 
 
-def scale_boxes(boxes, old_hw, new_hw):
-    """Boxes [G, 4] xyxy from an image of size old_hw to one of size new_hw."""
-    scale = np.array([new_hw[1] / old_hw[1], new_hw[0] / old_hw[0]] * 2, dtype=np.float32)
-    return boxes * scale
-
-
 def hflip(image, boxes):
     """Mirror an image and its boxes left-right."""
-    width = image.shape[1]
-    flipped = boxes.copy()
-    flipped[:, 0], flipped[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
-    return image[:, ::-1], flipped
+    return image[:, ::-1], hflip_boxes(boxes, image.shape[1])
 
 
 class TrainTransform:

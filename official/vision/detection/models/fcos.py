@@ -13,6 +13,7 @@ import megengine.functional as F
 import megengine.module as M
 
 from ..backbones.resnet import build_resnet
+from ..boxes import padded_side
 from ..errors import ConfigError, DatasetError
 from ..layers.assigner import assign_targets
 from ..layers.fpn import FPN, LastLevelP6P7
@@ -22,11 +23,8 @@ from ..layers.points import (
     boxes_to_original_image, decode_ltrb, index_range, pyramid_points
 )
 
-SIZE_DIVISIBILITY = 32  # the input is padded so that every pyramid level halves exactly
-
-
-def pad_to_multiple(image, multiple=SIZE_DIVISIBILITY):
-    """Zero-pad [N, C, H, W] at the bottom and right to multiples of ``multiple``.
+def pad_to_multiple(image):
+    """Zero-pad [N, C, H, W] at the bottom and right to multiples of SIZE_DIVISIBILITY.
 
     Works on Python-int shapes (eager) and on traced shapes alike. The image is written into a
     zero tensor of the padded size: concatenating zero-row blocks would, for a side that is
@@ -34,8 +32,7 @@ def pad_to_multiple(image, multiple=SIZE_DIVISIBILITY):
     rejects ("assertion `cur_shape > 0' failed").
     """
     n, c, h, w = image.shape
-    padded_h = (h + multiple - 1) // multiple * multiple
-    padded_w = (w + multiple - 1) // multiple * multiple
+    padded_h, padded_w = padded_side(h), padded_side(w)
     if isinstance(padded_h, int) and (padded_h, padded_w) == (h, w):
         return image
     padded = F.zeros((n, c, padded_h, padded_w))

@@ -11,22 +11,12 @@ without objects) can leave a million candidates above the threshold, whose full 
 """
 import numpy as np
 
-from ..errors import ConfigError, NonFiniteError
+from .boxes import pairwise_iou
+from .errors import ConfigError, NonFiniteError
 
 # Candidates per block: the first block is small, as the top-k often needs few candidates
 # (its IoU matrix is FIRST_BLOCK^2), and blocks double up to LARGEST_BLOCK.
 FIRST_BLOCK, LARGEST_BLOCK = 128, 1024
-
-
-def pairwise_iou(boxes_a, boxes_b):
-    """IoU [A, B] = inter / max(union, 1e-5), box areas without the +1 convention."""
-    lt = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    rb = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
-    wh = np.maximum(rb - lt, 0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (boxes_a[:, 2] - boxes_a[:, 0]) * (boxes_a[:, 3] - boxes_a[:, 1])
-    area_b = (boxes_b[:, 2] - boxes_b[:, 0]) * (boxes_b[:, 3] - boxes_b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-5)
 
 
 def _overlaps(boxes_a, labels_a, boxes_b, labels_b, iou_threshold):
