@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import megengine as mge
@@ -5,14 +7,21 @@ import megengine as mge
 import hubconf
 from official.vision.detection.backbones.resnet import build_resnet
 from official.vision.detection.layers.norm import FrozenBatchNorm2d
+from official.vision.detection.model_zoo import RELEASED_MODELS
 from official.vision.detection.models import FCOS, FCOSConfig
+from official.vision.detection.utils.config_file import load_config_module
 
-from conftest import spread_head_outputs, tiny_config
+from conftest import PROJECT_ROOT, spread_head_outputs, tiny_config
 
-RELEASED = [
-    "fcos_res18_coco_3x_800size", "fcos_res34_coco_3x_800size", "fcos_res50_coco_3x_800size",
-    "fcos_res101_coco_3x_800size", "fcos_resx101_coco_2x_800size",
-]
+RELEASED = list(RELEASED_MODELS)
+
+
+def test_the_model_zoo_table_holds_the_published_models_urls_and_map(published_reference):
+    assert set(RELEASED) == set(published_reference["weights_urls"])
+    for name, released in RELEASED_MODELS.items():
+        assert released.url == published_reference["weights_urls"][name]
+        assert released.coco_map == published_reference["coco_map"][name]
+        assert str(released.coco_map).replace(".", "dot") in released.url
 
 
 @pytest.mark.parametrize("entry", RELEASED)
@@ -22,9 +31,22 @@ def test_released_model_state_dict_equals_published_names_and_shapes(entry, publ
     assert shapes == published_reference["state_dicts"][entry]
 
 
+def test_readme_lists_the_released_models_of_the_table():
+    with open(os.path.join(PROJECT_ROOT, "README.md")) as f:
+        rows = [line.split("|")[1:-1] for line in f if line.startswith("| `fcos_")]
+    assert [(name.strip(" `"), float(coco_map)) for name, _, coco_map in rows] == [
+        (model.name, model.coco_map) for model in RELEASED_MODELS.values()]
+
+
 @pytest.mark.parametrize("entry", RELEASED)
-def test_hub_factory_points_at_the_published_url(entry, published_reference):
-    assert getattr(hubconf, entry).url == published_reference["weights_urls"][entry]
+def test_hub_factory_and_config_module_are_built_from_the_table(entry, published_reference):
+    factory = getattr(hubconf, entry)
+    assert factory.url == published_reference["weights_urls"][entry]
+    assert "{} mAP".format(published_reference["coco_map"][entry]) in factory.__doc__
+    module = load_config_module(os.path.join(PROJECT_ROOT, "official", "vision", "detection",
+                                             "configs", entry + ".py"))
+    assert getattr(module, entry).url == factory.url
+    assert vars(module.Cfg()) == vars(factory().cfg)
 
 
 def test_frozen_bn_is_not_trained_and_applies_its_statistics():

@@ -1,22 +1,17 @@
-"""FCOS, ResNet-101 backbone, 3x schedule, 800-pixel short side: 44.3 COCO mAP@[.5:.95] (published weights)."""
+"""A released model: FCOS, ResNet-101 backbone, 3x schedule, 800-pixel short side.
+
+Its config fields, weight URL and COCO mAP are written once, in model_zoo.py."""
 from official.vision.detection import models
-from official.vision.detection.weights import pretrained
+from official.vision.detection.model_zoo import RELEASED_MODELS, hub_factory
 
 
 class CustomFCOSConfig(models.FCOSConfig):
     def __init__(self):
         super().__init__()
-        self.backbone = "resnet101"
+        self.update(**RELEASED_MODELS["fcos_res101_coco_3x_800size"].overrides)
 
 
-@pretrained(
-    "https://data.megengine.org.cn/models/weights/"
-    "fcos_res101_coco_3x_800size_44dot3_f38e8df1.pkl"
-)
-def fcos_res101_coco_3x_800size(**overrides):
-    """FCOS, ResNet-101 backbone, 3x schedule, trained on COCO: 44.3 mAP. Keyword arguments override config fields."""
-    return models.FCOS(CustomFCOSConfig().update(**overrides))
-
+fcos_res101_coco_3x_800size = hub_factory("fcos_res101_coco_3x_800size", CustomFCOSConfig)
 
 Net = models.FCOS
 Cfg = CustomFCOSConfig

@@ -1,18 +1,17 @@
-"""FCOS, ResNet-50 backbone, 3x schedule, 800-pixel short side: 42.2 COCO mAP@[.5:.95]
-(published weights). The base FCOSConfig is this model's recipe."""
+"""A released model: FCOS, ResNet-50 backbone, 3x schedule, 800-pixel short side.
+
+Its config fields, weight URL and COCO mAP are written once, in model_zoo.py."""
 from official.vision.detection import models
-from official.vision.detection.weights import pretrained
+from official.vision.detection.model_zoo import RELEASED_MODELS, hub_factory
 
 
-@pretrained(
-    "https://data.megengine.org.cn/models/weights/"
-    "fcos_res50_coco_3x_800size_42dot2_b16f9c8b.pkl"
-)
-def fcos_res50_coco_3x_800size(**overrides):
-    """FCOS, ResNet-50 backbone, trained on COCO: 42.2 mAP. Keyword arguments override
-    config fields."""
-    return models.FCOS(models.FCOSConfig().update(**overrides))
+class CustomFCOSConfig(models.FCOSConfig):
+    def __init__(self):
+        super().__init__()
+        self.update(**RELEASED_MODELS["fcos_res50_coco_3x_800size"].overrides)
 
+
+fcos_res50_coco_3x_800size = hub_factory("fcos_res50_coco_3x_800size", CustomFCOSConfig)
 
 Net = models.FCOS
-Cfg = models.FCOSConfig
+Cfg = CustomFCOSConfig

@@ -1,24 +1,17 @@
-"""FCOS, ResNeXt-101 32x8d backbone, 2x schedule, 800-pixel short side: 44.8 COCO mAP@[.5:.95] (published weights)."""
+"""A released model: FCOS, ResNeXt-101 32x8d backbone, 2x schedule, 800-pixel short side.
+
+Its config fields, weight URL and COCO mAP are written once, in model_zoo.py."""
 from official.vision.detection import models
-from official.vision.detection.weights import pretrained
+from official.vision.detection.model_zoo import RELEASED_MODELS, hub_factory
 
 
 class CustomFCOSConfig(models.FCOSConfig):
     def __init__(self):
         super().__init__()
-        self.backbone = "resnext101_32x8d"
-        self.max_epoch = 36
-        self.lr_decay_stages = [24, 32]
+        self.update(**RELEASED_MODELS["fcos_resx101_coco_2x_800size"].overrides)
 
 
-@pretrained(
-    "https://data.megengine.org.cn/models/weights/"
-    "fcos_resx101_coco_2x_800size_44dot8_42ac8e82.pkl"
-)
-def fcos_resx101_coco_2x_800size(**overrides):
-    """FCOS, ResNeXt-101 32x8d backbone, 2x schedule, trained on COCO: 44.8 mAP. Keyword arguments override config fields."""
-    return models.FCOS(CustomFCOSConfig().update(**overrides))
-
+fcos_resx101_coco_2x_800size = hub_factory("fcos_resx101_coco_2x_800size", CustomFCOSConfig)
 
 Net = models.FCOS
 Cfg = CustomFCOSConfig

@@ -1,6 +1,5 @@
 """The training loop: SGD with warm-up and step decay, a checkpoint per epoch, resume."""
 import dataclasses
-import importlib
 import math
 import os
 import time
@@ -19,6 +18,7 @@ from ..data.loader import BatchLoader
 from ..data.samplers import GroupedBatchSampler
 from ..data.transforms import TrainTransform
 from ..errors import ConfigError, DatasetError, NonFiniteLossError, WeightsUnavailableError
+from ..model_zoo import RELEASED_MODELS
 from ..utils.config_file import load_config_module
 from ..weights import load_matching_weights, load_weight_file, state_dict_of
 from .checkpoint import latest_checkpoint, load_checkpoint, resolve_weights, save_checkpoint
@@ -198,15 +198,10 @@ def finetune_source(name):
     the published weights of a hub entry name."""
     if os.path.exists(name) or "://" in name:
         return resolve_weights(name)
-    try:
-        module = importlib.import_module("official.vision.detection.configs." + name)
-    except ImportError:
-        module = None
-    factory = getattr(module, name, None)
-    if getattr(factory, "url", None) is None:
-        raise FileNotFoundError("--finetune {}: neither a file, a URL nor a hub entry "
-                                "(e.g. fcos_res50_coco_3x_800size)".format(name))
-    return factory.url
+    if name not in RELEASED_MODELS:
+        raise FileNotFoundError("--finetune {}: neither a file, a URL nor a hub entry ({})".format(
+            name, ", ".join(RELEASED_MODELS)))
+    return RELEASED_MODELS[name].url
 
 
 def load_finetune_weights(model, name):
