@@ -110,3 +110,18 @@ class COCODetection:
         """0 for landscape or square images, 1 for portrait (for batching similar shapes)."""
         record = self.records[index]
         return int(record["height"] > record["width"])
+
+
+def coco_results(records, category_ids):
+    """COCO result dicts (xywh boxes) from records {"image_id": id, "det_res": [K, 6] array};
+    ``category_ids[label]`` is the annotation-file id of each label."""
+    formatted = []
+    for record in records:
+        for x1, y1, x2, y2, score, label in np.asarray(record["det_res"]).reshape(-1, 6):
+            formatted.append({
+                "image_id": record["image_id"],
+                "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                "score": float(score),
+                "category_id": int(category_ids[int(label)]),
+            })
+    return formatted

@@ -3,11 +3,9 @@ import os
 import statistics
 import time
 
-import numpy as np
-
 import megengine as mge
 
-from ..evaluator import DetEvaluator
+from ..predictor import Predictor, process_inputs
 
 STAGES = ("preprocess", "network", "postprocess")
 # fp32 FLOPs per cycle and core with two 256-bit FMA pipes (8 lanes x 2 FLOPs x 2), as on AMD
@@ -44,20 +42,15 @@ def use_eager_threads(threads):
     mge.set_default_device("multithread{}:0".format(threads) if threads > 1 else "cpu0")
 
 
-def as_numpy(value):
-    return value if isinstance(value, np.ndarray) else value.numpy()
-
-
-def time_stages(detector, evaluator, img, short_size, max_size):
+def time_stages(predictor, img, short_size, max_size):
     """Seconds spent per stage on one image (H, W, 3 BGR): cv2 resize to the model input,
     the network (to numpy outputs), and threshold + NMS."""
     start = time.perf_counter()
-    data, im_info = DetEvaluator.process_inputs(img, short_size, max_size)
+    data, im_info = process_inputs(img, short_size, max_size)
     preprocessed = time.perf_counter()
-    scores, boxes = detector.inference(data, im_info)
-    scores, boxes = as_numpy(scores), as_numpy(boxes)
+    scores, boxes = predictor.engine.inference(data, im_info)
     inferred = time.perf_counter()
-    evaluator.detections(scores, boxes)
+    predictor.detections(scores, boxes)
     finished = time.perf_counter()
     return dict(zip(STAGES, (preprocessed - start, inferred - preprocessed, finished - inferred)))
 
@@ -66,10 +59,10 @@ def benchmark(detector, img, short_size, max_size, runs, warmup=2):
     """Per-run stage times (seconds) of ``runs`` timed runs after ``warmup`` untimed ones
     (a traced function records the graph on its first call and compiles it on the second;
     Lite chooses algorithms and allocates memory on its first run)."""
-    evaluator = DetEvaluator(detector)
+    predictor = Predictor(detector)
     for _ in range(warmup):
-        time_stages(detector, evaluator, img, short_size, max_size)
-    return [time_stages(detector, evaluator, img, short_size, max_size) for _ in range(runs)]
+        time_stages(predictor, img, short_size, max_size)
+    return [time_stages(predictor, img, short_size, max_size) for _ in range(runs)]
 
 
 def stage_ms(timings):

@@ -13,12 +13,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from ..data.coco import COCODetection, resolve_dataset_paths
+from ..data.coco import COCODetection, coco_results, resolve_dataset_paths
 from ..data.loader import BatchLoader
 from ..data.samplers import inference_batches
 from ..deploy import build_detector
 from ..errors import ConfigError, DatasetError
-from ..evaluator import DetEvaluator
+from ..predictor import Predictor
 from ..utils.config_file import load_config_module
 from ..utils.files import atomic_target, write_json_atomic
 from .launch import launch, world_info
@@ -49,13 +49,13 @@ class LoadImages:
         return indices, [self.dataset[i]["image"] for i in indices]
 
 
-def detect_dataset(evaluator, dataset, batch_size=1, tta=False, num_workers=2, world_size=1,
+def detect_dataset(predictor, dataset, batch_size=1, tta=False, num_workers=2, world_size=1,
                    rank=0):
     """Records {"image_id", "det_res" [K, 6]} for this rank's share of the dataset.
 
     Batches hold images of one padded input size, so any batch size gives the detections of
     one image at a time."""
-    cfg = evaluator.cfg
+    cfg = predictor.cfg
     sizes = [(r["height"], r["width"]) for r in dataset.records]
     batches = inference_batches(sizes, batch_size, cfg.test_image_short_size,
                                 cfg.test_image_max_size, world_size, rank)
@@ -64,7 +64,7 @@ def detect_dataset(evaluator, dataset, batch_size=1, tta=False, num_workers=2, w
             total=sum(map(len, batches)), unit="img", disable=rank != 0,
             dynamic_ncols=True) as progress:
         for indices, images in loader.iterate(batches):
-            for index, dets in zip(indices, evaluator.predict_images(images, tta)):
+            for index, dets in zip(indices, predictor.predict_images(images, tta)):
                 records[index] = {"image_id": dataset.records[index]["image_id"], "det_res": dets}
             progress.update(len(indices))
     return [records[i] for i in sorted(records)]
@@ -106,9 +106,9 @@ def cocoeval_metrics(coco, results, image_ids):
     return dict(zip(COCO_METRICS, (float(v) for v in coco_eval.stats)))
 
 
-def coco_metrics(dataset, records, cfg, results_path):
+def coco_metrics(dataset, records, results_path):
     """Write the COCO result file of ``records`` and return their COCO metrics."""
-    results = DetEvaluator.format(records, cfg, dataset.category_ids)
+    results = coco_results(records, dataset.category_ids)
     write_json_atomic(results, results_path)
     return cocoeval_metrics(dataset.coco, results, [r["image_id"] for r in records])
 
@@ -146,8 +146,8 @@ class EvalOptions:
     tta: bool = False
     results_path: str = None  # default: beside each evaluated file
     num_workers: int = 2
-    engine: str = "eager"  # or "traced" / "lite" (deploy.build_detector)
-    model_path: str = None  # a dumped Lite model, evaluated instead of weight files
+    engine: str = "eager"  # or "traced" / "lite" / "onnxruntime" (deploy.build_detector)
+    model_path: str = None  # a dumped Lite or ONNX model, evaluated instead of weight files
 
 
 def results_path_for(evaluated_path, explicit=None):
@@ -174,14 +174,13 @@ def evaluate_detectors(detectors, cfg, options, world_size=1, rank=0):
     labels = row_labels([path for path, _ in detectors])
     table = {}
     for path, build in detectors:
-        evaluator = DetEvaluator(build())
-        records = detect_dataset(evaluator, dataset, options.batch_size, options.tta,
+        records = detect_dataset(Predictor(build()), dataset, options.batch_size, options.tta,
                                  options.num_workers, world_size, rank)
         results_path = results_path_for(path, options.results_path)
         records = gather_records(records, os.path.dirname(os.path.abspath(results_path)),
                                  world_size, rank)
         if rank == 0:
-            table[path] = coco_metrics(dataset, records, cfg, results_path)
+            table[path] = coco_metrics(dataset, records, results_path)
             print(metrics_table({labels[path]: table[path]}), flush=True)
             logger.info("detections written to %s", results_path)
     return table
@@ -209,8 +208,9 @@ def test_worker(config_file, options):
 def run_test(config_file, options, num_devices=1):
     """Evaluate every weight file, or the dumped model, of ``options``; print one table row per
     file, and a summary table when there are several."""
-    if options.engine == "lite" and num_devices > 1:
-        raise ConfigError("the lite engine runs in one CPU process: use -n 1")
+    if options.engine in ("lite", "onnxruntime") and num_devices > 1:
+        raise ConfigError("the {} engine runs in one CPU process: use -n 1".format(
+            options.engine))
     results = launch(test_worker, (config_file, options), num_devices)
     table = results if num_devices == 1 else results[0]
     if len(table) > 1:

@@ -8,8 +8,9 @@ import megengine as mge
 from ..data.coco import read_category_names, read_image, resolve_dataset_paths
 from ..data.coco_categories import COCO_CLASS_NAMES
 from ..errors import ConfigError, DatasetError
-from ..evaluator import DetEvaluator
+from ..predictor import Predictor
 from ..utils.files import atomic_target, write_json_atomic
+from ..visualize import draw_detections
 
 logger = mge.get_logger(__name__)
 
@@ -60,7 +61,7 @@ def detect_files(detector, paths, output_dir, names, thresh, batch_size=1, tta=F
     and DatasetError is raised. Returns (records, skipped) where records hold the file, the
     image size and its detections above ``thresh``.
     """
-    evaluator = DetEvaluator(detector)
+    predictor = Predictor(detector)
     os.makedirs(output_dir, exist_ok=True)
     records, skipped = [], []
     for start in range(0, len(paths), batch_size):
@@ -74,11 +75,11 @@ def detect_files(detector, paths, output_dir, names, thresh, batch_size=1, tta=F
                 skipped.append(path)
         if not images:
             continue
-        for path, image, dets in zip(batch_paths, images, evaluator.predict_images(images, tta)):
+        for path, image, dets in zip(batch_paths, images, predictor.predict_images(images, tta)):
             dets = dets[dets[:, 4] >= thresh]
             picture = os.path.join(output_dir, picture_name(path, input_root))
             with atomic_target(picture) as temporary:  # keeps the .jpg suffix cv2 needs
-                cv2.imwrite(temporary, DetEvaluator.vis_det(image, dets, names, thresh))
+                cv2.imwrite(temporary, draw_detections(image, dets, names, thresh))
             records.append({"file": path, "height": image.shape[0], "width": image.shape[1],
                             "detections": [_detection(row, names) for row in dets]})
     if skipped and not records:
