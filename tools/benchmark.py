@@ -1,8 +1,9 @@
-"""Time FCOS from an image to detections (eager, traced, or compiled for MegEngine Lite), or
+"""Time FCOS from an image to detections (eager, traced, MegEngine Lite or onnxruntime), or
 its training step.
 
     python tools/benchmark.py -f official/vision/detection/configs/fcos_res50_coco_3x_800size.py \
         -i cat.jpg --mode lite -n 5
+    python tools/benchmark.py -f CONFIG -i cat.jpg --mode onnxruntime --model fcos_res50.onnx
     python tools/benchmark.py -f official/vision/detection/configs/fcos_res18_synthetic_demo.py \
         --train -b 8 -n 20 --short-size 96 --max-size 128
 
@@ -25,6 +26,7 @@ from official.vision.detection.deploy import (  # noqa: E402
     use_eager_threads
 )
 from official.vision.detection.deploy.benchmark import STAGES, stage_ms  # noqa: E402
+from official.vision.detection.deploy.lite import DEFAULT_THREADS  # noqa: E402
 from official.vision.detection.engine.train_benchmark import (  # noqa: E402
     PHASES, peak_rss_mb, time_training
 )
@@ -52,11 +54,14 @@ def parse_args(argv=None):
                         help="what runs the network (--engine as in test.py and inference.py)")
     parser.add_argument("-n", "--runs", type=int, default=5, help="timed runs (or steps)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads of the network")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads of the network (default: all cores for onnxruntime, "
+                             "else 2)")
     parser.add_argument("--short-size", type=int, default=800)
     parser.add_argument("--max-size", type=int, default=1333)
-    parser.add_argument("--model", help="lite engine: a .mge from tools/dump.py instead of "
-                                        "dumping the config to a temporary file")
+    parser.add_argument("--model", help="lite / onnxruntime engine: a .mge / .onnx from "
+                                        "tools/dump.py instead of writing the config's model "
+                                        "to a temporary file")
     parser.add_argument("--profile", metavar="JSON",
                         help="lite engine: write per-operator times there (read them with "
                              "python -m megengine.tools.profile_analyze JSON)")
@@ -117,7 +122,11 @@ def main():
     args = parse_args()
     if not args.train and args.image is None:
         raise ConfigError("give -i IMAGE to time inference, or --train")
-    if args.engine != "lite" or args.train:
+    if args.profile and args.engine != "lite":
+        raise ConfigError("--profile times Lite's operators: use it with --mode lite")
+    if args.threads is None:  # onnxruntime's default is all cores (OnnxRuntimeDetector)
+        args.threads = os.cpu_count() if args.engine == "onnxruntime" else DEFAULT_THREADS
+    if args.engine in ("eager", "traced") or args.train:
         use_eager_threads(args.threads)
     if args.train:
         return main_training(args, load_config_module(args.file))

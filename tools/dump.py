@@ -1,7 +1,8 @@
-"""Write an FCOS model as a MegEngine Lite graph (BN folded, any input size).
+"""Write an FCOS model as a MegEngine Lite graph or an ONNX model (BN folded, any input size).
 
     python tools/dump.py -f official/vision/detection/configs/fcos_res18_coco_3x_800size.py \
         -w fcos_res18.pkl -o fcos_res18.mge [--layout auto]
+    python tools/dump.py -f CONFIG -w WEIGHTS -o fcos_res18.onnx   # ONNX, for onnxruntime
 """
 import argparse
 import os
@@ -12,7 +13,7 @@ import megengine as mge
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from official.vision.detection.deploy import (  # noqa: E402
-    LAYOUTS, count_conv_flops, count_parameters, dump_inference
+    LAYOUTS, OPSET, count_conv_flops, count_parameters, dump_inference, export_onnx
 )
 from official.vision.detection.utils.cli import run_cli  # noqa: E402
 from official.vision.detection.utils.config_file import load_config_module  # noqa: E402
@@ -27,10 +28,11 @@ def parse_args(argv=None):
                         help="config file defining Net and Cfg")
     parser.add_argument("-w", "--weights",
                         help="state_dict or checkpoint (path or URL); omit for random weights")
-    parser.add_argument("-o", "--output", required=True, help="the .mge file to write")
+    parser.add_argument("-o", "--output", required=True,
+                        help="the file to write: ONNX if it ends in .onnx, else a Lite .mge")
     parser.add_argument("--layout", choices=LAYOUTS, default="auto",
-                        help="auto: NCHW88 if this model's NCHW88 graph runs right on this CPU "
-                             "(tried in a child process), else NCHW")
+                        help="Lite only: auto: NCHW88 if this model's NCHW88 graph runs right "
+                             "on this CPU (tried in a child process), else NCHW")
     parser.add_argument("--flops-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                         help="input size for the FLOP count (default: the config's test "
                              "short and max sizes)")
@@ -47,6 +49,10 @@ def main():
     flops = count_conv_flops(model, (1, 3, height, width))
     print("conv GFLOPs (2 x MACs) at 1x3x{}x{}: {:.1f}".format(height, width, flops / 1e9))
     print("parameters: {:.2f} M".format(count_parameters(model) / 1e6))
+    if args.output.endswith(".onnx"):
+        export_onnx(model, args.output)
+        print("wrote {} (ONNX opset {})".format(args.output, OPSET))
+        return
     layout = dump_inference(model, args.output, layout=args.layout)
     print("wrote {} ({} layout)".format(args.output, layout))
 

@@ -3,6 +3,7 @@
     python tools/inference.py -f official/vision/detection/configs/fcos_res50_coco_3x_800size.py \
         --pretrained -i cat.jpg -o outputs [--engine lite]
     python tools/inference.py -f CONFIG --model fcos_res50.mge --engine lite -i images/
+    python tools/inference.py -f CONFIG --model fcos_res50.onnx --engine onnxruntime -i images/
 """
 import argparse
 import os
@@ -27,10 +28,11 @@ def parse_args(argv=None):
                          "output folder stands for its newest checkpoint)")
     weights.add_argument("--pretrained", action="store_true",
                          help="the published weights of the config's hub entry")
-    weights.add_argument("--model", help="a .mge from tools/dump.py (with --engine lite)")
-    parser.add_argument("--engine", choices=("eager", "lite"), default="eager",
-                        help="lite: MegEngine Lite on the CPU, the weights dumped to a "
-                        "temporary file unless --model is given")
+    weights.add_argument("--model", help="a .mge (with --engine lite) or .onnx (with --engine "
+                         "onnxruntime) from tools/dump.py")
+    parser.add_argument("--engine", choices=("eager", "lite", "onnxruntime"), default="eager",
+                        help="lite: MegEngine Lite, onnxruntime: the ONNX export, both on the "
+                        "CPU, the weights written to a temporary file unless --model is given")
     parser.add_argument("-i", "--input", required=True, help="image file, folder or glob")
     parser.add_argument("-o", "--output-dir", default="outputs")
     parser.add_argument("--thresh", type=float, help="score threshold (default: the config's "

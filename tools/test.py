@@ -4,6 +4,7 @@
     python tools/test.py -f CONFIG -se 40 -ee 53 -d /data/datasets   # epoch checkpoints
     python tools/test.py -f CONFIG -w WEIGHTS -d /data/datasets --engine lite  # compiled
     python tools/test.py -f CONFIG --model fcos.mge -d /data/datasets --engine lite
+    python tools/test.py -f CONFIG --model fcos.onnx -d /data/datasets --engine onnxruntime
 """
 import argparse
 import os
@@ -28,7 +29,8 @@ def parse_args(argv=None):
                            help="state_dicts or training checkpoints; a training output folder "
                            "stands for its newest checkpoint")
     evaluated.add_argument("-se", "--start-epoch", type=int, help="first epoch checkpoint")
-    evaluated.add_argument("--model", help="a .mge from tools/dump.py (with --engine lite)")
+    evaluated.add_argument("--model", help="a .mge (with --engine lite) or .onnx (with --engine "
+                           "onnxruntime) from tools/dump.py")
     parser.add_argument("-ee", "--end-epoch", type=int, help="last epoch checkpoint")
     parser.add_argument("--log-dir", help="where -se/-ee look (default log-of-<config name>)")
     parser.add_argument("-d", "--dataset-dir", default="", help="base of relative dataset paths")
@@ -37,9 +39,9 @@ def parse_args(argv=None):
     parser.add_argument("--out", help="COCO result file (default: beside the weights or model)")
     parser.add_argument("--tta", action="store_true", help="flip and extra scales, merged")
     parser.add_argument("--workers", type=int, default=2, help="image-loading processes")
-    parser.add_argument("--engine", choices=("eager", "lite"), default="eager",
-                        help="lite: MegEngine Lite on the CPU, the weights dumped to a "
-                        "temporary file unless --model is given")
+    parser.add_argument("--engine", choices=("eager", "lite", "onnxruntime"), default="eager",
+                        help="lite: MegEngine Lite, onnxruntime: the ONNX export, both on the "
+                        "CPU, the weights written to a temporary file unless --model is given")
     return parser.parse_args(argv)
 
 

@@ -1,4 +1,5 @@
-"""A config's detector run by one engine: the eager model, its traced graph, or MegEngine Lite.
+"""A config's detector run by one engine: the eager model, its traced graph, MegEngine Lite or
+onnxruntime.
 
 Every one has ``cfg`` and ``inference(image, im_info)``, so ``DetEvaluator``, the COCO evaluation
 and the inference over image files take any of them.
@@ -11,32 +12,50 @@ from ..weights import build_model
 from .compile import TracedDetector, dump_inference
 from .fold import fold_frozen_bn
 from .lite import DEFAULT_THREADS, LiteDetector
+from .onnx_export import export_onnx
+from .onnxruntime_detector import OnnxRuntimeDetector
 
-ENGINES = ("eager", "traced", "lite")
+ENGINES = ("eager", "traced", "lite", "onnxruntime")
+# the engines that run a file, and the file each one writes and reads
+FILE_ENGINES = {"lite": (dump_inference, ".mge"), "onnxruntime": (export_onnx, ".onnx")}
 
 
 def build_detector(config_module, weights=None, engine="eager", model_path=None,
-                   threads=DEFAULT_THREADS, profile_path=None):
+                   threads=None, profile_path=None):
     """The detector of a config module on ``engine``.
 
-    With ``model_path`` (a .mge from ``dump_inference``, lite engine only) ``weights`` are not
-    used. Otherwise the model gets ``weights`` (random without them) and the lite engine runs it
-    from a temporary dump in the layout ``dump_inference`` chooses for this CPU. ``threads`` and ``profile_path`` are Lite's (see
+    With ``model_path`` (a .mge from ``dump_inference`` for the lite engine, a .onnx from
+    ``export_onnx`` for onnxruntime) ``weights`` are not used. Otherwise the model gets
+    ``weights`` (random without them) and the lite and onnxruntime engines run it from a
+    temporary file (Lite's in the layout ``dump_inference`` chooses for this CPU). ``threads``:
+    Lite's (default 2) or onnxruntime's (default all cores); ``profile_path``: Lite's (see
     ``LiteDetector``).
     """
     if engine not in ENGINES:
         raise ConfigError("engine must be one of {}, got {!r}".format(ENGINES, engine))
     if model_path is not None:
-        if engine != "lite":
-            raise ConfigError("a dumped model (--model) runs on the lite engine: add --engine lite")
-        return LiteDetector(model_path, config_module.Cfg(), threads, profile_path)
+        return _file_detector(config_module.Cfg(), engine, model_path, threads, profile_path)
     model = build_model(config_module, weights)
     if engine == "eager":
         return model
     if engine == "traced":
         return TracedDetector(fold_frozen_bn(model))
-    # Lite reads the whole file when it loads it
+    write, suffix = FILE_ENGINES[engine]
+    # both engines read the whole file when they load it
     with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "model.mge")
-        dump_inference(model, path)
-        return LiteDetector(path, model.cfg, threads, profile_path)
+        path = os.path.join(directory, "model" + suffix)
+        write(model, path)
+        return _file_detector(model.cfg, engine, path, threads, profile_path)
+
+
+def _file_detector(cfg, engine, model_path, threads, profile_path):
+    if engine not in FILE_ENGINES:
+        raise ConfigError("a dumped model (--model) runs on the lite or onnxruntime engine: add "
+                          "--engine lite for a .mge file, --engine onnxruntime for a .onnx file")
+    for other, (_, suffix) in FILE_ENGINES.items():
+        if other != engine and model_path.endswith(suffix):
+            raise ConfigError("{} is a {} file, which the {} engine runs: use --engine {}".format(
+                model_path, suffix, other, other))
+    if engine == "onnxruntime":
+        return OnnxRuntimeDetector(model_path, cfg, threads)
+    return LiteDetector(model_path, cfg, threads or DEFAULT_THREADS, profile_path)

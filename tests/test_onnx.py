@@ -1,0 +1,266 @@
+"""ONNX export against eager inference, on onnxruntime; the onnxruntime engine in the tools; the
+error without the export packages."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import megengine as mge
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+
+from official.vision.detection.data.synthetic import make_synthetic_coco
+from official.vision.detection.deploy import (
+    OPSET, OnnxRuntimeDetector, build_detector, export_onnx
+)
+from official.vision.detection.engine.evaluation import EvalOptions, run_test
+from official.vision.detection.evaluator import DetEvaluator
+from official.vision.detection.models import FCOS
+from official.vision.detection.utils.config_file import load_config_module
+
+import hubconf
+from conftest import PROJECT_ROOT, run_tool, spread_head_outputs, tiny_config
+from test_deploy import TINY_CONFIG_FILE, randomize_frozen_bn
+from test_models import RELEASED
+
+SCORE_TOLERANCE = 1e-4
+BOX_TOLERANCE = 0.05  # pixels
+# neither side a multiple of 32 in one of them; one export serves both and batches of 2
+SIZES = [(64, 96), (96, 64)]
+
+
+def random_batch(height, width, seed):
+    """Two images [2, 3, H, W] in 0-255; the first was resized from twice its size."""
+    image = np.random.RandomState(seed).uniform(0, 255, (2, 3, height, width)).astype("float32")
+    im_info = np.array([[height, width, 2 * height, 2 * width],
+                        [height, width, height, width]], dtype="float32")
+    return image, im_info
+
+
+def assert_onnx_runs_like_eager(model, path, seed):
+    """At every size of SIZES, batch 2: scores, boxes and the detections of each image."""
+    detector = OnnxRuntimeDetector(path, model.cfg)
+    for height, width in SIZES:
+        image, im_info = random_batch(height, width, seed)
+        scores, boxes = detector.inference(image, im_info)
+        expected_scores, expected_boxes = (v.numpy() for v in model.inference(image, im_info))
+        assert scores.shape == expected_scores.shape and boxes.shape == expected_boxes.shape
+        np.testing.assert_allclose(scores, expected_scores, rtol=0, atol=SCORE_TOLERANCE)
+        np.testing.assert_allclose(boxes, expected_boxes, rtol=0, atol=BOX_TOLERANCE)
+        detections = DetEvaluator(detector).predict(image=image, im_info=im_info)
+        expected = DetEvaluator(model).predict(image=image, im_info=im_info)
+        for found, wanted in zip(detections, expected):
+            assert found.shape == wanted.shape and len(wanted) > 0
+            np.testing.assert_array_equal(found[:, 5], wanted[:, 5])
+            np.testing.assert_allclose(found[:, :5], wanted[:, :5], rtol=0, atol=BOX_TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def frozen_bn_model():
+    rng = np.random.RandomState(0)
+    model = FCOS(tiny_config().update(backbone_norm="FrozenBN"))
+    randomize_frozen_bn(model, rng)
+    spread_head_outputs(model, rng)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def onnx_path(frozen_bn_model, tmp_path_factory):
+    return export_onnx(frozen_bn_model, str(tmp_path_factory.mktemp("onnx") / "tiny.onnx"))
+
+
+# ------------------------------ the exported graph ----------------------------- #
+def test_onnx_outputs_equal_eager_at_two_sizes_in_batches_of_two(frozen_bn_model, onnx_path):
+    assert_onnx_runs_like_eager(frozen_bn_model, onnx_path, seed=1)
+
+
+@pytest.mark.parametrize("entry", RELEASED)
+def test_every_released_architecture_exports_like_eager(entry, tmp_path):
+    rng = np.random.RandomState(2)
+    model = getattr(hubconf, entry)()
+    randomize_frozen_bn(model, rng)
+    spread_head_outputs(model, rng)
+    model.eval()
+    path = export_onnx(model, str(tmp_path / "model.onnx"))
+    assert_onnx_runs_like_eager(model, path, seed=3)
+
+
+def test_the_graph_has_the_inference_contract_and_no_batch_norm(onnx_path):
+    model = onnx.load(onnx_path)
+    onnx.checker.check_model(model)
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [OPSET]
+    assert OPSET >= 11
+
+    def dims(value_info):
+        return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+    assert {i.name: dims(i) for i in model.graph.input} == {
+        "image": ["batch", 3, "height", "width"], "im_info": ["batch", 4]}
+    assert {o.name: dims(o) for o in model.graph.output} == {
+        "scores": ["batch", "points", 3], "boxes": ["batch", "points", 4]}
+    # folded: every convolution is followed by its bias add, none by a BN scale
+    readers = {name: node.op_type for node in model.graph.node for name in node.input}
+    conv_outputs = [node.output[0] for node in model.graph.node if node.op_type == "Conv"]
+    assert conv_outputs and {readers[name] for name in conv_outputs} == {"Add"}
+    assert not any(node.op_type == "BatchNormalization" for node in model.graph.node)
+
+
+def test_onnxruntime_loads_the_file_and_runs_it_on_the_given_threads(frozen_bn_model,
+                                                                     onnx_path):
+    session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image", "im_info"]
+    assert [o.name for o in session.get_outputs()] == ["scores", "boxes"]
+    detector = OnnxRuntimeDetector(onnx_path, frozen_bn_model.cfg, threads=1)
+    assert detector.session.get_session_options().intra_op_num_threads == 1
+    default = OnnxRuntimeDetector(onnx_path, frozen_bn_model.cfg)
+    assert default.session.get_session_options().intra_op_num_threads == os.cpu_count()
+
+
+# ------------------------------ building detectors ----------------------------- #
+@pytest.fixture(scope="module")
+def tiny_config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("config") / "tiny_fcos.py"
+    path.write_text(TINY_CONFIG_FILE)
+    return str(path)
+
+
+def test_an_onnx_file_runs_on_onnxruntime_only(tiny_config_file, onnx_path):
+    module = load_config_module(tiny_config_file)
+    assert isinstance(build_detector(module, engine="onnxruntime", model_path=onnx_path),
+                      OnnxRuntimeDetector)
+    with pytest.raises(ValueError, match="is a .onnx file, which the onnxruntime engine runs"):
+        build_detector(module, engine="lite", model_path=onnx_path)
+    with pytest.raises(FileNotFoundError, match="ONNX model not found: .*nowhere.onnx"):
+        build_detector(module, engine="onnxruntime", model_path=onnx_path + ".nowhere.onnx")
+
+
+# ----------------------------------- tools ------------------------------------- #
+def test_dump_tool_writes_onnx_of_the_given_weights(frozen_bn_model, tiny_config_file,
+                                                    tmp_path):
+    weights = str(tmp_path / "weights.pkl")
+    mge.save({"state_dict": frozen_bn_model.state_dict()}, weights)
+    output = str(tmp_path / "tiny.onnx")
+    result = run_tool("dump.py", "-f", tiny_config_file, "-w", weights, "-o", output)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "wrote {} (ONNX opset {})".format(
+        output, OPSET)
+    image, im_info = random_batch(*SIZES[0], seed=4)
+    scores, _ = OnnxRuntimeDetector(output, frozen_bn_model.cfg).inference(image, im_info)
+    expected = frozen_bn_model.inference(image, im_info)[0].numpy()
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=SCORE_TOLERANCE)
+
+
+def test_benchmark_and_inference_tools_run_the_onnx_file(tiny_config_file, onnx_path,
+                                                          tmp_path):
+    image_path = str(tmp_path / "image.png")
+    cv2.imwrite(image_path, np.random.RandomState(5).randint(0, 255, (60, 90, 3), np.uint8))
+    result = run_tool("benchmark.py", "-f", tiny_config_file, "-i", image_path, "--mode",
+                      "onnxruntime", "--model", onnx_path, "-n", "1", "--threads", "1",
+                      "--short-size", "64", "--max-size", "96")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "onnxruntime engine, 1 thread(s)" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("median_ms=")
+    result = run_tool("inference.py", "-f", tiny_config_file, "--engine", "onnxruntime",
+                      "--model", onnx_path, "-i", image_path, "-o", str(tmp_path / "out"),
+                      "--thresh", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "out" / "detections.json") as f:
+        assert len(json.load(f)) == 1
+
+
+EVAL_CONFIG = '''
+from official.vision.detection import models
+
+
+class Cfg(models.FCOSConfig):
+    def __init__(self):
+        super().__init__()
+        self.update(backbone="resnet18", backbone_norm="FrozenBN", fpn_in_channels=[128, 256, 512],
+                    fpn_out_channels=32, fpn_top_in_channel=32, num_classes=3,
+                    test_image_short_size=64, test_image_max_size=96, test_cls_threshold=0.05,
+                    test_dataset=dict(name="shapes", root="val", ann_file="annotations/val.json",
+                                      remove_images_without_annotations=False))
+
+
+Net = models.FCOS
+'''
+
+
+def test_test_tool_gives_the_eager_numbers_on_onnxruntime(tmp_path):
+    make_synthetic_coco(str(tmp_path / "shapes"), num_train=2, num_val=6,
+                        image_size=((48, 80), (48, 80)), num_classes=3, seed=3)
+    config = tmp_path / "cfg.py"
+    config.write_text(EVAL_CONFIG)
+    module = load_config_module(str(config))
+    model = module.Net(module.Cfg())
+    spread_head_outputs(model, np.random.RandomState(6))
+    weights, model_path = str(tmp_path / "weights.pkl"), str(tmp_path / "model.onnx")
+    mge.save(model.state_dict(), weights)
+    model.eval()
+    export_onnx(model, model_path)
+    result = run_tool("test.py", "-f", str(config), "--engine", "onnxruntime", "--model",
+                      model_path, "-d", str(tmp_path), "-b", "2", "--workers", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    eager = run_test(str(config), EvalOptions(str(tmp_path), [weights], num_workers=0,
+                                              results_path=str(tmp_path / "eager.json")))
+    printed = float(result.stdout.strip().splitlines()[-1].split("=")[1])
+    assert printed == pytest.approx(eager[weights]["AP"], abs=1e-4)
+
+
+# ------------------------- without the export packages ------------------------- #
+# runs a tool in a Python where the named top-level packages cannot be imported
+WITHOUT_PACKAGES = """
+import runpy
+import sys
+
+
+class Uninstalled:
+    def __init__(self, packages):
+        self.packages = packages
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.packages:
+            raise ModuleNotFoundError("No module named {!r}".format(name), name=name)
+        return None
+
+
+sys.meta_path.insert(0, Uninstalled(sys.argv[1].split(",")))
+tool = sys.argv[2]
+sys.argv = [tool] + sys.argv[3:]
+runpy.run_path(tool, run_name="__main__")
+"""
+
+
+def run_without(packages, script, *args):
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_PACKAGES, packages,
+         os.path.join(PROJECT_ROOT, "tools", script)] + [str(a) for a in args],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.mark.parametrize("packages, missing", [("mgeconvert", "mgeconvert"), ("onnx", "onnx")])
+def test_export_without_its_packages_is_a_one_line_error_naming_them(
+        tiny_config_file, tmp_path, packages, missing):
+    output = tmp_path / "tiny.onnx"
+    result = run_without(packages, "dump.py", "-f", tiny_config_file, "-o", output)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: ONNX export needs the Python package {},".format(missing))
+    assert not output.exists()
+
+
+def test_the_onnxruntime_engine_without_onnxruntime_is_a_one_line_error(tiny_config_file,
+                                                                       onnx_path, tmp_path):
+    image_path = str(tmp_path / "image.png")
+    cv2.imwrite(image_path, np.zeros((40, 60, 3), np.uint8))
+    for script, args in (("benchmark.py", ["--mode", "onnxruntime", "-n", "1"]),
+                         ("inference.py", ["--engine", "onnxruntime", "-o", tmp_path])):
+        result = run_without("onnxruntime", script, "-f", tiny_config_file, "-i", image_path,
+                             "--model", onnx_path, *args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith(
+            "error: the onnxruntime engine needs the Python package onnxruntime,")
