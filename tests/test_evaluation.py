@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from official.vision.detection.data.synthetic import make_synthetic_coco
-from official.vision.detection.deploy import dump_inference
+from official.vision.detection.deploy import build_model, dump_inference
 from official.vision.detection.engine.evaluation import (
     COCO_METRICS, EvalOptions, evaluate_result_files, metrics_table, row_labels, run_test
 )
@@ -18,7 +18,6 @@ from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.postprocess import detect
 from official.vision.detection.models import FCOS
 from official.vision.detection.utils.config_file import load_config_module
-from official.vision.detection.weights import build_model
 
 from conftest import PROJECT_ROOT, run_tool, spread_head_outputs, tiny_config
 

@@ -22,8 +22,8 @@ import megengine as mge
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from official.vision.detection.deploy import (  # noqa: E402
-    ENGINES, benchmark, build_detector, count_conv_flops, machine_peak_gflops, median_ms,
-    use_eager_threads
+    ENGINES, benchmark, build_detector, build_model, count_conv_flops, machine_peak_gflops,
+    median_ms, use_eager_threads
 )
 from official.vision.detection.deploy.benchmark import STAGES, stage_ms  # noqa: E402
 from official.vision.detection.deploy.lite import DEFAULT_THREADS  # noqa: E402
@@ -34,7 +34,6 @@ from official.vision.detection.errors import ConfigError  # noqa: E402
 from official.vision.detection.evaluator import DetEvaluator  # noqa: E402
 from official.vision.detection.utils.cli import run_cli  # noqa: E402
 from official.vision.detection.utils.config_file import load_config_module  # noqa: E402
-from official.vision.detection.weights import build_model  # noqa: E402
 
 logger = mge.get_logger(__name__)
 

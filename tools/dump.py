@@ -13,11 +13,11 @@ import megengine as mge
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from official.vision.detection.deploy import (  # noqa: E402
-    LAYOUTS, OPSET, count_conv_flops, count_parameters, dump_inference, export_onnx
+    LAYOUTS, OPSET, build_model, count_conv_flops, count_parameters, dump_inference,
+    export_onnx
 )
 from official.vision.detection.utils.cli import run_cli  # noqa: E402
 from official.vision.detection.utils.config_file import load_config_module  # noqa: E402
-from official.vision.detection.weights import build_model  # noqa: E402
 
 logger = mge.get_logger(__name__)
 

@@ -1,5 +1,4 @@
-"""Weight files: the hub download cache, checkpoint formats, loading by name and shape, and a
-config's model built with them.
+"""Weight files: the hub download cache, checkpoint formats, loading by name and shape.
 
 ``pretrained`` is ``megengine.hub.pretrained`` with three additions: an offline machine gets one
 error naming the URL and the cache path to fill by hand; keyword arguments of the factory
@@ -140,17 +139,6 @@ def load_model_weights(model, source):
     if not report.complete:
         raise WeightsUnavailableError("{} does not fit the {} model: {}".format(
             source, type(model).__name__, report.table()))
-
-
-def build_model(config_module, weights=None):
-    """``Net(Cfg())`` of a config module in eval mode, with the tensors of ``weights`` (a
-    state_dict or training checkpoint, as a path or URL), which must fit it exactly; without
-    ``weights`` the model keeps its random initialization."""
-    model = config_module.Net(config_module.Cfg())
-    if weights is not None:
-        load_model_weights(model, weights)
-    model.eval()
-    return model
 
 
 class pretrained(hub.pretrained):  # pylint: disable=invalid-name

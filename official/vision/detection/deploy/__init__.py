@@ -13,7 +13,7 @@ run and time it.
 """
 from .benchmark import benchmark, machine_peak_gflops, median_ms, use_eager_threads
 from .compile import TracedDetector, dump_inference, trace_inference
-from .detector import ENGINES, build_detector
+from .detector import ENGINES, build_detector, build_model
 from .flops import count_conv_flops, count_parameters
 from .fold import fold_frozen_bn
 from .group_norm import PooledGroupNorm, pool_group_norms
@@ -26,7 +26,7 @@ from .optional_packages import MissingPackageError
 __all__ = [
     "ENGINES", "LAYOUTS", "LiteDetector", "MissingPackageError", "OPSET", "OnnxRuntimeDetector",
     "PooledGroupNorm", "TracedDetector", "benchmark", "blocked_layout_misuse", "build_detector",
-    "count_conv_flops", "count_parameters", "dump_inference", "export_onnx", "fold_frozen_bn",
-    "machine_peak_gflops", "median_ms", "nchw88_kernels_run_here", "pool_group_norms",
-    "trace_inference", "use_eager_threads",
+    "build_model", "count_conv_flops", "count_parameters", "dump_inference", "export_onnx",
+    "fold_frozen_bn", "machine_peak_gflops", "median_ms", "nchw88_kernels_run_here",
+    "pool_group_norms", "trace_inference", "use_eager_threads",
 ]

@@ -8,7 +8,7 @@ import os
 import tempfile
 
 from ..errors import ConfigError
-from ..weights import build_model
+from ..weights import load_model_weights
 from .compile import TracedDetector, dump_inference
 from .fold import fold_frozen_bn
 from .lite import DEFAULT_THREADS, LiteDetector
@@ -18,6 +18,17 @@ from .onnxruntime_detector import OnnxRuntimeDetector
 ENGINES = ("eager", "traced", "lite", "onnxruntime")
 # the engines that run a file, and the file each one writes and reads
 FILE_ENGINES = {"lite": (dump_inference, ".mge"), "onnxruntime": (export_onnx, ".onnx")}
+
+
+def build_model(config_module, weights=None):
+    """``Net(Cfg())`` of a config module in eval mode, with the tensors of ``weights`` (a
+    state_dict or training checkpoint, as a path or URL), which must fit it exactly; without
+    ``weights`` the model keeps its random initialization."""
+    model = config_module.Net(config_module.Cfg())
+    if weights is not None:
+        load_model_weights(model, weights)
+    model.eval()
+    return model
 
 
 def build_detector(config_module, weights=None, engine="eager", model_path=None,
