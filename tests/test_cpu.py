@@ -3,9 +3,12 @@ import os
 import subprocess
 import sys
 
+import megengine as mge
 import pytest
 
-from official.vision.detection.utils.cpu import cpu_vendor_and_flags, use_mkl_avx2_kernels
+from official.vision.detection.utils.cpu import (
+    cpu_vendor_and_flags, default_cpu_threads, use_mkl_avx2_kernels
+)
 
 from conftest import PROJECT_ROOT
 
@@ -66,3 +69,13 @@ def test_importing_the_package_requests_avx2_kernels_on_this_cpu_as_lscpu_says()
 
 def test_importing_the_package_keeps_a_users_mkl_setting():
     assert mkl_setting_after_importing_the_package("4") == "4"
+
+
+def test_default_cpu_threads_applies_inside_the_block_only():
+    before = mge.get_default_device()
+    with default_cpu_threads(2):
+        assert mge.get_default_device() == "multithread2:0"
+        assert str(mge.tensor([1.0]).device).startswith("multithread2:0")
+    assert mge.get_default_device() == before
+    with default_cpu_threads(1):
+        assert str(mge.tensor([1.0]).device).startswith("cpu0")

@@ -29,6 +29,8 @@ def parse_args(argv=None):
                         "checkpoint): matching tensors load, the rest are re-initialized")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads of a single-process run on a machine without GPU")
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0)
     parser.add_argument("--master-ip", default="localhost")
@@ -43,7 +45,7 @@ def main():
         output_dir=args.output_dir or "log-of-{}".format(config_name(args.file)),
         batch_size=args.batch_size, backbone_weights=args.weights, resume=args.resume,
         finetune=args.finetune,
-        num_workers=args.workers, seed=args.seed,
+        num_workers=args.workers, seed=args.seed, threads=args.threads,
     )
     run_training(args.file, options, args.devices, args.num_machines, args.machine_rank,
                  args.master_ip, args.port)

@@ -6,6 +6,7 @@ import time
 import megengine as mge
 
 from ..predictor import Predictor, process_inputs
+from ..utils.cpu import cpu_device
 
 STAGES = ("preprocess", "network", "postprocess")
 # fp32 FLOPs per cycle and core with two 256-bit FMA pipes (8 lanes x 2 FLOPs x 2), as on AMD
@@ -39,7 +40,7 @@ def machine_peak_gflops(cores=None, ghz=None, flops_per_cycle=FLOPS_PER_CYCLE):
 def use_eager_threads(threads):
     """Run eager and traced MegEngine on ``threads`` CPU threads (before building the model:
     tensors live on the default device)."""
-    mge.set_default_device("multithread{}:0".format(threads) if threads > 1 else "cpu0")
+    mge.set_default_device(cpu_device(threads))
 
 
 def time_stages(predictor, img, short_size, max_size):

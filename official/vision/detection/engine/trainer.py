@@ -20,6 +20,7 @@ from ..data.transforms import TrainTransform
 from ..errors import ConfigError, DatasetError, NonFiniteLossError, WeightsUnavailableError
 from ..model_zoo import RELEASED_MODELS
 from ..utils.config_file import load_config_module
+from ..utils.cpu import default_cpu_threads
 from ..weights import load_matching_weights, load_weight_file, state_dict_of
 from .checkpoint import latest_checkpoint, load_checkpoint, resolve_weights, save_checkpoint
 from .launch import launch, world_info
@@ -39,6 +40,7 @@ class TrainOptions:
     finetune: str = None
     num_workers: int = 2  # data-loading processes per device
     seed: int = 0
+    threads: int = 2  # kernel threads of a single-process run on a machine without GPU
 
 
 class TrainBatches:
@@ -171,7 +173,15 @@ class Trainer:
 
 
 def train_worker(config_file, options):
-    """Build everything from the config file and train on this process's device."""
+    """Build everything from the config file and train on this process's device: a GPU, or
+    without one ``options.threads`` CPU threads."""
+    if world_info()[0] == 1 and not mge.is_cuda_available():
+        with default_cpu_threads(options.threads):
+            return _train(config_file, options)
+    return _train(config_file, options)
+
+
+def _train(config_file, options):
     world_size, rank = world_info()
     module = load_config_module(config_file)
     cfg = module.Cfg()

@@ -7,8 +7,13 @@ by default and at 86 GFLOP/s with MKL_DEBUG_CPU_TYPE=5, the switch MKL up to 202
 force its AVX2 kernels (4 selects AVX without FMA, 0-3 older SSE paths).
 
 Importing the package calls ``use_mkl_avx2_kernels``; a value the user set is kept.
+
+``cpu_device(threads)`` names MegEngine's CPU device with that many worker threads.
 """
+import contextlib
 import os
+
+import megengine as mge
 
 MKL_CPU_TYPE_VARIABLE = "MKL_DEBUG_CPU_TYPE"
 MKL_AVX2 = "5"
@@ -40,3 +45,19 @@ def use_mkl_avx2_kernels(cpuinfo="/proc/cpuinfo"):
     if vendor == "AuthenticAMD" and {"avx2", "fma"} <= flags:
         os.environ.setdefault(MKL_CPU_TYPE_VARIABLE, MKL_AVX2)
     return os.environ.get(MKL_CPU_TYPE_VARIABLE)
+
+
+def cpu_device(threads):
+    """MegEngine's CPU device running kernels on ``threads`` threads ("cpu0" is one)."""
+    return "multithread{}:0".format(threads) if threads > 1 else "cpu0"
+
+
+@contextlib.contextmanager
+def default_cpu_threads(threads):
+    """Create tensors on ``cpu_device(threads)`` inside the block, then restore the default."""
+    previous = mge.get_default_device()
+    mge.set_default_device(cpu_device(threads))
+    try:
+        yield
+    finally:
+        mge.set_default_device(previous)
