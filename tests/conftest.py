@@ -8,6 +8,7 @@ import megengine as mge
 import numpy as np
 import pytest
 
+from official.vision.detection.layers.norm import FrozenBatchNorm2d
 from official.vision.detection.models import FCOS, FCOSConfig
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -51,3 +52,26 @@ def run_tool(script, *args):
         [sys.executable, os.path.join(PROJECT_ROOT, "tools", script)] + [str(a) for a in args],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False,
     )
+
+
+def randomize_frozen_bn(model, rng):
+    """Statistics far from the identity, so that folding them is really exercised."""
+    for module in model.modules():
+        if isinstance(module, FrozenBatchNorm2d):
+            channels = module.num_features
+            module.load_state_dict({
+                "weight": rng.uniform(0.5, 1.5, channels).astype("float32"),
+                "bias": rng.uniform(-0.2, 0.2, channels).astype("float32"),
+                "running_mean": rng.uniform(-0.2, 0.2, channels).astype("float32"),
+                "running_var": rng.uniform(0.5, 2.0, channels).astype("float32"),
+            })
+
+
+@pytest.fixture(scope="module")
+def frozen_bn_model():
+    rng = np.random.RandomState(0)
+    model = FCOS(tiny_config().update(backbone_norm="FrozenBN"))
+    randomize_frozen_bn(model, rng)
+    spread_head_outputs(model, rng)
+    model.eval()
+    return model

@@ -29,11 +29,10 @@ from official.vision.detection.deploy.layout import (
 from official.vision.detection.errors import ConfigError
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.layers.norm import FrozenBatchNorm2d
-from official.vision.detection.models import FCOS
 from official.vision.detection.utils.config_file import load_config_module
 
 import hubconf
-from conftest import run_tool, spread_head_outputs, tiny_config
+from conftest import randomize_frozen_bn, run_tool, spread_head_outputs
 from test_models import RELEASED
 
 SCORE_TOLERANCE = 1e-3
@@ -54,29 +53,6 @@ class Cfg(FCOSConfig):
 
 Net = FCOS
 '''
-
-
-def randomize_frozen_bn(model, rng):
-    """Statistics far from the identity, so that folding them is really exercised."""
-    for module in model.modules():
-        if isinstance(module, FrozenBatchNorm2d):
-            channels = module.num_features
-            module.load_state_dict({
-                "weight": rng.uniform(0.5, 1.5, channels).astype("float32"),
-                "bias": rng.uniform(-0.2, 0.2, channels).astype("float32"),
-                "running_mean": rng.uniform(-0.2, 0.2, channels).astype("float32"),
-                "running_var": rng.uniform(0.5, 2.0, channels).astype("float32"),
-            })
-
-
-@pytest.fixture(scope="module")
-def frozen_bn_model():
-    rng = np.random.RandomState(0)
-    model = FCOS(tiny_config().update(backbone_norm="FrozenBN"))
-    randomize_frozen_bn(model, rng)
-    spread_head_outputs(model, rng)
-    model.eval()
-    return model
 
 
 @pytest.fixture(scope="module")

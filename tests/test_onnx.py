@@ -18,12 +18,11 @@ from official.vision.detection.deploy import (
 )
 from official.vision.detection.engine.evaluation import EvalOptions, run_test
 from official.vision.detection.evaluator import DetEvaluator
-from official.vision.detection.models import FCOS
 from official.vision.detection.utils.config_file import load_config_module
 
 import hubconf
-from conftest import PROJECT_ROOT, run_tool, spread_head_outputs, tiny_config
-from test_deploy import TINY_CONFIG_FILE, randomize_frozen_bn
+from conftest import PROJECT_ROOT, randomize_frozen_bn, run_tool, spread_head_outputs
+from test_deploy import TINY_CONFIG_FILE
 from test_models import RELEASED
 
 SCORE_TOLERANCE = 1e-4
@@ -56,16 +55,6 @@ def assert_onnx_runs_like_eager(model, path, seed):
             assert found.shape == wanted.shape and len(wanted) > 0
             np.testing.assert_array_equal(found[:, 5], wanted[:, 5])
             np.testing.assert_allclose(found[:, :5], wanted[:, :5], rtol=0, atol=BOX_TOLERANCE)
-
-
-@pytest.fixture(scope="module")
-def frozen_bn_model():
-    rng = np.random.RandomState(0)
-    model = FCOS(tiny_config().update(backbone_norm="FrozenBN"))
-    randomize_frozen_bn(model, rng)
-    spread_head_outputs(model, rng)
-    model.eval()
-    return model
 
 
 @pytest.fixture(scope="module")
