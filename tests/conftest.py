@@ -67,11 +67,16 @@ def randomize_frozen_bn(model, rng):
             })
 
 
-@pytest.fixture(scope="module")
-def frozen_bn_model():
-    rng = np.random.RandomState(0)
-    model = FCOS(tiny_config().update(backbone_norm="FrozenBN"))
+def with_distinct_outputs(model, seed):
+    """``model`` in eval mode with FrozenBN statistics and head weights that compiled engines
+    must reproduce exactly (see randomize_frozen_bn and spread_head_outputs)."""
+    rng = np.random.RandomState(seed)
     randomize_frozen_bn(model, rng)
     spread_head_outputs(model, rng)
     model.eval()
     return model
+
+
+@pytest.fixture(scope="module")
+def frozen_bn_model():
+    return with_distinct_outputs(FCOS(tiny_config().update(backbone_norm="FrozenBN")), seed=0)

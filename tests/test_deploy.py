@@ -32,7 +32,7 @@ from official.vision.detection.layers.norm import FrozenBatchNorm2d
 from official.vision.detection.utils.config_file import load_config_module
 
 import hubconf
-from conftest import randomize_frozen_bn, run_tool, spread_head_outputs
+from conftest import randomize_frozen_bn, run_tool, with_distinct_outputs
 from test_models import RELEASED
 
 SCORE_TOLERANCE = 1e-3
@@ -181,11 +181,7 @@ def test_traced_detector_equals_eager_at_two_sizes(frozen_bn_model):
 
 @pytest.mark.parametrize("entry", RELEASED)
 def test_every_released_model_runs_traced_and_on_lite_like_eager(entry, tmp_path):
-    rng = np.random.RandomState(6)
-    model = getattr(hubconf, entry)()
-    randomize_frozen_bn(model, rng)
-    spread_head_outputs(model, rng)
-    model.eval()
+    model = with_distinct_outputs(getattr(hubconf, entry)(), seed=6)
     image, im_info = random_input(72, 100, seed=6)
     expected = model.inference(image, im_info)
     traced = TracedDetector(fold_frozen_bn(model))

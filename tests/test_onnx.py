@@ -21,7 +21,7 @@ from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.utils.config_file import load_config_module
 
 import hubconf
-from conftest import PROJECT_ROOT, randomize_frozen_bn, run_tool, spread_head_outputs
+from conftest import PROJECT_ROOT, run_tool, spread_head_outputs, with_distinct_outputs
 from test_deploy import TINY_CONFIG_FILE
 from test_models import RELEASED
 
@@ -69,11 +69,7 @@ def test_onnx_outputs_equal_eager_at_two_sizes_in_batches_of_two(frozen_bn_model
 
 @pytest.mark.parametrize("entry", RELEASED)
 def test_every_released_architecture_exports_like_eager(entry, tmp_path):
-    rng = np.random.RandomState(2)
-    model = getattr(hubconf, entry)()
-    randomize_frozen_bn(model, rng)
-    spread_head_outputs(model, rng)
-    model.eval()
+    model = with_distinct_outputs(getattr(hubconf, entry)(), seed=2)
     path = export_onnx(model, str(tmp_path / "model.onnx"))
     assert_onnx_runs_like_eager(model, path, seed=3)
 
