@@ -7,7 +7,7 @@ import megengine as mge
 import pytest
 
 from official.vision.detection.utils.cpu import (
-    cpu_vendor_and_flags, default_cpu_threads, use_mkl_avx2_kernels
+    cpu_vendor_and_flags, default_cpu_threads, synchronous_execution, use_mkl_avx2_kernels
 )
 
 from conftest import PROJECT_ROOT
@@ -79,3 +79,10 @@ def test_default_cpu_threads_applies_inside_the_block_only():
     assert mge.get_default_device() == before
     with default_cpu_threads(1):
         assert str(mge.tensor([1.0]).device).startswith("cpu0")
+
+
+def test_synchronous_execution_applies_inside_the_block_only():
+    before = mge.config.async_level
+    with synchronous_execution():
+        assert mge.config.async_level == 0
+    assert mge.config.async_level == before

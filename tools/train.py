@@ -31,6 +31,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2,
                         help="CPU threads of a single-process run on a machine without GPU")
+    parser.add_argument("--synchronous", action="store_true",
+                        help="run MegEngine synchronously: exactly repeatable runs on the CPU, "
+                             "~2.5x slower (see utils/cpu.py)")
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0)
     parser.add_argument("--master-ip", default="localhost")
@@ -46,6 +49,7 @@ def main():
         batch_size=args.batch_size, backbone_weights=args.weights, resume=args.resume,
         finetune=args.finetune,
         num_workers=args.workers, seed=args.seed, threads=args.threads,
+        synchronous=args.synchronous,
     )
     run_training(args.file, options, args.devices, args.num_machines, args.machine_rank,
                  args.master_ip, args.port)

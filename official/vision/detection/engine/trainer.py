@@ -1,4 +1,5 @@
 """The training loop: SGD with warm-up and step decay, a checkpoint per epoch, resume."""
+import contextlib
 import dataclasses
 import math
 import os
@@ -20,7 +21,7 @@ from ..data.transforms import TrainTransform
 from ..errors import ConfigError, DatasetError, NonFiniteLossError, WeightsUnavailableError
 from ..model_zoo import RELEASED_MODELS
 from ..utils.config_file import load_config_module
-from ..utils.cpu import default_cpu_threads
+from ..utils.cpu import default_cpu_threads, synchronous_execution
 from ..weights import load_matching_weights, load_weight_file, state_dict_of
 from .checkpoint import latest_checkpoint, load_checkpoint, resolve_weights, save_checkpoint
 from .launch import launch, world_info
@@ -41,6 +42,7 @@ class TrainOptions:
     num_workers: int = 2  # data-loading processes per device
     seed: int = 0
     threads: int = 2  # kernel threads of a single-process run on a machine without GPU
+    synchronous: bool = False  # exactly repeatable on the CPU, ~2.5x slower (utils/cpu.py)
 
 
 class TrainBatches:
@@ -175,10 +177,12 @@ class Trainer:
 def train_worker(config_file, options):
     """Build everything from the config file and train on this process's device: a GPU, or
     without one ``options.threads`` CPU threads."""
-    if world_info()[0] == 1 and not mge.is_cuda_available():
-        with default_cpu_threads(options.threads):
-            return _train(config_file, options)
-    return _train(config_file, options)
+    with contextlib.ExitStack() as stack:
+        if world_info()[0] == 1 and not mge.is_cuda_available():
+            stack.enter_context(default_cpu_threads(options.threads))
+        if options.synchronous:
+            stack.enter_context(synchronous_execution())
+        return _train(config_file, options)
 
 
 def _train(config_file, options):
