@@ -4,7 +4,8 @@ import megengine as mge
 import megengine.module as M
 from megengine.autodiff import GradManager
 
-from official.vision.detection.layers.conv import Conv2d, on_cpu_device
+from official.vision.detection.layers.conv import Conv2d
+from official.vision.detection.utils.cpu import on_cpu_device
 
 
 def gradients(conv, x):

@@ -9,7 +9,6 @@ import numpy as np
 import megengine as mge
 import megengine.distributed as dist
 from megengine.autodiff import GradManager
-from megengine.optimizer import SGD
 from tqdm import tqdm
 
 from ..backbones.resnet import IMAGENET_WEIGHTS
@@ -25,6 +24,7 @@ from ..utils.cpu import default_cpu_threads, synchronous_execution
 from ..weights import load_matching_weights, load_weight_file, state_dict_of
 from .checkpoint import latest_checkpoint, load_checkpoint, resolve_weights, save_checkpoint
 from .launch import launch, world_info
+from .optimizer import InplaceSGD
 from .schedule import learning_rate, steps_per_epoch
 
 logger = mge.get_logger(__name__)
@@ -96,8 +96,8 @@ class Trainer:
         self.total_batch_size = options.batch_size * world_size
         self.steps_per_epoch = steps_per_epoch(cfg, self.total_batch_size)
         params = model.trainable_parameters()
-        self.optimizer = SGD(params, lr=learning_rate(cfg, 0, 0, self.total_batch_size),
-                             momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.optimizer = InplaceSGD(params, lr=learning_rate(cfg, 0, 0, self.total_batch_size),
+                                    momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         callbacks = [dist.make_allreduce_cb("mean")] if world_size > 1 else None
         self.grad_manager = GradManager().attach(params, callbacks=callbacks)
         self.start_epoch = 0

@@ -14,6 +14,8 @@ import megengine.functional as F
 import megengine.module as M
 from megengine.autodiff import Function
 
+from ..utils.cpu import on_cpu_device
+
 
 def weight_gradient(conv, inputs, grad_output, weight_shape):
     """dW of ``conv`` from its input [N, C, H, W] and output gradient [N, O, Ho, Wo]:
@@ -94,12 +96,6 @@ class StrideOneConv(Function):
         input_grad = F.conv2d(grad_output, flipped, None, 1, padding, conv.dilation,
                               conv.groups)
         return input_grad, weight_gradient(conv, self.inputs, grad_output, weight.shape)
-
-
-def on_cpu_device(tensor):
-    # CPU devices are "cpu<k>" (one thread) or "multithread<threads>:<k>"
-    name = str(tensor.device.physical_name)
-    return name.startswith("cpu") or name.startswith("multithread")
 
 
 class Conv2d(M.Conv2d):

@@ -8,7 +8,8 @@ force its AVX2 kernels (4 selects AVX without FMA, 0-3 older SSE paths).
 
 Importing the package calls ``use_mkl_avx2_kernels``; a value the user set is kept.
 
-``cpu_device(threads)`` names MegEngine's CPU device with that many worker threads.
+``cpu_device(threads)`` names MegEngine's CPU device with that many worker threads;
+``on_cpu_device(tensor)`` tells whether a tensor lives on one.
 """
 import contextlib
 import os
@@ -50,6 +51,13 @@ def use_mkl_avx2_kernels(cpuinfo="/proc/cpuinfo"):
 def cpu_device(threads):
     """MegEngine's CPU device running kernels on ``threads`` threads ("cpu0" is one)."""
     return "multithread{}:0".format(threads) if threads > 1 else "cpu0"
+
+
+def on_cpu_device(tensor):
+    """Whether ``tensor`` lives on a CPU device: "cpu<k>" (one thread) or
+    "multithread<threads>:<k>"."""
+    name = str(tensor.device.physical_name)
+    return name.startswith("cpu") or name.startswith("multithread")
 
 
 @contextlib.contextmanager
