@@ -37,6 +37,24 @@ def test_training_gradients_equal_megengine_conv(kernel, stride, padding, dilati
         np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
 
 
+# a 1x1 input with a 1x1 output meets one kernel tap: the training path is a matrix product
+@pytest.mark.parametrize("kernel, stride, padding, dilation, groups, tap", [
+    (3, 1, 1, 1, 1, (1, 1)), (5, 1, 2, 1, 1, (2, 2)), (3, 1, 2, 2, 1, (1, 1)),
+    (3, 2, 1, 1, 1, (1, 1)), ((1, 3), 1, (0, 1), 1, 1, (0, 1)),
+    (3, 1, 1, 1, 2, None),  # grouped: the usual path
+])
+def test_single_pixel_gradients_equal_megengine_conv(kernel, stride, padding, dilation, groups,
+                                                     tap):
+    x = np.random.RandomState(1).randn(3, 8, 1, 1).astype("float32")
+    reference = M.Conv2d(8, 6, kernel, stride, padding, dilation, groups)
+    fast = Conv2d(8, 6, kernel, stride, padding, dilation, groups)
+    M.init.normal_(reference.bias)
+    fast.load_state_dict(reference.state_dict())
+    assert fast._single_pixel_tap(mge.tensor(x)) == tap  # pylint: disable=protected-access
+    for expected, actual in zip(gradients(reference, x), gradients(fast, x)):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_eval_mode_uses_the_plain_convolution():
     conv = Conv2d(3, 4, 3, padding=1)
     conv.eval()
