@@ -4,6 +4,7 @@ import megengine as mge
 import megengine.module as M
 from megengine.autodiff import GradManager
 
+from official.vision.detection.layers import conv as conv_module
 from official.vision.detection.layers.conv import Conv2d
 from official.vision.detection.utils.cpu import on_cpu_device
 
@@ -26,8 +27,12 @@ def gradients(conv, x):
     (3, 1, 1, 1, 4, False), (1, 1, 0, 1, 1, False), (3, 1, 0, 1, 1, True),
     ((3, 5), 1, (1, 2), (2, 1), 2, True), (1, 1, 1, 1, 1, True),
 ])
+@pytest.mark.parametrize("stack_taps", [True, False])
 def test_training_gradients_equal_megengine_conv(kernel, stride, padding, dilation, groups,
-                                                 bias):
+                                                 bias, stack_taps, monkeypatch):
+    if not stack_taps:  # one product per tap, as for large inputs
+        monkeypatch.setattr(conv_module, "STACKED_TAPS_MAX_VALUES", 0)
+        monkeypatch.setattr(conv_module, "SKINNY_MAX_CHANNELS", 0)
     rng = np.random.RandomState(0)
     x = rng.randn(2, 8, 11, 13).astype("float32")
     reference = M.Conv2d(8, 12, kernel, stride, padding, dilation, groups, bias)

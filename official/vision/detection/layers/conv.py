@@ -4,11 +4,11 @@ MegEngine 1.13's CPU kernels for the convolution gradients are slower than its f
 convolution and matrix multiplies: the weight gradient 5-15x (e.g. 3x3, 64->64 channels,
 8x32x32: ~1000 ms vs ~150 ms per step), the input gradient ~1.5x (the demo's stride-1 convs:
 149 ms vs 98 ms per step on one thread). While training on the CPU the weight gradient is
-therefore one matrix multiply per kernel tap (``weight_gradient``), and the input gradient of a
-stride-1 convolution is a forward convolution of the output gradient with the flipped kernel
-(``StrideOneConv``); strided convolutions keep MegEngine's input gradient. A
-convolution of a single pixel into a single pixel is a matrix product with one kernel tap. Forward values are
-MegEngine's convolution in every case. Parameter names and shapes are those of
+therefore computed by matrix multiplies over the kernel taps (``weight_gradient``), and the
+input gradient of a stride-1 convolution is a forward convolution of the output gradient with
+the flipped kernel (``StrideOneConv``); strided convolutions keep MegEngine's input gradient.
+A convolution of a single pixel into a single pixel is a matrix product with its one kernel
+tap. Otherwise forward values are MegEngine's convolution. Parameter names and shapes are those of
 ``megengine.module.Conv2d``.
 """
 import megengine.functional as F
@@ -18,11 +18,21 @@ from megengine.autodiff import Function
 from ..utils.cpu import on_cpu_device
 
 
+# Stacking every tap of the input (im2col) for one matrix product beat one product per tap
+# by up to 2x where the per-tap products are small (512 channels at 3x4: 5 vs 10 ms; the
+# head's P5-P7) or skinny (the 7x7 stem on 3 channels: 17 vs 29 ms), and was within 10%
+# elsewhere; but large stacked buffers raised the training benchmark's peak memory from
+# ~950 to ~1070 MB (glibc keeps the freed blocks), so only small or skinny ones are stacked.
+STACKED_TAPS_MAX_VALUES = 1 << 19  # 2 MB of float32
+SKINNY_MAX_CHANNELS = 4
+
+
 def weight_gradient(conv, inputs, grad_output, weight_shape):
     """dW of ``conv`` from its input [N, C, H, W] and output gradient [N, O, Ho, Wo]:
-    dW[:, :, i, j] = dY @ X(i, j)^T, where X(i, j) is the padded input seen through tap (i, j)
-    of every window, with the batch folded into the summed dimension (one large product per
-    tap rather than a small one per image, and no buffer of every tap at once)."""
+    dW = dY @ X^T per group, dY as [O, N * P] and X as the padded input seen through the
+    kernel's taps, [C * taps, N * P], with the batch folded into the summed dimension. X is
+    built whole (one product) when small or skinny, else one tap at a time (one product per
+    tap, no buffer of every tap)."""
     groups = conv.groups
     n, out_channels, out_h, out_w = grad_output.shape
     (pad_h, pad_w), (stride_h, stride_w) = conv.padding, conv.stride
@@ -31,21 +41,24 @@ def weight_gradient(conv, inputs, grad_output, weight_shape):
     grad = grad_output.reshape(n, groups, out_channels // groups, out_h * out_w)
     grad = grad.transpose(1, 2, 0, 3).reshape(groups, out_channels // groups, -1)
     in_channels, height, width = inputs.shape[1:]
-    channels_first = inputs.transpose(1, 0, 2, 3)  # [C, N, H, W]: a tap reshapes to [C, N * P]
+    channels_first = inputs.transpose(1, 0, 2, 3)  # [C, N, H, W]: the batch joins P
     if pad_h or pad_w:
         # written into zeros: ~10x faster than F.nn.pad on these shapes
         inputs = F.zeros((in_channels, n, height + 2 * pad_h, width + 2 * pad_w))
         inputs[:, :, pad_h:pad_h + height, pad_w:pad_w + width] = channels_first
     else:
         inputs = channels_first
-    per_tap = []
-    for i in range(kernel_h):
-        for j in range(kernel_w):
-            top, left = i * dilation_h, j * dilation_w
-            tap = inputs[:, :, top:top + stride_h * (out_h - 1) + 1:stride_h,
-                         left:left + stride_w * (out_w - 1) + 1:stride_w]
-            tap = tap.reshape(groups, in_channels // groups, -1)
-            per_tap.append(F.matmul(grad, tap, transpose_b=True))  # [G, O / G, C / G]
+    taps = [inputs[:, :, i * dilation_h:i * dilation_h + stride_h * (out_h - 1) + 1:stride_h,
+                   j * dilation_w:j * dilation_w + stride_w * (out_w - 1) + 1:stride_w]
+            for i in range(kernel_h) for j in range(kernel_w)]
+    stacked_values = in_channels * len(taps) * grad.shape[-1]
+    if (stacked_values <= STACKED_TAPS_MAX_VALUES
+            or in_channels // groups <= SKINNY_MAX_CHANNELS):
+        # [C, taps, N, Ho, Wo] -> [G, C / G * taps, N * P]
+        columns = F.stack(taps, axis=1).reshape(groups, -1, grad.shape[-1])
+        return F.matmul(grad, columns, transpose_b=True).reshape(weight_shape)
+    per_tap = [F.matmul(grad, tap.reshape(groups, in_channels // groups, -1), transpose_b=True)
+               for tap in taps]  # [G, O / G, C / G] each
     return F.stack(per_tap, axis=3).reshape(weight_shape)
 
 
