@@ -11,13 +11,18 @@ import pytest
 from official.vision.detection.data.coco import COCODetection
 from official.vision.detection.data.synthetic import make_synthetic_coco
 from official.vision.detection.data.transforms import TrainTransform
-from official.vision.detection.engine.checkpoint import epoch_checkpoints, load_checkpoint
+from official.vision.detection.engine.checkpoint import (
+    checkpoint_path, epoch_checkpoints, load_checkpoint, save_checkpoint
+)
 from official.vision.detection.engine.evaluation import COCO_METRICS, EvalOptions, run_test
 from official.vision.detection.engine.launch import launch
+from official.vision.detection.engine.optimizer import InplaceSGD
 from official.vision.detection.engine.trainer import (
     NonFiniteLossError, TrainBatches, TrainOptions, load_backbone_weights, run_training
 )
-from official.vision.detection.errors import ConfigError, DatasetError, WeightsUnavailableError
+from official.vision.detection.errors import (
+    ConfigError, DatasetError, NonFiniteError, WeightsUnavailableError
+)
 from official.vision.detection.models import FCOS
 
 from conftest import PROJECT_ROOT, tiny_config
@@ -136,6 +141,20 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(dataset_di
                                              num_workers=0, resume=True))
     assert open(os.path.join(output_dir, "epoch_0.pkl"), "rb").read() == before
     assert not os.path.exists(os.path.join(output_dir, "epoch_1.pkl"))
+
+
+def test_non_finite_weights_are_not_saved_and_the_error_names_the_last_checkpoint(tmp_path):
+    model = FCOS(tiny_config())
+    optimizer = InplaceSGD(model.parameters(), lr=0.1, momentum=0.9)
+    good = save_checkpoint(str(tmp_path), model, optimizer, 0, 10)
+    before = open(good, "rb").read()
+    weight = model.head.cls_score.weight
+    weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"epoch 1 .* 1 tensor\(s\) \(head.cls_score.weight\)"
+                       r".*epoch_0.pkl"):
+        save_checkpoint(str(tmp_path), model, optimizer, 1, 20)
+    assert not os.path.exists(checkpoint_path(str(tmp_path), 1))
+    assert open(good, "rb").read() == before
 
 
 def test_backbone_weights_load_by_name_and_report_the_classifier(tmp_path):

@@ -2,9 +2,10 @@
 import os
 import re
 
+import numpy as np
 import megengine as mge
 
-from ..errors import WeightsUnavailableError
+from ..errors import NonFiniteError, WeightsUnavailableError
 from ..utils.files import save_atomic
 
 _CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)\.pkl$")
@@ -15,9 +16,22 @@ def checkpoint_path(output_dir, epoch):
 
 
 def save_checkpoint(output_dir, model, optimizer, epoch, iteration):
-    """Write epoch_<epoch>.pkl atomically; ``iteration`` counts all steps done so far."""
+    """Write epoch_<epoch>.pkl atomically; ``iteration`` counts all steps done so far.
+
+    Weights that are no longer finite are not written: the step's loss was checked, but its
+    update can still overflow, and MegEngine 1.13's asynchronous CPU execution now and then
+    corrupts values (a 1596-step demo run ended with NaN weights after finite losses; resumed
+    from its last checkpoint, the same steps ran clean)."""
+    state_dict = model.state_dict()
+    broken = [name for name, value in state_dict.items() if not np.isfinite(value).all()]
+    if broken:
+        raise NonFiniteError(
+            "epoch {} ended with non-finite weights in {} tensor(s) ({}{}), not saved; resume "
+            "from the last good checkpoint, {}, with --resume (or train with --synchronous)"
+            .format(epoch, len(broken), ", ".join(broken[:3]), ", ..." if len(broken) > 3 else "",
+                    latest_checkpoint(output_dir)))
     path = checkpoint_path(output_dir, epoch)
-    save_atomic({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+    save_atomic({"state_dict": state_dict, "optimizer": optimizer.state_dict(),
                  "epoch": epoch, "iteration": iteration}, path)
     return path
 
