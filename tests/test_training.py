@@ -129,16 +129,20 @@ def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(dataset_dir,
         np.testing.assert_allclose(resumed["state_dict"][name], value, rtol=1e-4, atol=1e-5)
 
 
-def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(dataset_dir, tmp_path):
+def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(dataset_dir, tmp_path,
+                                                                     caplog):
     output_dir = str(tmp_path / "log")
     run_training(write_config(tmp_path / "first_epoch.py"), TrainOptions(
         dataset_dir, output_dir, batch_size=2, num_workers=0))
     os.remove(os.path.join(output_dir, "epoch_1.pkl"))
     before = open(os.path.join(output_dir, "epoch_0.pkl"), "rb").read()
     exploding = write_config(tmp_path / "exploding.py", basic_lr=1e30)
+    caplog.clear()
     with pytest.raises(NonFiniteLossError, match=r"epoch 1 step \d+ .*epoch_0.pkl"):
         run_training(exploding, TrainOptions(dataset_dir, output_dir, batch_size=2,
                                              num_workers=0, resume=True))
+    # a diverging run fails the one repeat from the last checkpoint too
+    assert caplog.text.count("repeating epoch 1 from") == 1
     assert open(os.path.join(output_dir, "epoch_0.pkl"), "rb").read() == before
     assert not os.path.exists(os.path.join(output_dir, "epoch_1.pkl"))
 

@@ -17,7 +17,9 @@ from ..data.collate import collate_train
 from ..data.loader import BatchLoader
 from ..data.samplers import GroupedBatchSampler
 from ..data.transforms import TrainTransform
-from ..errors import ConfigError, DatasetError, NonFiniteLossError, WeightsUnavailableError
+from ..errors import (
+    ConfigError, DatasetError, NonFiniteError, NonFiniteLossError, WeightsUnavailableError
+)
 from ..model_zoo import RELEASED_MODELS
 from ..utils.config_file import load_config_module
 from ..utils.cpu import default_cpu_threads, synchronous_execution
@@ -43,6 +45,7 @@ class TrainOptions:
     seed: int = 0
     threads: int = 2  # kernel threads of a single-process run on a machine without GPU
     synchronous: bool = False  # exactly repeatable on the CPU, ~2.5x slower (utils/cpu.py)
+    non_finite_retries: int = 1  # repeats of an epoch that ends in NaN/Inf (run_epoch)
 
 
 class TrainBatches:
@@ -124,6 +127,17 @@ class Trainer:
         make_batch = TrainBatches(self.dataset, transform, self.options.seed, self.rank)
         with BatchLoader(make_batch, self.options.num_workers) as loader:
             for epoch in range(self.start_epoch, self.cfg.max_epoch):
+                self.run_epoch(epoch, sampler, loader)
+
+    def run_epoch(self, epoch, sampler, loader):
+        """Train an epoch and save its checkpoint. On a NaN/Inf loss or weights a
+        single-process run repeats the epoch from the last checkpoint (up to
+        ``options.non_finite_retries`` times), as ``--resume`` would: MegEngine 1.13's
+        asynchronous CPU execution now and then corrupts values, and the repeat runs the same
+        batches. A run that diverges fails the repeat too and stops with the error."""
+        losses_before = len(self.losses)
+        for attempt in range(self.options.non_finite_retries + 1):
+            try:
                 batches = sampler.epoch_batches(epoch, self.steps_per_epoch)
                 tasks = [(epoch, number, indices) for number, indices in enumerate(batches)]
                 self.train_epoch(epoch, loader.iterate(tasks))
@@ -131,6 +145,15 @@ class Trainer:
                     path = save_checkpoint(self.options.output_dir, self.model, self.optimizer,
                                            epoch, self.iteration)
                     logger.info("saved %s", path)
+                return
+            except NonFiniteError as error:
+                latest = latest_checkpoint(self.options.output_dir)
+                if attempt == self.options.non_finite_retries or latest is None \
+                        or self.world_size > 1:
+                    raise
+                logger.warning("%s; repeating epoch %d from %s", error, epoch, latest)
+                self.resume(latest)
+                del self.losses[losses_before:]
 
     def train_epoch(self, epoch, batches):
         progress = tqdm(total=self.steps_per_epoch, desc="epoch {}".format(epoch),
