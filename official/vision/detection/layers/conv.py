@@ -8,8 +8,8 @@ therefore computed by matrix multiplies over the kernel taps (``weight_gradient`
 input gradient of a stride-1 convolution is a forward convolution of the output gradient with
 the flipped kernel (``StrideOneConv``); strided convolutions keep MegEngine's input gradient.
 A convolution of a single pixel into a single pixel is a matrix product with its one kernel
-tap. Otherwise forward values are MegEngine's convolution. Parameter names and shapes are those of
-``megengine.module.Conv2d``.
+tap. Otherwise forward values are MegEngine's convolution. Parameter names and shapes are
+those of ``megengine.module.Conv2d``.
 """
 import megengine.functional as F
 import megengine.module as M

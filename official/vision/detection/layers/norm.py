@@ -4,7 +4,6 @@ import numpy as np
 import megengine as mge
 import megengine.functional as F
 import megengine.module as M
-
 from megengine.autodiff import Function
 
 from ..errors import ConfigError
@@ -51,7 +50,8 @@ class BatchStatisticsNorm(Function):
     With s = weight / sqrt(var + eps), the output is x * s + (bias - mean * s). The input
     gradient is dy * s - x * k + (mean * k - s * mean(dy)), with k = s * dweight / (count *
     sqrt(var + eps)): the usual formula with x - mean expanded, so no normalized copy of x is
-    kept. The batch mean and (biased) variance stay on the object for the running averages.
+    kept. The variance is E[x^2] - mean^2, as MegEngine's SyncBatchNorm computes it. The batch
+    mean and (biased) variance stay on the object for the running averages.
     """
 
     def __init__(self, eps):
