@@ -33,6 +33,7 @@ from official.vision.detection.utils.config_file import load_config_module
 
 import hubconf
 from conftest import randomize_frozen_bn, run_tool, with_distinct_outputs
+from detection_matching import assert_same_detections
 from test_models import RELEASED
 
 SCORE_TOLERANCE = 1e-3
@@ -112,14 +113,6 @@ def assert_outputs_close(actual, expected):
     np.testing.assert_allclose(np.asarray(boxes), expected_boxes.numpy(), atol=BOX_TOLERANCE)
 
 
-def assert_detections_close(detections, expected):
-    """[K, 6] rows (x1, y1, x2, y2, score, class): same classes, close boxes and scores."""
-    assert detections.shape == expected.shape and len(expected) > 0
-    np.testing.assert_array_equal(detections[:, 5], expected[:, 5])
-    np.testing.assert_allclose(detections[:, 4], expected[:, 4], atol=SCORE_TOLERANCE)
-    np.testing.assert_allclose(detections[:, :4], expected[:, :4], atol=BOX_TOLERANCE)
-
-
 def outputs(value):
     """numpy (scores, boxes) of any detector's inference result."""
     return tuple(v if isinstance(v, np.ndarray) else v.numpy() for v in value)
@@ -160,7 +153,8 @@ def test_lite_detections_equal_eager(frozen_bn_model, lite_model_path, height, w
     image, im_info = random_input(height, width, seed=1)
     lite = DetEvaluator(LiteDetector(lite_model_path, frozen_bn_model.cfg))
     expected = DetEvaluator(frozen_bn_model).predict(image=image, im_info=im_info)
-    assert_detections_close(lite.predict(image=image, im_info=im_info), expected)
+    assert_same_detections(lite.predict(image=image, im_info=im_info), expected,
+                           BOX_TOLERANCE, SCORE_TOLERANCE)
 
 
 def test_lite_graph_takes_a_batch(frozen_bn_model, lite_model_path):

@@ -20,6 +20,7 @@ from official.vision.detection.models import FCOS
 from official.vision.detection.utils.config_file import load_config_module
 
 from conftest import PROJECT_ROOT, run_tool, spread_head_outputs, tiny_config
+from detection_matching import assert_same_detections
 
 CONFIG = '''
 from official.vision.detection import models
@@ -68,16 +69,6 @@ def evaluate(setup, tmp_path, name, **options):
                                          num_workers=0, **options))
     with open(out) as f:
         return table[weights], json.load(f)
-
-
-def assert_same_detections(results, expected, box_atol, score_atol):
-    """COCO result dicts: the same images and classes, ranked alike, with close boxes."""
-    assert len(results) == len(expected) > 0
-    key = lambda r: (r["image_id"], -r["score"])  # noqa: E731
-    for a, b in zip(sorted(results, key=key), sorted(expected, key=key)):
-        assert a["category_id"] == b["category_id"] and a["image_id"] == b["image_id"]
-        assert a["score"] == pytest.approx(b["score"], abs=score_atol)
-        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=box_atol)
 
 
 def test_batched_evaluation_gives_the_numbers_of_one_image_at_a_time(setup, tmp_path):
@@ -150,7 +141,7 @@ def test_tta_detections_equal_the_hand_merged_candidates_of_all_views():
         # every view (3 sizes x plain/mirrored) must own some kept box, or it goes unchecked
         for _, boxes in views:
             assert (np.abs(boxes[:, None] - expected[None, :, :4]).max(-1) < 1e-6).any()
-        np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5)
+        assert_same_detections(result, expected, box_atol=1e-5, score_atol=1e-5)
 
 
 def test_evaluation_with_tta_writes_the_hand_merged_detections(setup, tmp_path):

@@ -5,6 +5,8 @@ import pytest
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.models import FCOSConfig
 
+from detection_matching import assert_same_detections
+
 
 def test_resize_rule_short_side_then_long_side_cap():
     assert DetEvaluator.get_hw_by_short_size(480, 640, 800, 1333) == (800, 1067)
@@ -64,8 +66,7 @@ def test_predict_on_a_batch_returns_one_array_per_image(tiny_model):
     batch = evaluator.predict(image=np.concatenate([data, data]),
                               im_info=np.concatenate([im_info, im_info]))
     assert len(batch) == 2
-    for dets in batch:
-        np.testing.assert_allclose(dets, single, atol=1e-4)
+    assert_same_detections(batch, [single, single], box_atol=1e-4, score_atol=1e-4)
 
 
 def test_format_uses_the_dataset_category_ids_and_xywh():
