@@ -33,7 +33,9 @@ def tiny_config(num_classes=3):
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    np.random.seed(0)
+    # MegEngine's initializers draw from MegEngine's generator, not NumPy's: seeded here, the
+    # weights do not depend on which tests ran before
+    mge.random.seed(0)
     model = FCOS(tiny_config())
     model.eval()
     return model
@@ -67,9 +69,12 @@ def randomize_frozen_bn(model, rng):
             })
 
 
-def with_distinct_outputs(model, seed):
-    """``model`` in eval mode with FrozenBN statistics and head weights that compiled engines
-    must reproduce exactly (see randomize_frozen_bn and spread_head_outputs)."""
+def with_distinct_outputs(build, seed):
+    """``build()``, its initial weights drawn after seeding MegEngine's generator with ``seed``,
+    in eval mode with FrozenBN statistics and head weights that compiled engines must
+    reproduce exactly (see randomize_frozen_bn and spread_head_outputs)."""
+    mge.random.seed(seed)
+    model = build()
     rng = np.random.RandomState(seed)
     randomize_frozen_bn(model, rng)
     spread_head_outputs(model, rng)
@@ -79,4 +84,5 @@ def with_distinct_outputs(model, seed):
 
 @pytest.fixture(scope="module")
 def frozen_bn_model():
-    return with_distinct_outputs(FCOS(tiny_config().update(backbone_norm="FrozenBN")), seed=0)
+    return with_distinct_outputs(lambda: FCOS(tiny_config().update(backbone_norm="FrozenBN")),
+                                 seed=0)

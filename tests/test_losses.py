@@ -55,7 +55,6 @@ def test_unknown_iou_loss_type_is_rejected():
 
 def test_batch_without_boxes_has_only_the_background_focal_loss():
     mge.random.seed(0)
-    np.random.seed(0)
     model = FCOS(tiny_config())
     model.eval()  # BN with fixed statistics: the two forwards below see the same logits
     data = np.random.RandomState(0).uniform(0, 255, (2, 3, 64, 64)).astype("float32")

@@ -144,7 +144,6 @@ def golden_model():
     """Tiny FCOS with seeded weights; head weights wide enough that logits, boxes and
     centerness vary from point to point, and box outputs mostly positive (bias 1)."""
     mge.random.seed(3)
-    np.random.seed(3)
     model = FCOS(tiny_config())
     spread_head_outputs(model, np.random.RandomState(4))
     model.head.bbox_pred.bias = mge.Parameter(np.ones((1, 4, 1, 1), np.float32))

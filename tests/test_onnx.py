@@ -68,7 +68,7 @@ def test_onnx_outputs_equal_eager_at_two_sizes_in_batches_of_two(frozen_bn_model
 
 @pytest.mark.parametrize("entry", RELEASED)
 def test_every_released_architecture_exports_like_eager(entry, tmp_path):
-    model = with_distinct_outputs(getattr(hubconf, entry)(), seed=2)
+    model = with_distinct_outputs(getattr(hubconf, entry), seed=2)
     path = export_onnx(model, str(tmp_path / "model.onnx"))
     assert_onnx_runs_like_eager(model, path, seed=3)
 
@@ -180,6 +180,7 @@ def test_test_tool_gives_the_eager_numbers_on_onnxruntime(tmp_path):
     config = tmp_path / "cfg.py"
     config.write_text(EVAL_CONFIG)
     module = load_config_module(str(config))
+    mge.random.seed(5)
     model = module.Net(module.Cfg())
     spread_head_outputs(model, np.random.RandomState(6))
     weights, model_path = str(tmp_path / "weights.pkl"), str(tmp_path / "model.onnx")
