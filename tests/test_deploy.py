@@ -32,28 +32,13 @@ from official.vision.detection.layers.norm import FrozenBatchNorm2d
 from official.vision.detection.utils.config_file import load_config_module
 
 import hubconf
-from conftest import randomize_frozen_bn, run_tool, with_distinct_outputs
+from conftest import RELEASED, randomize_frozen_bn, run_tool, with_distinct_outputs
 from detection_matching import assert_same_detections
-from test_models import RELEASED
 
 SCORE_TOLERANCE = 1e-3
 BOX_TOLERANCE = 0.5  # pixels
 # the first is padded to 128 x 160 inside the model, the second needs no padding
 SIZES = [(100, 150), (128, 160)]
-
-TINY_CONFIG_FILE = '''
-from official.vision.detection.models import FCOS, FCOSConfig
-
-
-class Cfg(FCOSConfig):
-    def __init__(self):
-        super().__init__()
-        self.update(backbone="resnet18", fpn_in_channels=[128, 256, 512], fpn_out_channels=64,
-                    fpn_top_in_channel=64, num_classes=3)
-
-
-Net = FCOS
-'''
 
 
 @pytest.fixture(scope="module")
@@ -231,13 +216,6 @@ def test_peak_is_cores_times_clock_times_flops_per_cycle(tmp_path):
 
 
 # ---------------------------------- tools ---------------------------------- #
-@pytest.fixture(scope="module")
-def tiny_config_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("config") / "tiny_fcos.py"
-    path.write_text(TINY_CONFIG_FILE)
-    return str(path)
-
-
 def test_dump_tool_writes_a_lite_model_of_the_given_weights(frozen_bn_model, tiny_config_file,
                                                             cpu_runs_nchw88, tmp_path):
     weights = str(tmp_path / "weights.pkl")

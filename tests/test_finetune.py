@@ -10,8 +10,7 @@ from official.vision.detection.engine.trainer import (
 )
 from official.vision.detection.models import FCOS
 
-from conftest import tiny_config
-from test_training import write_config
+from conftest import tiny_config, write_config
 
 
 @pytest.fixture(scope="module")

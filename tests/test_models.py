@@ -11,9 +11,7 @@ from official.vision.detection.model_zoo import RELEASED_MODELS
 from official.vision.detection.models import FCOS, FCOSConfig
 from official.vision.detection.utils.config_file import load_config_module
 
-from conftest import PROJECT_ROOT, spread_head_outputs, tiny_config
-
-RELEASED = list(RELEASED_MODELS)
+from conftest import PROJECT_ROOT, RELEASED, spread_head_outputs, tiny_config
 
 
 def test_the_model_zoo_table_holds_the_published_models_urls_and_map(published_reference):

@@ -21,10 +21,10 @@ from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.utils.config_file import load_config_module
 
 import hubconf
-from conftest import PROJECT_ROOT, run_tool, spread_head_outputs, with_distinct_outputs
+from conftest import (
+    PROJECT_ROOT, RELEASED, run_tool, spread_head_outputs, with_distinct_outputs
+)
 from detection_matching import assert_same_detections
-from test_deploy import TINY_CONFIG_FILE
-from test_models import RELEASED
 
 SCORE_TOLERANCE = 1e-4
 BOX_TOLERANCE = 0.05  # pixels
@@ -105,13 +105,6 @@ def test_onnxruntime_loads_the_file_and_runs_it_on_the_given_threads(frozen_bn_m
 
 
 # ------------------------------ building detectors ----------------------------- #
-@pytest.fixture(scope="module")
-def tiny_config_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("config") / "tiny_fcos.py"
-    path.write_text(TINY_CONFIG_FILE)
-    return str(path)
-
-
 def test_an_onnx_file_runs_on_onnxruntime_only(tiny_config_file, onnx_path):
     module = load_config_module(tiny_config_file)
     assert isinstance(build_detector(module, engine="onnxruntime", model_path=onnx_path),

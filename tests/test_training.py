@@ -25,49 +25,7 @@ from official.vision.detection.errors import (
 )
 from official.vision.detection.models import FCOS
 
-from conftest import PROJECT_ROOT, tiny_config
-
-# Written the way configs for the official package are: attribute names, Net and Cfg.
-OFFICIAL_STYLE_CONFIG = '''
-from official.vision.detection import models
-
-
-class CustomFCOSConfig(models.FCOSConfig):
-    def __init__(self):
-        super().__init__()
-        self.backbone = "resnet18"
-        self.backbone_pretrained = False
-        self.backbone_norm = "BN"
-        self.backbone_freeze_at = 0
-        self.fpn_in_channels = [128, 256, 512]
-        self.fpn_out_channels = 32
-        self.fpn_top_in_channel = 32
-        self.train_dataset = dict(name="shapes", root="train", ann_file="annotations/train.json",
-                                  remove_images_without_annotations=True)
-        self.test_dataset = dict(name="shapes", root="val", ann_file="annotations/val.json",
-                                 remove_images_without_annotations=False)
-        self.num_classes = 3
-        self.train_image_short_size = (64,)
-        self.train_image_max_size = 96
-        self.test_image_short_size = 64
-        self.test_image_max_size = 96
-        self.nr_images_epoch = NR_IMAGES
-        self.max_epoch = 2
-        self.warm_iters = 2
-        self.lr_decay_stages = [1]
-        self.basic_lr = BASIC_LR
-        self.log_interval = 4
-
-
-Net = models.FCOS
-Cfg = CustomFCOSConfig
-'''
-
-
-def write_config(path, nr_images=8, basic_lr=0.01 / 16):
-    path.write_text(OFFICIAL_STYLE_CONFIG.replace("NR_IMAGES", str(nr_images))
-                    .replace("BASIC_LR", repr(basic_lr)))
-    return str(path)
+from conftest import PROJECT_ROOT, tiny_config, write_config
 
 
 @pytest.fixture(scope="module")
