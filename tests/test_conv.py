@@ -1,12 +1,15 @@
+import json
+
 import numpy as np
 import pytest
 import megengine as mge
 import megengine.module as M
 from megengine.autodiff import GradManager
+from megengine.utils.profiler import Profiler
 
 from official.vision.detection.layers import conv as conv_module
 from official.vision.detection.layers.conv import Conv2d
-from official.vision.detection.utils.cpu import on_cpu_device
+from official.vision.detection.utils.cpu import default_cpu_threads
 
 
 def gradients(conv, x):
@@ -62,15 +65,61 @@ def test_single_pixel_gradients_equal_megengine_conv(kernel, stride, padding, di
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_eval_mode_uses_the_plain_convolution():
-    conv = Conv2d(3, 4, 3, padding=1)
+def cross_correlation_by_hand(x, weight, bias, stride, padding):
+    """NCHW input, OIHW weight: out[n, o, i, j] = bias[o] + sum over c, u, v of
+    weight[o, c, u, v] * padded x[n, c, i * stride + u, j * stride + v]."""
+    _, _, kernel_h, kernel_w = weight.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    out_h = (padded.shape[2] - kernel_h) // stride + 1
+    out_w = (padded.shape[3] - kernel_w) // stride + 1
+    out = np.zeros((x.shape[0], weight.shape[0], out_h, out_w)) + bias.reshape(1, -1, 1, 1)
+    for u in range(kernel_h):
+        for v in range(kernel_w):
+            window = padded[:, :, u:u + stride * out_h:stride, v:v + stride * out_w:stride]
+            out += np.einsum("nchw,oc->nohw", window, weight[:, :, u, v])
+    return out
+
+
+def test_eval_mode_computes_the_cross_correlation_with_bias_and_padding():
+    rng = np.random.RandomState(2)
+    conv = Conv2d(3, 4, 3, stride=2, padding=1)
+    conv.weight = mge.Parameter(rng.randn(4, 3, 3, 3).astype("float32"))
+    conv.bias = mge.Parameter(rng.randn(1, 4, 1, 1).astype("float32"))
     conv.eval()
-    x = mge.tensor(np.ones((1, 3, 5, 5), "float32"))
-    np.testing.assert_array_equal(conv(x).numpy(), M.Conv2d.calc_conv(
-        conv, x, conv.weight, conv.bias).numpy())
+    x = rng.randn(2, 3, 7, 9).astype("float32")
+    expected = cross_correlation_by_hand(x.astype(np.float64), conv.weight.numpy(),
+                                         conv.bias.numpy(), stride=2, padding=1)
+    assert expected.shape == (2, 4, 4, 5)
+    np.testing.assert_allclose(conv(mge.tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("device", ["cpu0", "multithread2:0"])
-def test_single_and_multithread_cpu_devices_take_the_matmul_weight_gradient(device):
-    # a multithread device missed by name would fall back to the slow native kernel
-    assert on_cpu_device(mge.tensor([1.0], device=device))
+def operators_run(step, path):
+    """The result of ``step()`` and the names of the MegEngine operators it ran, as MegEngine's
+    profiler recorded them."""
+    profiler = Profiler(path=str(path), with_backtrace=False)
+    with profiler:
+        result = step()
+    profiler.dump()
+    with open(profiler.path) as f:
+        return result, {event["name"] for event in json.load(f)["traceEvents"] if "name" in event}
+
+
+# a multithread device missed by name would silently take MegEngine's slow filter gradient
+@pytest.mark.parametrize("threads", [1, 2])
+def test_training_on_single_and_multithread_cpu_devices_takes_the_matmul_weight_gradient(
+        threads, tmp_path):
+    rng = np.random.RandomState(3)
+    with default_cpu_threads(threads):
+        mge.random.seed(3)
+        reference = M.Conv2d(8, 12, 3, stride=2, padding=1)
+        fast = Conv2d(8, 12, 3, stride=2, padding=1)
+        fast.load_state_dict(reference.state_dict())
+        x = rng.randn(2, 8, 11, 13).astype("float32")
+        expected, reference_operators = operators_run(lambda: gradients(reference, x),
+                                                      tmp_path / "reference")
+        actual, fast_operators = operators_run(lambda: gradients(fast, x), tmp_path / "fast")
+    assert "ConvolutionBackwardFilterV2" in reference_operators  # what the profile shows
+    assert not any(name.startswith("ConvolutionBackwardFilter") for name in fast_operators)
+    assert "BatchedMatrixMul" in fast_operators
+    for want, got in zip(expected, actual):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
