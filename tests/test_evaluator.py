@@ -84,15 +84,22 @@ def test_format_without_category_ids_for_a_custom_dataset_is_an_error():
         DetEvaluator.format([], FCOSConfig().update(num_classes=3))
 
 
-def test_vis_det_draws_boxes_above_threshold_in_fixed_colours():
+def test_vis_det_draws_the_outline_and_label_of_boxes_above_the_threshold():
     img = np.zeros((50, 80, 3), np.uint8)
     dets = np.array([[10, 10, 40, 40, 0.9, 2], [50, 5, 70, 45, 0.1, 1]], np.float32)
-    first = DetEvaluator.vis_det(img, dets, classes=["a", "b", "c"], thresh=0.3)
-    second = DetEvaluator.vis_det(img, dets, classes=["a", "b", "c"], thresh=0.3)
-    np.testing.assert_array_equal(first, second)
-    assert tuple(first[40, 25]) == DetEvaluator.class_color(2)  # bottom edge of the box
-    assert not first[20:, 45:].any()  # the low-score box is not drawn
+    drawn = DetEvaluator.vis_det(img, dets, classes=["a", "b", "c"], thresh=0.3)
+    color = DetEvaluator.class_color(2)
+    in_color = (drawn == color).all(axis=-1)
+    # the outline of (10, 10)-(40, 40), 2 pixels wide, in the class colour; inside, nothing
+    assert in_color[10:41, 10].all() and in_color[10:41, 40].all()
+    assert in_color[10, 10:41].all() and in_color[40, 10:41].all()
+    assert not drawn[12:39, 12:39].any()
+    # the label: a band of the class colour above the box, the text in another colour
+    band = drawn[1:10, 10:40]
+    assert band.any(axis=-1).all() and not (band == color).all()
+    assert not drawn[:, 45:].any()  # the low-score box is not drawn
     assert not img.any()  # the input is left untouched
+    assert len({DetEvaluator.class_color(label) for label in range(80)}) == 80
 
 
 def test_labels_shrink_on_small_pictures_so_the_objects_stay_visible():
