@@ -1,4 +1,5 @@
 """Shared fixtures: small models and the reference of the published weights."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -48,6 +49,15 @@ def spread_head_outputs(model, rng):
     give distinct scores, so NMS and top-k pick the same detections in eager and compiled runs."""
     for conv in (model.head.cls_score, model.head.ctrness, model.head.bbox_pred):
         conv.weight = mge.Parameter(rng.normal(0, 0.05, conv.weight.shape).astype("float32"))
+
+
+def load_tool(script):
+    """tools/<script> imported as a module, so that its functions can be called."""
+    spec = importlib.util.spec_from_file_location(os.path.splitext(script)[0] + "_tool",
+                                                  os.path.join(PROJECT_ROOT, "tools", script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_tool(script, *args):

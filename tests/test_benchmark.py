@@ -1,7 +1,5 @@
 """The arithmetic of benchmarking: medians of given run times, GFLOP/s and the peak fraction,
 the FLOPs of one convolution, and which runs and stages the timer measures."""
-import importlib.util
-import os
 import re
 import time
 
@@ -13,7 +11,7 @@ import pytest
 from official.vision.detection.deploy import benchmark, count_conv_flops, median_ms
 from official.vision.detection.deploy.benchmark import stage_ms
 
-from conftest import PROJECT_ROOT, tiny_config
+from conftest import load_tool, tiny_config
 
 # Four runs (seconds) whose medians are easy by hand. Per-run totals (ms) 33, 17, 30, 45: their
 # median 31.5 differs from the sum of the stage medians (2.5 + 25 + 2.5 = 30), so a total
@@ -40,17 +38,9 @@ def test_medians_of_given_run_times_by_hand():
         {"preprocess": 2, "network": 20, "postprocess": 3, "total": 30})
 
 
-def load_benchmark_tool():
-    path = os.path.join(PROJECT_ROOT, "tools", "benchmark.py")
-    spec = importlib.util.spec_from_file_location("benchmark_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_report_gives_flops_over_the_median_network_time_and_the_fraction_of_the_peak(capsys):
     # 5e9 FLOPs in the median network time of 25 ms: 200 GFLOP/s, half of a 400 GFLOP/s peak
-    load_benchmark_tool().report(TIMINGS, 5e9, measured_peak_gflops=400)
+    load_tool("benchmark.py").report(TIMINGS, 5e9, measured_peak_gflops=400)
     out = capsys.readouterr().out
     rate, percent, peak = re.search(
         r"network: 5\.0 conv GFLOPs \(2 x MACs\), ([\d.]+) GFLOP/s, (\d+)% of the measured "
