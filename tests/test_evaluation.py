@@ -83,6 +83,7 @@ def test_result_file_uses_the_annotation_ids(setup, tmp_path):
     _, results = evaluate(setup, tmp_path, "ids.json")
     with open(os.path.join(setup[0], "shapes", "annotations", "val.json")) as f:
         annotations = json.load(f)
+    assert results
     assert {r["category_id"] for r in results} <= {c["id"] for c in annotations["categories"]}
     assert {r["image_id"] for r in results} <= {i["id"] for i in annotations["images"]}
 
@@ -171,13 +172,33 @@ def test_no_detections_gives_zero_ap_instead_of_a_pycocotools_crash(setup, tmp_p
     assert all(v == 0 for v in table[weights].values())
 
 
-def test_result_files_compare_in_one_table(setup, tmp_path):
-    evaluate(setup, tmp_path, "a.json")
-    evaluate(setup, tmp_path, "b.json", tta=True)
+def ground_truth_as_results(ann_file, shift):
+    """COCO result dicts of the annotations' boxes, each moved right by ``shift`` times its
+    width (score 0.9)."""
+    with open(ann_file) as f:
+        annotations = json.load(f)["annotations"]
+    assert annotations
+    return [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 0.9,
+             "bbox": [a["bbox"][0] + shift * a["bbox"][2]] + a["bbox"][1:]}
+            for a in annotations]
+
+
+def test_result_files_evaluate_to_known_numbers_in_one_table(setup, tmp_path):
     ann_file = os.path.join(setup[0], "shapes", "annotations", "val.json")
-    table = evaluate_result_files(ann_file, [str(tmp_path / "a.json"), str(tmp_path / "b.json")])
-    text = metrics_table(table)
-    assert len(text.splitlines()) == 3 and "AP50" in text.splitlines()[0]
+    paths = [str(tmp_path / "exact.json"), str(tmp_path / "moved.json")]
+    # a box moved by a fifth of its width overlaps its object by IoU 0.8 / 1.2 = 2/3: a match
+    # at the IoU thresholds 0.5-0.65, 4 of COCO's 10
+    for path, shift in zip(paths, (0, 0.2)):
+        with open(path, "w") as f:
+            json.dump(ground_truth_as_results(ann_file, shift), f)
+    table = evaluate_result_files(ann_file, paths)
+    exact, moved = table[paths[0]], table[paths[1]]
+    assert [exact[m] for m in ("AP", "AP50", "AP75", "AR100")] == pytest.approx([1, 1, 1, 1])
+    assert [moved[m] for m in ("AP", "AP50", "AP75", "AR100")] == pytest.approx(
+        [0.4, 1, 0, 0.4])
+    lines = metrics_table({"exact": exact, "moved": moved}).splitlines()
+    assert lines[0].split() == ["weights"] + list(COCO_METRICS)
+    assert lines[2].split()[:4] == ["moved", "0.400", "1.000", "0.000"]
 
 
 def test_tool_evaluates_epoch_checkpoints_and_prints_the_metrics(setup, tmp_path):
