@@ -12,7 +12,7 @@ for one image or a list of arrays, one per image (the image is its index), as
 """
 import numpy as np
 
-from official.vision.detection.boxes import pairwise_iou
+from official.vision.detection.boxes import pairwise_iou, xywh_to_xyxy
 
 # Boxes that overlap this much are paired even when they are further apart than the pixel
 # tolerance, so that a moved box is reported as moved rather than as one missing and one
@@ -21,11 +21,6 @@ from official.vision.detection.boxes import pairwise_iou
 PAIRING_IOU = 0.5
 SHOWN = 5  # detections listed per kind of mismatch in a failure message
 IMAGE, CLASS, BOX, SCORE = 0, 1, slice(2, 6), 6  # columns of a detection table
-
-
-def xywh_to_xyxy(bbox):
-    x, y, width, height = bbox
-    return [x, y, x + width, y + height]
 
 
 def detection_table(detections):

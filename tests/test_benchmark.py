@@ -8,8 +8,8 @@ import megengine.module as M
 import numpy as np
 import pytest
 
-from official.vision.detection.deploy import benchmark, count_conv_flops, median_ms
-from official.vision.detection.deploy.benchmark import stage_ms
+from official.vision.detection.benchmark.flops import count_conv_flops
+from official.vision.detection.benchmark.inference import benchmark, median_ms, stage_ms
 
 from conftest import load_tool, tiny_config
 

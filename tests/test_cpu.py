@@ -1,14 +1,18 @@
-"""MKL's AVX2 kernels on AMD CPUs: the switch, and that importing the package sets it."""
+"""The MegEngine 1.13 CPU workarounds (official/vision/detection/cpu): MKL's AVX2 kernels on
+AMD CPUs, chosen by the tools and hub entries but not by importing the package; CPU devices;
+the fast training modules, which keep the model's tensors and results."""
 import os
 import subprocess
 import sys
 
 import megengine as mge
+import numpy as np
 import pytest
 
-from official.vision.detection.utils.cpu import (
-    cpu_vendor_and_flags, default_cpu_threads, synchronous_execution, use_mkl_avx2_kernels
+from official.vision.detection.cpu import (
+    default_cpu_threads, synchronous_execution
 )
+from official.vision.detection.cpu.mkl import cpu_vendor_and_flags, use_mkl_avx2_kernels
 
 from conftest import PROJECT_ROOT
 
@@ -33,15 +37,15 @@ def test_a_users_mkl_setting_is_kept(tmp_path, monkeypatch):
     assert use_mkl_avx2_kernels(str(cpuinfo)) == "4"
 
 
-def mkl_setting_after_importing_the_package(user_setting):
+def mkl_setting_in_a_fresh_process(code, user_setting=None):
+    """MKL_DEBUG_CPU_TYPE after running ``code`` in a new Python (None if unset)."""
     env = {k: v for k, v in os.environ.items() if k != "MKL_DEBUG_CPU_TYPE"}
     if user_setting is not None:
         env["MKL_DEBUG_CPU_TYPE"] = user_setting
     result = subprocess.run(
-        [sys.executable, "-c", "import os, official.vision.detection; "
-         "print(os.environ.get('MKL_DEBUG_CPU_TYPE'))"],
+        [sys.executable, "-c", code + "\nimport os; print(os.environ.get('MKL_DEBUG_CPU_TYPE'))"],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=True)
-    return result.stdout.strip()
+    return result.stdout.strip().splitlines()[-1]
 
 
 def lscpu_vendor_and_flags():
@@ -61,14 +65,33 @@ def test_cpuinfo_parser_reads_the_vendor_and_flags_lscpu_reports():
     assert cpu_vendor_and_flags() == lscpu_vendor_and_flags()
 
 
-def test_importing_the_package_requests_avx2_kernels_on_this_cpu_as_lscpu_says():
+def test_importing_the_package_and_every_module_changes_no_environment_variable():
+    # OpenCV and MegEngine set variables of their own when imported: they come first
+    code = ("import os, pkgutil, importlib, cv2, megengine, megenginelite\n"
+            "before = dict(os.environ)\n"
+            "import official.vision.detection as package\n"
+            "for module in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
+            "    importlib.import_module(module.name)\n"
+            "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())")
+    assert mkl_setting_in_a_fresh_process(code) == "None"
+
+
+def expected_mkl_setting():
+    """"5" where lscpu shows an AMD CPU with AVX2 and FMA, else unset."""
     vendor, flags = lscpu_vendor_and_flags()
-    amd_with_avx2 = vendor == "AuthenticAMD" and {"avx2", "fma"} <= flags
-    assert mkl_setting_after_importing_the_package(None) == ("5" if amd_with_avx2 else "None")
+    return "5" if vendor == "AuthenticAMD" and {"avx2", "fma"} <= flags else "None"
 
 
-def test_importing_the_package_keeps_a_users_mkl_setting():
-    assert mkl_setting_after_importing_the_package("4") == "4"
+def test_building_a_released_model_requests_avx2_kernels_on_this_cpu_as_lscpu_says():
+    code = "import hubconf\nhubconf.fcos_res18_coco_3x_800size()"
+    assert mkl_setting_in_a_fresh_process(code) == expected_mkl_setting()
+    assert mkl_setting_in_a_fresh_process(code, user_setting="4") == "4"
+
+
+def test_the_tools_request_avx2_kernels_before_their_work_as_lscpu_says():
+    code = ("from official.vision.detection.utils.cli import run_cli\n"
+            "run_cli(lambda: None)")
+    assert mkl_setting_in_a_fresh_process(code) == expected_mkl_setting()
 
 
 def test_default_cpu_threads_applies_inside_the_block_only():

@@ -13,18 +13,19 @@ import megengine as mge
 import megengine.functional as F
 import megengine.module as M
 
-from official.vision.detection.deploy import (
-    LiteDetector, PooledGroupNorm, TracedDetector, blocked_layout_misuse, build_detector,
-    count_conv_flops, count_parameters, dump_inference, fold_frozen_bn, machine_peak_gflops,
-    nchw88_kernels_run_here, pool_group_norms
-)
-from official.vision.detection.deploy.benchmark import nominal_ghz
-from official.vision.detection.deploy.compile import (
-    EXAMPLE_HW, INPUT_NAMES, OUTPUT_NAMES, dump_traced, example_inputs, trace_inference
-)
-from official.vision.detection.deploy.fold import fold_into_conv
+from official.vision.detection.benchmark.flops import count_conv_flops, count_parameters
+from official.vision.detection.benchmark.inference import machine_peak_gflops, nominal_ghz
+from official.vision.detection.deploy.detector import build_detector
+from official.vision.detection.deploy.fold import fold_frozen_bn, fold_into_conv
+from official.vision.detection.deploy.group_norm import PooledGroupNorm, pool_group_norms
+from official.vision.detection.deploy.lite_detector import LiteDetector
+from official.vision.detection.deploy.lite_export import dump_inference, dump_traced
 from official.vision.detection.deploy.layout import (
-    blocked_graph_failure, dumped_layout, run_in_child
+    blocked_graph_failure, blocked_layout_misuse, dumped_layout, nchw88_kernels_run_here,
+    run_in_child
+)
+from official.vision.detection.deploy.trace import (
+    INPUT_NAMES, OUTPUT_NAMES, TracedDetector, recorded_inference
 )
 from official.vision.detection.errors import ConfigError
 from official.vision.detection.evaluator import DetEvaluator
@@ -299,8 +300,7 @@ def test_pooling_the_group_norms_of_a_detector_keeps_its_outputs(frozen_bn_model
 
 def blocked_dump(model, path):
     """``model`` (GroupNorms as they are) traced and dumped in NCHW88 without any check."""
-    inference = trace_inference(model)
-    inference(*(mge.tensor(v) for v in example_inputs(*EXAMPLE_HW)))
+    inference, _ = recorded_inference(model)
     return dump_traced(inference, path, INPUT_NAMES, OUTPUT_NAMES, "nchw88")
 
 

@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 
 from official.vision.detection.data.synthetic import make_synthetic_coco
-from official.vision.detection.deploy import build_model, dump_inference
-from official.vision.detection.engine.evaluation import (
+from official.vision.detection.deploy.detector import build_detector
+from official.vision.detection.deploy.lite_export import dump_inference
+from official.vision.detection.engine.coco_evaluation import (
     COCO_METRICS, EvalOptions, evaluate_result_files, metrics_table, row_labels, run_test
 )
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.postprocess import detect
 from official.vision.detection.models import FCOS
 from official.vision.detection.utils.config_file import load_config_module
+from official.vision.detection.weights import build_model
 
 from conftest import PROJECT_ROOT, run_tool, spread_head_outputs, tiny_config
 from detection_matching import assert_same_detections
@@ -249,8 +251,9 @@ def distinct_weights(setup):
 
 
 def metrics_and_results(setup, weights, results_path, **options):
-    table = run_test(setup[1], EvalOptions(setup[0], [weights], results_path=results_path,
-                                           num_workers=0, **options))
+    evaluation = EvalOptions(setup[0], [weights], results_path=results_path, num_workers=0,
+                             **options)
+    table = run_test(setup[1], evaluation, build_detector=build_detector)
     with open(results_path) as f:
         return table[weights], json.load(f)
 

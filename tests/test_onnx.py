@@ -13,10 +13,10 @@ import onnxruntime
 import pytest
 
 from official.vision.detection.data.synthetic import make_synthetic_coco
-from official.vision.detection.deploy import (
-    OPSET, OnnxRuntimeDetector, build_detector, export_onnx
-)
-from official.vision.detection.engine.evaluation import EvalOptions, run_test
+from official.vision.detection.deploy.detector import build_detector
+from official.vision.detection.deploy.onnx_export import OPSET, export_onnx
+from official.vision.detection.deploy.onnxruntime_detector import OnnxRuntimeDetector
+from official.vision.detection.engine.coco_evaluation import EvalOptions, run_test
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.utils.config_file import load_config_module
 

@@ -9,7 +9,7 @@ import megengine as mge
 import numpy as np
 import pytest
 
-from official.vision.detection.engine.predict import (
+from official.vision.detection.engine.file_inference import (
     class_names, detect_files, image_paths, picture_name
 )
 from official.vision.detection.models import FCOSConfig

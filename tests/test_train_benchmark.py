@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from official.vision.detection.deploy import count_conv_flops
-from official.vision.detection.engine.train_benchmark import (
+from official.vision.detection.benchmark.flops import count_conv_flops
+from official.vision.detection.benchmark.training import (
     PHASES, TrainTiming, synthetic_sample, time_training
 )
 from official.vision.detection.utils.config_file import load_config_module

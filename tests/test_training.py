@@ -14,9 +14,9 @@ from official.vision.detection.data.transforms import TrainTransform
 from official.vision.detection.engine.checkpoint import (
     checkpoint_path, epoch_checkpoints, load_checkpoint, save_checkpoint
 )
-from official.vision.detection.engine.evaluation import COCO_METRICS, EvalOptions, run_test
+from official.vision.detection.engine.coco_evaluation import COCO_METRICS, EvalOptions, run_test
 from official.vision.detection.engine.launch import launch
-from official.vision.detection.engine.optimizer import InplaceSGD
+from official.vision.detection.cpu.sgd import InplaceSGD
 from official.vision.detection.engine.trainer import (
     NonFiniteLossError, TrainBatches, TrainOptions, load_backbone_weights, run_training
 )

@@ -8,32 +8,28 @@ its training step.
         --train -b 8 -n 20 --short-size 96 --max-size 128
 
 On AMD CPUs importing the package sets MKL_DEBUG_CPU_TYPE=5 (MKL's AVX2 kernels) unless the
-variable is set: set it yourself to time other MKL kernels (see utils/cpu.py). The last line is
+variable is set: set it yourself to time other MKL kernels (see cpu/mkl.py). The last line is
 ``median_ms=<median total per image>``; with ``--train`` the last two are
 ``train_ms_per_image=<median step / batch size>`` and ``peak_rss_mb=<peak resident memory>``.
 """
 import argparse
 import os
-import sys
 
 import cv2
 import megengine as mge
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from official.vision.detection.deploy import (  # noqa: E402
-    ENGINES, benchmark, build_detector, build_model, count_conv_flops, machine_peak_gflops,
-    median_ms, use_eager_threads
+from official.vision.detection.benchmark.flops import count_conv_flops
+from official.vision.detection.benchmark.inference import (
+    STAGES, benchmark, machine_peak_gflops, median_ms, stage_ms, use_eager_threads
 )
-from official.vision.detection.deploy.benchmark import STAGES, stage_ms  # noqa: E402
-from official.vision.detection.deploy.lite import DEFAULT_THREADS  # noqa: E402
-from official.vision.detection.engine.train_benchmark import (  # noqa: E402
-    PHASES, peak_rss_mb, time_training
-)
-from official.vision.detection.errors import ConfigError  # noqa: E402
-from official.vision.detection.evaluator import DetEvaluator  # noqa: E402
-from official.vision.detection.utils.cli import run_cli  # noqa: E402
-from official.vision.detection.utils.config_file import load_config_module  # noqa: E402
+from official.vision.detection.benchmark.training import PHASES, peak_rss_mb, time_training
+from official.vision.detection.deploy.detector import ENGINES, build_detector
+from official.vision.detection.deploy.lite_detector import DEFAULT_THREADS
+from official.vision.detection.errors import ConfigError
+from official.vision.detection.evaluator import DetEvaluator
+from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.utils.config_file import load_config_module
+from official.vision.detection.weights import build_model
 
 logger = mge.get_logger(__name__)
 

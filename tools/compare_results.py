@@ -3,15 +3,11 @@
     python tools/compare_results.py -a annotations/instances_val2017.json a.json b.json
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from official.vision.detection.engine.evaluation import (  # noqa: E402
+from official.vision.detection.engine.coco_evaluation import (
     evaluate_result_files, metrics_table
 )
-from official.vision.detection.utils.cli import run_cli  # noqa: E402
+from official.vision.detection.utils.cli import run_cli
 
 
 def main():

@@ -5,19 +5,16 @@
     python tools/dump.py -f CONFIG -w WEIGHTS -o fcos_res18.onnx   # ONNX, for onnxruntime
 """
 import argparse
-import os
-import sys
 
 import megengine as mge
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from official.vision.detection.deploy import (  # noqa: E402
-    LAYOUTS, OPSET, build_model, count_conv_flops, count_parameters, dump_inference,
-    export_onnx
-)
-from official.vision.detection.utils.cli import run_cli  # noqa: E402
-from official.vision.detection.utils.config_file import load_config_module  # noqa: E402
+from official.vision.detection.benchmark.flops import count_conv_flops, count_parameters
+from official.vision.detection.deploy.layout import LAYOUTS
+from official.vision.detection.deploy.lite_export import dump_inference
+from official.vision.detection.deploy.onnx_export import OPSET, export_onnx
+from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.utils.config_file import load_config_module
+from official.vision.detection.weights import build_model
 
 logger = mge.get_logger(__name__)
 

@@ -7,17 +7,13 @@
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from official.vision.detection.deploy import build_detector  # noqa: E402
-from official.vision.detection.engine.checkpoint import resolve_weights  # noqa: E402
-from official.vision.detection.engine.predict import (  # noqa: E402
-    class_names, detect_files, image_paths, pretrained_url
-)
-from official.vision.detection.utils.cli import run_cli  # noqa: E402
-from official.vision.detection.utils.config_file import load_config_module  # noqa: E402
+from official.vision.detection.deploy.detector import ENGINES, build_detector
+from official.vision.detection.engine.checkpoint import resolve_weights
+from official.vision.detection.engine.file_inference import class_names, detect_files, image_paths
+from official.vision.detection.model_zoo import released_model_of_config
+from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.utils.config_file import load_config_module
 
 
 def parse_args(argv=None):
@@ -30,7 +26,7 @@ def parse_args(argv=None):
                          help="the published weights of the config's hub entry")
     weights.add_argument("--model", help="a .mge (with --engine lite) or .onnx (with --engine "
                          "onnxruntime) from tools/dump.py")
-    parser.add_argument("--engine", choices=("eager", "lite", "onnxruntime"), default="eager",
+    parser.add_argument("--engine", choices=ENGINES, default="eager",
                         help="lite: MegEngine Lite, onnxruntime: the ONNX export, both on the "
                         "CPU, the weights written to a temporary file unless --model is given")
     parser.add_argument("-i", "--input", required=True, help="image file, folder or glob")
@@ -44,18 +40,20 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def weight_source(args, module):
+def weight_source(args):
     """The weight file or URL to load; None with a dumped model."""
     if args.model:
         return None
-    return pretrained_url(module) if args.pretrained else resolve_weights(args.weights)
+    if args.pretrained:
+        return released_model_of_config(args.file).url
+    return resolve_weights(args.weights)
 
 
 def main():
     args = parse_args()
     paths = image_paths(args.input)
     module = load_config_module(args.file)
-    detector = build_detector(module, weight_source(args, module), args.engine, args.model)
+    detector = build_detector(module, weight_source(args), args.engine, args.model)
     cfg = detector.cfg
     thresh = cfg.test_vis_threshold if args.thresh is None else args.thresh
     root = args.input if os.path.isdir(args.input) else None

@@ -4,16 +4,11 @@ Run from the project root, e.g.
     python tools/make_synthetic_coco.py -o demo_output/data --train 200 --val 50 --size 128-192
 """
 import argparse
-import os
-import sys
 
-# Tools run as scripts from the project root, where `official` is not on sys.path.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from official.vision.detection.data.synthetic import (  # noqa: E402
+from official.vision.detection.data.synthetic import (
     CATEGORIES, OBJECT_SCALE, make_synthetic_coco, parse_image_size,
 )
-from official.vision.detection.utils.cli import run_cli  # noqa: E402
+from official.vision.detection.utils.cli import run_cli
 
 
 def image_size_arg(text):

@@ -7,18 +7,13 @@
     python tools/test.py -f CONFIG --model fcos.onnx -d /data/datasets --engine onnxruntime
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from official.vision.detection.engine.checkpoint import (  # noqa: E402
-    checkpoint_path, resolve_weights
-)
-from official.vision.detection.engine.evaluation import EvalOptions, run_test  # noqa: E402
-from official.vision.detection.errors import ConfigError  # noqa: E402
-from official.vision.detection.utils.cli import run_cli  # noqa: E402
-from official.vision.detection.utils.config_file import config_name  # noqa: E402
+from official.vision.detection.deploy.detector import ENGINES, build_detector
+from official.vision.detection.engine.checkpoint import checkpoint_path, resolve_weights
+from official.vision.detection.engine.coco_evaluation import EvalOptions, run_test
+from official.vision.detection.errors import ConfigError
+from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.utils.config_file import config_name
 
 
 def parse_args(argv=None):
@@ -39,7 +34,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", help="COCO result file (default: beside the weights or model)")
     parser.add_argument("--tta", action="store_true", help="flip and extra scales, merged")
     parser.add_argument("--workers", type=int, default=2, help="image-loading processes")
-    parser.add_argument("--engine", choices=("eager", "lite", "onnxruntime"), default="eager",
+    parser.add_argument("--engine", choices=ENGINES, default="eager",
                         help="lite: MegEngine Lite, onnxruntime: the ONNX export, both on the "
                         "CPU, the weights written to a temporary file unless --model is given")
     return parser.parse_args(argv)
@@ -65,7 +60,7 @@ def main():
     options = EvalOptions(dataset_dir=args.dataset_dir, weights=weights,
                           batch_size=args.batch_size, tta=args.tta, results_path=args.out,
                           num_workers=args.workers, engine=args.engine, model_path=args.model)
-    table = run_test(args.file, options, args.devices)
+    table = run_test(args.file, options, args.devices, build_detector)
     print("mAP={:.4f}".format(list(table.values())[-1]["AP"]))
 
 

@@ -4,14 +4,10 @@
         -d /data/datasets -n 8 -b 2
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from official.vision.detection.engine.trainer import TrainOptions, run_training  # noqa: E402
-from official.vision.detection.utils.cli import run_cli  # noqa: E402
-from official.vision.detection.utils.config_file import config_name  # noqa: E402
+from official.vision.detection.engine.trainer import TrainOptions, run_training
+from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.utils.config_file import config_name
 
 
 def parse_args(argv=None):
@@ -33,7 +29,7 @@ def parse_args(argv=None):
                         help="CPU threads of a single-process run on a machine without GPU")
     parser.add_argument("--synchronous", action="store_true",
                         help="run MegEngine synchronously: exactly repeatable runs on the CPU, "
-                             "~2.5x slower (see utils/cpu.py)")
+                             "slower (see official/vision/detection/cpu)")
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0)
     parser.add_argument("--master-ip", default="localhost")

@@ -51,6 +51,18 @@ def hflip_boxes(boxes, width):
     return flipped
 
 
+def xywh_to_xyxy(boxes):
+    """[..., 4] boxes (x, y, width, height), as COCO files store them -> (x1, y1, x2, y2)."""
+    boxes = np.asarray(boxes)
+    return np.concatenate([boxes[..., :2], boxes[..., :2] + boxes[..., 2:4]], axis=-1)
+
+
+def xyxy_to_xywh(boxes):
+    """[..., 4] boxes (x1, y1, x2, y2) -> (x, y, width, height), as COCO files store them."""
+    boxes = np.asarray(boxes)
+    return np.concatenate([boxes[..., :2], boxes[..., 2:4] - boxes[..., :2]], axis=-1)
+
+
 def pairwise_iou(boxes_a, boxes_b):
     """IoU [A, B] = inter / max(union, 1e-5)."""
     lt = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])

@@ -6,7 +6,10 @@ The config modules (``configs/<name>.py``, what tools take with ``-f``), their h
 """
 import dataclasses
 
+from .cpu import use_mkl_avx2_kernels
+from .errors import ConfigError
 from .models import FCOS
+from .utils.config_file import config_name
 from .weights import pretrained
 
 WEIGHTS_URL = "https://data.megengine.org.cn/models/weights/{}.pkl"
@@ -49,9 +52,20 @@ def hub_factory(name, config_class):
     released = RELEASED_MODELS[name]
 
     def factory(**overrides):
+        use_mkl_avx2_kernels()  # before the model's first convolution
         return FCOS(config_class().update(**overrides))
 
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = ("FCOS, {}, trained on COCO: {} mAP. Keyword arguments override config "
                        "fields.".format(released.description, released.coco_map))
     return pretrained(released.url)(factory)
+
+
+def released_model_of_config(config_file):
+    """The released model whose config module is ``config_file`` (by its file name)."""
+    name = config_name(config_file)
+    if name not in RELEASED_MODELS:
+        raise ConfigError("{} is not the config of a released model ({}): its published weights "
+                          "are unknown; pass -w WEIGHTS".format(config_file,
+                                                                ", ".join(RELEASED_MODELS)))
+    return RELEASED_MODELS[name]

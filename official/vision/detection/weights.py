@@ -159,3 +159,14 @@ class pretrained(hub.pretrained):  # pylint: disable=invalid-name
 
         factory.url = url
         return factory
+
+
+def build_model(config_module, weights=None):
+    """``Net(Cfg())`` of a config module in eval mode, with the tensors of ``weights`` (a
+    state_dict or training checkpoint, as a path or URL), which must fit it exactly; without
+    ``weights`` the model keeps its random initialization."""
+    model = config_module.Net(config_module.Cfg())
+    if weights is not None:
+        load_model_weights(model, weights)
+    model.eval()
+    return model

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 from pycocotools.coco import COCO
 
+from ..boxes import xywh_to_xyxy, xyxy_to_xywh
 from ..errors import DatasetError
 
 
@@ -48,9 +49,7 @@ def _clean_boxes(annotations, height, width):
     for ann in annotations:
         if ann.get("iscrowd", 0):
             continue
-        x, y, w, h = ann["bbox"]
-        x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-        x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+        x1, y1, x2, y2 = np.clip(xywh_to_xyxy(ann["bbox"]), 0, [width, height] * 2)
         if x2 > x1 and y2 > y1:
             boxes.append([x1, y1, x2, y2])
             category_ids.append(ann["category_id"])
@@ -117,10 +116,12 @@ def coco_results(records, category_ids):
     ``category_ids[label]`` is the annotation-file id of each label."""
     formatted = []
     for record in records:
-        for x1, y1, x2, y2, score, label in np.asarray(record["det_res"]).reshape(-1, 6):
+        detections = np.asarray(record["det_res"]).reshape(-1, 6)
+        for box, score, label in zip(xyxy_to_xywh(detections[:, :4]), detections[:, 4],
+                                     detections[:, 5]):
             formatted.append({
                 "image_id": record["image_id"],
-                "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                "bbox": [float(v) for v in box],
                 "score": float(score),
                 "category_id": int(category_ids[int(label)]),
             })

@@ -16,7 +16,7 @@ import re
 import cv2
 import numpy as np
 
-from ..boxes import pairwise_iou
+from ..boxes import pairwise_iou, xywh_to_xyxy
 from ..errors import ConfigError, DatasetError
 from ..utils.files import write_json_atomic
 
@@ -319,7 +319,8 @@ def _occludes_too_much(mask, box, label_map, full_areas, full_boxes):
     """Whether drawing mask on top would overlap a box too much or hide too much of an object."""
     if not full_boxes:
         return False
-    if pairwise_iou(_xyxy([box]), _xyxy(full_boxes)).max() > MAX_BOX_IOU:
+    ious = pairwise_iou(xywh_to_xyxy(_boxes([box])), xywh_to_xyxy(_boxes(full_boxes)))
+    if ious.max() > MAX_BOX_IOU:
         return True
     num_labels = len(full_areas) + 1
     visible = np.bincount(label_map.ravel(), minlength=num_labels)[1:]
@@ -327,10 +328,9 @@ def _occludes_too_much(mask, box, label_map, full_areas, full_boxes):
     return bool(np.any(visible - covered < MIN_VISIBLE_FRACTION * np.asarray(full_areas)))
 
 
-def _xyxy(boxes):
-    """[n, 4] corner boxes of (x, y, w, h) boxes."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+def _boxes(boxes):
+    """A list of boxes as a float64 [n, 4] array."""
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
 
 
 def _paint(rng, canvas, mask):

@@ -7,28 +7,19 @@ and the inference over image files take any of them.
 import os
 import tempfile
 
+from ..cpu import use_mkl_avx2_kernels
 from ..errors import ConfigError
-from ..weights import load_model_weights
-from .compile import TracedDetector, dump_inference
+from ..weights import build_model
 from .fold import fold_frozen_bn
-from .lite import DEFAULT_THREADS, LiteDetector
+from .lite_detector import DEFAULT_THREADS, LiteDetector
+from .lite_export import dump_inference
 from .onnx_export import export_onnx
 from .onnxruntime_detector import OnnxRuntimeDetector
+from .trace import TracedDetector
 
 ENGINES = ("eager", "traced", "lite", "onnxruntime")
 # the engines that run a file, and the file each one writes and reads
 FILE_ENGINES = {"lite": (dump_inference, ".mge"), "onnxruntime": (export_onnx, ".onnx")}
-
-
-def build_model(config_module, weights=None):
-    """``Net(Cfg())`` of a config module in eval mode, with the tensors of ``weights`` (a
-    state_dict or training checkpoint, as a path or URL), which must fit it exactly; without
-    ``weights`` the model keeps its random initialization."""
-    model = config_module.Net(config_module.Cfg())
-    if weights is not None:
-        load_model_weights(model, weights)
-    model.eval()
-    return model
 
 
 def build_detector(config_module, weights=None, engine="eager", model_path=None,
@@ -44,6 +35,7 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
     """
     if engine not in ENGINES:
         raise ConfigError("engine must be one of {}, got {!r}".format(ENGINES, engine))
+    use_mkl_avx2_kernels()  # before the first convolution of the process
     if model_path is not None:
         return _file_detector(config_module.Cfg(), engine, model_path, threads, profile_path)
     model = build_model(config_module, weights)

@@ -13,6 +13,7 @@ import megengine.functional as F
 import megengine.module as M
 
 from ..errors import ConfigError
+from ..utils.modules import replace_modules
 
 
 class PooledGroupNorm(M.Module):
@@ -54,8 +55,6 @@ def pool_group_norms(model):
     """A deep copy of ``model`` with every ``M.GroupNorm`` replaced by a ``PooledGroupNorm``
     holding the same parameters; ``model`` is unchanged."""
     pooled = copy.deepcopy(model)
-    replacements = [(parent, name, child) for parent in pooled.modules()
-                    for name, child in parent.named_children() if isinstance(child, M.GroupNorm)]
-    for parent, name, group_norm in replacements:
-        setattr(parent, name, PooledGroupNorm(group_norm))
+    replace_modules(pooled, lambda module: PooledGroupNorm(module)
+                    if isinstance(module, M.GroupNorm) else None)
     return pooled

@@ -31,9 +31,9 @@ import megengine.utils.comp_graph_tools as cgtools
 
 from ..errors import ConfigError
 from ..utils.files import atomic_target
-from .compile import EXAMPLE_HW, INPUT_NAMES, OUTPUT_NAMES, example_inputs, trace_inference
 from .fold import fold_frozen_bn
 from .optional_packages import import_mgeconvert_module, import_optional
+from .trace import INPUT_NAMES, OUTPUT_NAMES, recorded_inference
 
 OPSET = 12
 PURPOSE = "ONNX export"
@@ -59,8 +59,7 @@ def export_onnx(model, path, fold_bn=True):
     converter = GraphConverter(group_norm_eps(model))  # fails now if a package is missing
     if fold_bn:
         model = fold_frozen_bn(model)
-    inference = trace_inference(model)
-    inference(*(mge.tensor(v) for v in example_inputs(*EXAMPLE_HW)))
+    inference, _ = recorded_inference(model)
     with tempfile.TemporaryDirectory() as directory:
         graph_path = os.path.join(directory, "inference.mge")
         # no_change_graph: the compatibility pass fails on GroupNorm (see compile.dump_traced)

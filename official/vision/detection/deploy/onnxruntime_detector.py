@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from .compile import INPUT_NAMES, OUTPUT_NAMES
+from .trace import INPUT_NAMES, OUTPUT_NAMES
 from .optional_packages import import_optional
 
 

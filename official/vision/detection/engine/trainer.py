@@ -1,32 +1,31 @@
-"""The training loop: SGD with warm-up and step decay, a checkpoint per epoch, resume."""
+"""Training: one optimizer step (``Trainer.run_step``) in a loop over epochs that calls hooks
+(learning-rate schedule, checkpoints, progress log; see hooks.py), and ``run_training``, which
+builds all of it from a config file on every device."""
 import contextlib
 import dataclasses
 import math
 import os
-import time
 
 import numpy as np
 import megengine as mge
 import megengine.distributed as dist
 from megengine.autodiff import GradManager
-from tqdm import tqdm
+from megengine.optimizer import SGD
 
+from .. import cpu
 from ..backbones.resnet import IMAGENET_WEIGHTS
-from ..data.coco import COCODetection, resolve_dataset_paths
+from ..data.build import build_train_dataset
 from ..data.collate import collate_train
 from ..data.loader import BatchLoader
 from ..data.samplers import GroupedBatchSampler
 from ..data.transforms import TrainTransform
-from ..errors import (
-    ConfigError, DatasetError, NonFiniteError, NonFiniteLossError, WeightsUnavailableError
-)
+from ..errors import ConfigError, NonFiniteError, NonFiniteLossError, WeightsUnavailableError
 from ..model_zoo import RELEASED_MODELS
 from ..utils.config_file import load_config_module
-from ..utils.cpu import default_cpu_threads, synchronous_execution
 from ..weights import load_matching_weights, load_weight_file, state_dict_of
 from .checkpoint import latest_checkpoint, load_checkpoint, resolve_weights, save_checkpoint
+from .hooks import EpochCheckpoint, LearningRateSchedule, ProgressLog
 from .launch import launch, world_info
-from .optimizer import InplaceSGD
 from .schedule import learning_rate, steps_per_epoch
 
 logger = mge.get_logger(__name__)
@@ -44,8 +43,116 @@ class TrainOptions:
     num_workers: int = 2  # data-loading processes per device
     seed: int = 0
     threads: int = 2  # kernel threads of a single-process run on a machine without GPU
-    synchronous: bool = False  # exactly repeatable on the CPU, ~2.5x slower (utils/cpu.py)
-    non_finite_retries: int = 1  # repeats of an epoch that ends in NaN/Inf (run_epoch)
+    synchronous: bool = False  # exactly repeatable on the CPU, slower (cpu/__init__.py)
+    non_finite_retries: int = 1  # CPU: repeats of an epoch that ends in NaN/Inf (cpu/guard.py)
+
+
+class Trainer:
+    """A model, its SGD optimizer and gradient manager, and the progress of training
+    (``epoch``, ``iteration`` = steps done over all epochs, ``step_in_epoch``).
+
+    ``train(epoch_batches)`` runs the epochs from ``epoch`` to ``cfg.max_epoch``; the hooks
+    do everything around the steps. The training benchmark runs the same ``run_step``.
+    """
+
+    def __init__(self, model, optimizer, cfg, batch_size, output_dir, hooks=(), world_size=1,
+                 rank=0):
+        self.model, self.optimizer, self.cfg = model, optimizer, cfg
+        self.output_dir = output_dir
+        self.hooks = list(hooks)
+        self.world_size, self.rank = world_size, rank
+        self.total_batch_size = batch_size * world_size
+        self.steps_per_epoch = steps_per_epoch(cfg, self.total_batch_size)
+        callbacks = [dist.make_allreduce_cb("mean")] if world_size > 1 else None
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.grad_manager = GradManager().attach(params, callbacks=callbacks)
+        self.epoch = 0
+        self.iteration = 0
+        self.step_in_epoch = 0
+        self.step_losses = {}  # name -> value of the last step
+        self.total_losses = {}  # iteration -> total loss, of this run's steps
+
+    def run_step(self, batch, on_phase=None):
+        """One optimizer step on a collated batch (NumPy arrays); returns its losses as
+        floats. A NaN/Inf loss raises NonFiniteLossError before the weights change.
+        ``on_phase(name)`` is called after "forward", "backward" and "optimizer"."""
+        mark = on_phase or (lambda phase: None)
+        with self.grad_manager:
+            losses = self.model(**{name: mge.tensor(value) for name, value in batch.items()})
+            mark("forward")
+            self.grad_manager.backward(losses["total_loss"])
+        mark("backward")
+        values = {name: float(value.item()) for name, value in losses.items()}
+        if not all(math.isfinite(v) for v in values.values()):
+            self.optimizer.clear_grad()
+            raise NonFiniteLossError(
+                "non-finite loss at epoch {} step {} (iteration {}): {}; the last good "
+                "checkpoint is {}".format(self.epoch, self.step_in_epoch, self.iteration, values,
+                                          latest_checkpoint(self.output_dir)))
+        self.optimizer.step().clear_grad()
+        mark("optimizer")
+        return values
+
+    def train(self, epoch_batches):
+        """Train from ``epoch`` to the last epoch; ``epoch_batches(epoch)`` yields the
+        collated batches of an epoch. An epoch ending in NaN/Inf runs again when a hook
+        recovers from it, else the error propagates."""
+        self.model.train()
+        if self.world_size > 1:
+            dist.bcast_list_(self.model.tensors())
+        self._call("before_train")
+        while self.epoch < self.cfg.max_epoch:
+            try:
+                self._train_epoch(epoch_batches(self.epoch))
+            except NonFiniteError as error:
+                if not any(hook.recover(self, error) for hook in self.hooks):
+                    raise
+                continue
+            self.epoch += 1
+        self._call("after_train")
+
+    def _train_epoch(self, batches):
+        self._call("before_epoch")
+        for self.step_in_epoch, batch in enumerate(batches):
+            self._call("before_step")
+            self.step_losses = self.run_step(batch)
+            self.total_losses[self.iteration] = self.step_losses["total_loss"]
+            self.iteration += 1
+            self._call("after_step")
+        self._call("after_epoch")
+
+    def _call(self, point):
+        for hook in self.hooks:
+            getattr(hook, point)(self)
+
+    def save_checkpoint(self):
+        """Write epoch_<epoch>.pkl (see checkpoint.save_checkpoint); its path."""
+        return save_checkpoint(self.output_dir, self.model, self.optimizer, self.epoch,
+                               self.iteration)
+
+    def resume(self, path):
+        """Continue after the checkpoint at ``path``: weights, optimizer, epoch, iteration."""
+        checkpoint = load_checkpoint(path)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.epoch = checkpoint["epoch"] + 1
+        self.iteration = checkpoint["iteration"]
+        logger.info("resumed from %s: epoch %d, iteration %d", path, self.epoch, self.iteration)
+
+
+def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False):
+    """The trainer of ``model``: SGD over its trainable parameters and the standard hooks.
+    ``on_cpu`` turns on the MegEngine 1.13 CPU workarounds (``cpu.prepare_training``)."""
+    sgd = SGD
+    hooks = [LearningRateSchedule(), EpochCheckpoint(), ProgressLog()]
+    if on_cpu:
+        sgd, guard = cpu.prepare_training(model, options.non_finite_retries, world_size)
+        hooks.append(guard)
+    total_batch_size = options.batch_size * world_size
+    optimizer = sgd(model.trainable_parameters(), lr=learning_rate(cfg, 0, 0, total_batch_size),
+                    momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return Trainer(model, optimizer, cfg, options.batch_size, options.output_dir, hooks,
+                   world_size, rank)
 
 
 class TrainBatches:
@@ -65,15 +172,55 @@ class TrainBatches:
         return collate_train([self.transform(self.dataset[i], rng) for i in indices])
 
 
-def build_train_dataset(cfg, dataset_dir):
-    root, ann_file = resolve_dataset_paths(cfg.train_dataset, dataset_dir)
-    dataset = COCODetection(root, ann_file, cfg.train_dataset.get(
-        "remove_images_without_annotations", True))
-    if len(dataset.category_ids) != cfg.num_classes:
-        raise DatasetError("cfg.num_classes is {} but {} has {} categories; set num_classes = "
-                           "{}".format(cfg.num_classes, ann_file, len(dataset.category_ids),
-                                       len(dataset.category_ids)))
-    return dataset
+def train_worker(config_file, options):
+    """Build everything from the config file and train on this process's device: a GPU, or
+    without one ``options.threads`` CPU threads. Returns the total loss of every step."""
+    world_size, rank = world_info()
+    on_cpu = not mge.is_cuda_available()
+    with contextlib.ExitStack() as stack:
+        if on_cpu:
+            cpu.use_mkl_avx2_kernels()
+            if world_size == 1:
+                stack.enter_context(cpu.default_cpu_threads(options.threads))
+        if options.synchronous:
+            stack.enter_context(cpu.synchronous_execution())
+        module = load_config_module(config_file)
+        cfg = module.Cfg()
+        mge.random.seed(options.seed)  # the same initial weights on every run and rank
+        model = module.Net(cfg)
+        dataset = build_train_dataset(cfg, options.dataset_dir)
+        trainer = build_trainer(model, cfg, options, world_size, rank, on_cpu)
+        start_weights(trainer, options)
+        sampler = GroupedBatchSampler([dataset.aspect_ratio_group(i) for i in range(len(dataset))],
+                                      options.batch_size, options.seed, world_size, rank)
+        make_batch = TrainBatches(dataset, TrainTransform(cfg.train_image_short_size,
+                                                          cfg.train_image_max_size),
+                                  options.seed, rank)
+        with BatchLoader(make_batch, options.num_workers) as loader:
+            def epoch_batches(epoch):
+                batches = sampler.epoch_batches(epoch, trainer.steps_per_epoch)
+                return loader.iterate([(epoch, number, indices)
+                                       for number, indices in enumerate(batches)])
+
+            trainer.train(epoch_batches)
+        return [loss for _, loss in sorted(trainer.total_losses.items())]
+
+
+def start_weights(trainer, options):
+    """Where training starts: the newest checkpoint with ``resume``, else a trained detector
+    with ``finetune``, else the backbone weights (given, or ImageNet's for the backbone when
+    ``cfg.backbone_pretrained``), else the random initialization."""
+    cfg, model = trainer.cfg, trainer.model
+    latest = latest_checkpoint(options.output_dir) if options.resume else None
+    if options.resume and latest is None and not options.finetune:
+        raise FileNotFoundError("--resume: no epoch_<N>.pkl checkpoint in {}".format(
+            options.output_dir))
+    if latest is not None:
+        trainer.resume(latest)
+    elif options.finetune:
+        load_finetune_weights(model, options.finetune)
+    elif options.backbone_weights or cfg.backbone_pretrained:
+        load_backbone_weights(model, options.backbone_weights or _imagenet_url(cfg.backbone))
 
 
 def load_backbone_weights(model, path):
@@ -90,144 +237,6 @@ def load_backbone_weights(model, path):
                 path, len(unloaded), "; ".join(unloaded[:6]),
                 "; ..." if len(unloaded) > 6 else ""))
     logger.info("backbone weights from %s: %s", path, report.table())
-
-
-class Trainer:
-    def __init__(self, model, cfg, dataset, options, world_size=1, rank=0):
-        self.model, self.cfg, self.dataset, self.options = model, cfg, dataset, options
-        self.world_size, self.rank = world_size, rank
-        self.total_batch_size = options.batch_size * world_size
-        self.steps_per_epoch = steps_per_epoch(cfg, self.total_batch_size)
-        params = model.trainable_parameters()
-        self.optimizer = InplaceSGD(params, lr=learning_rate(cfg, 0, 0, self.total_batch_size),
-                                    momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        callbacks = [dist.make_allreduce_cb("mean")] if world_size > 1 else None
-        self.grad_manager = GradManager().attach(params, callbacks=callbacks)
-        self.start_epoch = 0
-        self.iteration = 0  # optimizer steps done so far, over all epochs
-        self.losses = []  # total loss of every step of this run
-
-    def resume(self, path):
-        checkpoint = load_checkpoint(path)
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.iteration = checkpoint["iteration"]
-        logger.info("resumed from %s: epoch %d, iteration %d", path, self.start_epoch,
-                    self.iteration)
-
-    def train(self):
-        self.model.train()
-        if self.world_size > 1:
-            dist.bcast_list_(self.model.tensors())
-        sampler = GroupedBatchSampler(
-            [self.dataset.aspect_ratio_group(i) for i in range(len(self.dataset))],
-            self.options.batch_size, self.options.seed, self.world_size, self.rank)
-        transform = TrainTransform(self.cfg.train_image_short_size, self.cfg.train_image_max_size)
-        make_batch = TrainBatches(self.dataset, transform, self.options.seed, self.rank)
-        with BatchLoader(make_batch, self.options.num_workers) as loader:
-            for epoch in range(self.start_epoch, self.cfg.max_epoch):
-                self.run_epoch(epoch, sampler, loader)
-
-    def run_epoch(self, epoch, sampler, loader):
-        """Train an epoch and save its checkpoint. On a NaN/Inf loss or weights a
-        single-process run repeats the epoch from the last checkpoint (up to
-        ``options.non_finite_retries`` times), as ``--resume`` would: MegEngine 1.13's
-        asynchronous CPU execution now and then corrupts values, and the repeat runs the same
-        batches. A run that diverges fails the repeat too and stops with the error."""
-        losses_before = len(self.losses)
-        for attempt in range(self.options.non_finite_retries + 1):
-            try:
-                batches = sampler.epoch_batches(epoch, self.steps_per_epoch)
-                tasks = [(epoch, number, indices) for number, indices in enumerate(batches)]
-                self.train_epoch(epoch, loader.iterate(tasks))
-                if self.rank == 0:
-                    path = save_checkpoint(self.options.output_dir, self.model, self.optimizer,
-                                           epoch, self.iteration)
-                    logger.info("saved %s", path)
-                return
-            except NonFiniteError as error:
-                latest = latest_checkpoint(self.options.output_dir)
-                if attempt == self.options.non_finite_retries or latest is None \
-                        or self.world_size > 1:
-                    raise
-                logger.warning("%s; repeating epoch %d from %s", error, epoch, latest)
-                self.resume(latest)
-                del self.losses[losses_before:]
-
-    def train_epoch(self, epoch, batches):
-        progress = tqdm(total=self.steps_per_epoch, desc="epoch {}".format(epoch),
-                        disable=self.rank != 0, dynamic_ncols=True)
-        data_start = time.time()
-        for step, batch in enumerate(batches):
-            data_time = time.time() - data_start
-            lr = learning_rate(self.cfg, epoch, self.iteration, self.total_batch_size)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            step_start = time.time()
-            losses = self.step(batch, epoch, step)
-            self.losses.append(losses["total_loss"])
-            self.iteration += 1
-            progress.update()
-            progress.set_postfix(loss="{:.3f}".format(losses["total_loss"]))
-            if self.rank == 0 and (step % self.cfg.log_interval == 0
-                                   or step == self.steps_per_epoch - 1):
-                progress.write("epoch {} step {}/{} lr {:.5f} {} data {:.3f}s step {:.3f}s".format(
-                    epoch, step, self.steps_per_epoch, lr,
-                    " ".join("{} {:.4f}".format(k, v) for k, v in losses.items()),
-                    data_time, time.time() - step_start))
-            data_start = time.time()
-        progress.close()
-
-    def step(self, batch, epoch, step):
-        """One optimizer step; raises NonFiniteLossError before updating on a NaN/Inf loss."""
-        with self.grad_manager:
-            losses = self.model(image=mge.tensor(batch["image"]),
-                                im_info=mge.tensor(batch["im_info"]),
-                                gt_boxes=mge.tensor(batch["gt_boxes"]))
-            self.grad_manager.backward(losses["total_loss"])
-        values = {name: float(value.item()) for name, value in losses.items()}
-        if not all(math.isfinite(v) for v in values.values()):
-            self.optimizer.clear_grad()
-            latest = latest_checkpoint(self.options.output_dir)
-            raise NonFiniteLossError(
-                "non-finite loss at epoch {} step {} (iteration {}): {}; the last good "
-                "checkpoint is {}".format(epoch, step, self.iteration, values, latest))
-        self.optimizer.step().clear_grad()
-        return values
-
-
-def train_worker(config_file, options):
-    """Build everything from the config file and train on this process's device: a GPU, or
-    without one ``options.threads`` CPU threads."""
-    with contextlib.ExitStack() as stack:
-        if world_info()[0] == 1 and not mge.is_cuda_available():
-            stack.enter_context(default_cpu_threads(options.threads))
-        if options.synchronous:
-            stack.enter_context(synchronous_execution())
-        return _train(config_file, options)
-
-
-def _train(config_file, options):
-    world_size, rank = world_info()
-    module = load_config_module(config_file)
-    cfg = module.Cfg()
-    mge.random.seed(options.seed)  # the same initial weights on every run and rank
-    model = module.Net(cfg)
-    trainer = Trainer(model, cfg, build_train_dataset(cfg, options.dataset_dir), options,
-                      world_size, rank)
-    latest = latest_checkpoint(options.output_dir) if options.resume else None
-    if options.resume and latest is None and not options.finetune:
-        raise FileNotFoundError("--resume: no epoch_<N>.pkl checkpoint in {}".format(
-            options.output_dir))
-    if latest is not None:
-        trainer.resume(latest)
-    elif options.finetune:
-        load_finetune_weights(model, options.finetune)
-    elif options.backbone_weights or cfg.backbone_pretrained:
-        load_backbone_weights(model, options.backbone_weights or _imagenet_url(cfg.backbone))
-    trainer.train()
-    return trainer.losses
 
 
 def finetune_source(name):

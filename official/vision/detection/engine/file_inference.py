@@ -7,7 +7,7 @@ import megengine as mge
 
 from ..data.coco import read_category_names, read_image, resolve_dataset_paths
 from ..data.coco_categories import COCO_CLASS_NAMES
-from ..errors import ConfigError, DatasetError
+from ..errors import DatasetError
 from ..predictor import Predictor
 from ..utils.files import atomic_target, write_json_atomic
 from ..visualize import draw_detections
@@ -93,13 +93,3 @@ def _detection(row, names):
     x1, y1, x2, y2, score, label = (float(v) for v in row)
     return {"bbox": [x1, y1, x2, y2], "score": score, "label": int(label),
             "class": names[int(label)]}
-
-
-def pretrained_url(config_module):
-    """The weight URL of the config's ``@pretrained`` hub factory."""
-    urls = {getattr(v, "url") for v in vars(config_module).values()
-            if callable(v) and isinstance(getattr(v, "url", None), str)}
-    if len(urls) != 1:
-        raise ConfigError("--pretrained needs a config with one @pretrained hub factory; "
-                          "pass -w WEIGHTS instead")
-    return urls.pop()

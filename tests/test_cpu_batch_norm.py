@@ -4,8 +4,8 @@ import megengine as mge
 import megengine.module as M
 from megengine.autodiff import GradManager
 
-from official.vision.detection.layers.norm import BatchNorm2d
-from official.vision.detection.utils.cpu import default_cpu_threads
+from official.vision.detection.cpu.batch_norm import FastBatchNorm2d
+from official.vision.detection.cpu.device import default_cpu_threads
 
 
 def two_training_steps(norm, x, grad_output):
@@ -32,7 +32,7 @@ def test_training_equals_megengine_batchnorm(threads, shape):
     grad_output = rng.randn(*shape).astype("float32")
     with default_cpu_threads(threads):
         reference = M.BatchNorm2d(shape[1], momentum=0.8)
-        fast = BatchNorm2d(shape[1], momentum=0.8)
+        fast = FastBatchNorm2d(shape[1], momentum=0.8)
         weight = rng.rand(1, shape[1], 1, 1).astype("float32") + 0.5
         for norm in (reference, fast):
             norm.weight[...] = mge.tensor(weight)

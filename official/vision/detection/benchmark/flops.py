@@ -7,7 +7,7 @@ import megengine as mge
 import megengine.module as M
 from megengine.jit import trace
 
-from .compile import example_inputs
+from ..deploy.trace import example_inputs
 
 
 def conv_macs(conv, output_shape):

@@ -6,7 +6,7 @@ import time
 import megengine as mge
 
 from ..predictor import Predictor, process_inputs
-from ..utils.cpu import cpu_device
+from ..cpu.device import cpu_device
 
 STAGES = ("preprocess", "network", "postprocess")
 # fp32 FLOPs per cycle and core with two 256-bit FMA pipes (8 lanes x 2 FLOPs x 2), as on AMD

@@ -5,8 +5,8 @@ import numpy as np
 from megenginelite import LiteConfig, LiteNetwork, LiteOptions
 
 from ..errors import ConfigError
-from .compile import INPUT_NAMES, OUTPUT_NAMES
 from .layout import dumped_layout, nchw88_kernels_run_here
+from .trace import INPUT_NAMES, OUTPUT_NAMES
 
 DEFAULT_THREADS = 2
 
@@ -17,8 +17,9 @@ class LiteDetector:
 
     The graph runs in the layout it was dumped in. NCHW88 runs through MKLDNN, whose JIT failed
     on an AMD EPYC (Zen 4) and ended the process (see ``deploy/layout.py``): dump with
-    ``layout="auto"`` to use it only where it runs. On AMD CPUs the NCHW convolutions use the
-    AVX2 kernels that importing this package enables (see ``utils/cpu.py``).
+    ``layout="auto"`` to use it only where it runs. On AMD CPUs the NCHW convolutions use MKL's
+    AVX2 kernels once ``cpu.use_mkl_avx2_kernels`` ran (``build_detector`` and the tools call
+    it).
     """
 
     def __init__(self, model_path, cfg, threads=DEFAULT_THREADS, profile_path=None):

@@ -1,8 +1,8 @@
 """Time the training step of a config on synthetic images: per phase, per image, peak memory.
 
-The step is ``Trainer``'s (its model, GradManager and SGD), cut into phases with a full sync
-after each, since MegEngine runs eager work asynchronously and a phase's time would otherwise
-show up in the next one's.
+The step is ``Trainer.run_step`` (the trainer ``run_training`` builds on this device), cut into
+phases with a full sync after each, since MegEngine runs eager work asynchronously and a
+phase's time would otherwise show up in the next one's.
 """
 import dataclasses
 import resource
@@ -12,10 +12,11 @@ import time
 import numpy as np
 import megengine as mge
 
+from ..boxes import padded_side
 from ..data.collate import collate_train
 from ..data.transforms import TrainTransform
-from ..deploy.flops import count_conv_flops
-from .trainer import Trainer, TrainOptions
+from ..engine.trainer import TrainOptions, build_trainer
+from .flops import count_conv_flops
 
 PHASES = ("data", "forward", "backward", "optimizer")
 # a training step runs every convolution three times: forward, input gradient, weight gradient
@@ -67,36 +68,44 @@ def time_training(config_module, batch_size, steps, warmup, short_size, max_size
     cfg = config_module.Cfg()
     mge.random.seed(seed)
     model = config_module.Net(cfg)
-    trainer = Trainer(model, cfg, None, TrainOptions(dataset_dir="", output_dir=""))
+    trainer = build_trainer(model, cfg, TrainOptions(dataset_dir="", output_dir="",
+                                                     batch_size=batch_size),
+                            on_cpu=not mge.is_cuda_available())
+    model.train()
     transform = TrainTransform(short_size, max_size)
     rng = np.random.default_rng(seed)
     phase_ms = {phase: [] for phase in PHASES}
     for step in range(warmup + steps):
         times = timed_step(trainer, transform, rng, batch_size, short_size, max_size)
         if step >= warmup:
-            for phase, seconds in zip(PHASES, times):
+            for phase, seconds in times.items():
                 phase_ms[phase].append(1000 * seconds)
-    input_shape = (batch_size, 3) + tuple(-(-side // 32) * 32 for side in (short_size, max_size))
+    input_shape = (batch_size, 3, padded_side(short_size), padded_side(max_size))
     model.eval()  # counting records model.inference, whose convolutions training runs too
     step_flops = TRAIN_FLOPS_PER_FORWARD_FLOP * count_conv_flops(model, input_shape)
     return TrainTiming(phase_ms, batch_size, input_shape, step_flops)
 
 
+class PhaseClock:
+    """Called with a phase's name when it ends: waits for MegEngine's pending work, then
+    records the seconds since the previous phase ended (``times``)."""
+
+    def __init__(self):
+        self.times = {}
+        self.last = time.perf_counter()
+
+    def __call__(self, phase):
+        mge._full_sync()  # pylint: disable=protected-access
+        now = time.perf_counter()
+        self.times[phase], self.last = now - self.last, now
+
+
 def timed_step(trainer, transform, rng, batch_size, height, width):
-    """Seconds of data, forward, backward and optimizer of one step of ``trainer``."""
-    start = time.perf_counter()
+    """{phase: seconds} of data, forward, backward and optimizer of one step of
+    ``trainer``."""
+    clock = PhaseClock()
     batch = collate_train([transform(synthetic_sample(rng, height, width, trainer.cfg.num_classes),
                                      rng) for _ in range(batch_size)])
-    batch = {name: mge.tensor(value) for name, value in batch.items()}
-    loaded = time.perf_counter()
-    with trainer.grad_manager:
-        loss = trainer.model(**batch)["total_loss"]
-        mge._full_sync()  # pylint: disable=protected-access
-        forwarded = time.perf_counter()
-        trainer.grad_manager.backward(loss)
-    mge._full_sync()  # pylint: disable=protected-access
-    backwarded = time.perf_counter()
-    trainer.optimizer.step().clear_grad()
-    mge._full_sync()  # pylint: disable=protected-access
-    finished = time.perf_counter()
-    return loaded - start, forwarded - loaded, backwarded - forwarded, finished - backwarded
+    clock("data")
+    trainer.run_step(batch, on_phase=clock)
+    return clock.times

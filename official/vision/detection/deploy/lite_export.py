@@ -1,15 +1,12 @@
-"""Trace ``model.inference`` into a static graph and dump it for MegEngine Lite.
-
-The dumped graph computes every shape from its inputs (padding to multiples of 32, feature
-sizes, anchor points), so one file serves any image size and batch size.
-"""
+"""``model.inference`` as a MegEngine Lite file: traced, optimized for inference with conv +
+bias + ReLU fused, in the NCHW or NCHW88 layout. One file serves any image size and batch
+size (see trace.py)."""
 import os
 import tempfile
 
 import numpy as np
 
 import megengine as mge
-from megengine.jit import trace
 
 from ..errors import ConfigError
 from ..utils.files import atomic_target, publish
@@ -19,36 +16,9 @@ from .layout import (
     PROBE_TIMEOUT_S, blocked_graph_failure, blocked_layout_misuse, check_layout,
     nchw88_kernels_run_here
 )
+from .trace import EXAMPLE_HW, INPUT_NAMES, OUTPUT_NAMES, recorded_inference
 
 logger = mge.get_logger(__name__)
-
-INPUT_NAMES = ("image", "im_info")
-OUTPUT_NAMES = ("scores", "boxes")
-# any size works: the graph keeps shapes symbolic. Neither side is a multiple of 32, so the
-# traced padding branch is the general one; small, because tracing runs the network once.
-EXAMPLE_HW = (48, 80)
-
-
-def trace_inference(model):
-    """``model.inference`` compiled by ``trace(symbolic=True, capture_as_const=True)``.
-
-    Call it with Tensors image [N, 3, H, W] (BGR, 0-255) and im_info [N, 4]; it returns
-    Tensors scores [N, P, K] and boxes [N, P, 4]. The first call records the graph.
-    """
-
-    @trace(symbolic=True, capture_as_const=True)
-    def inference(image, im_info):
-        return model.inference(image, im_info)
-
-    return inference
-
-
-def example_inputs(height, width, batch=1):
-    """Zero image [batch, 3, height, width] and its im_info [batch, 4] (no resizing)."""
-    image = np.zeros((batch, 3, height, width), dtype=np.float32)
-    im_info = np.tile(np.array([[height, width, height, width]], dtype=np.float32), (batch, 1))
-    return image, im_info
-
 
 def dump_inference(model, path, fold_bn=True, layout="auto", probe_timeout=PROBE_TIMEOUT_S):
     """Write ``model.inference`` as a Lite model to ``path`` (atomically); return the layout
@@ -68,8 +38,7 @@ def dump_inference(model, path, fold_bn=True, layout="auto", probe_timeout=PROBE
         layout == "auto" and nchw88_kernels_run_here(probe_timeout))
     if try_blocked and _dump_blocked(model, path, layout == "auto", probe_timeout):
         return "nchw88"
-    inference = trace_inference(model)
-    inference(*(mge.tensor(v) for v in example_inputs(*EXAMPLE_HW)))
+    inference, _ = recorded_inference(model)
     dump_traced(inference, path, INPUT_NAMES, OUTPUT_NAMES)
     return "nchw"
 
@@ -78,11 +47,10 @@ def _dump_blocked(model, path, verify, timeout):
     """Dump ``model`` in NCHW88 to ``path`` if its graph is sound and, with ``verify``, runs
     right in a child process; True if it was written. Without ``verify`` (NCHW88 asked for),
     a graph that cannot be sound is an error."""
-    inference = trace_inference(pool_group_norms(model))
-    inputs = dict(zip(INPUT_NAMES, probe_inputs(*EXAMPLE_HW)))
-    # the first call records the graph; its outputs are those of the NCHW computation
-    expected = dict(zip(OUTPUT_NAMES, (v.numpy() for v in inference(
-        *(mge.tensor(inputs[name]) for name in INPUT_NAMES)))))
+    image, im_info = probe_inputs(*EXAMPLE_HW)
+    # the outputs of the recording call are those of the NCHW computation
+    inference, expected = recorded_inference(pool_group_norms(model), (image, im_info))
+    inputs = dict(zip(INPUT_NAMES, (image, im_info)))
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as directory:
         candidate = os.path.join(directory, os.path.basename(path))
         dump_traced(inference, candidate, INPUT_NAMES, OUTPUT_NAMES, "nchw88")
@@ -123,17 +91,3 @@ def dump_traced(traced, path, input_names, output_names, layout="nchw"):
             no_change_graph=True,
         )
     return path
-
-
-class TracedDetector:
-    """``model.inference`` run as a traced graph in this process, without a file: the
-    "traced" engine. Same interface as ``LiteDetector``; numpy outputs."""
-
-    def __init__(self, model):
-        self.cfg = model.cfg
-        self._inference = trace_inference(model)
-
-    def inference(self, image, im_info):
-        """image [N, 3, H, W], im_info [N, 4] -> scores [N, P, K], boxes [N, P, 4] (numpy)."""
-        scores, boxes = self._inference(mge.tensor(image), mge.tensor(im_info))
-        return scores.numpy(), boxes.numpy()

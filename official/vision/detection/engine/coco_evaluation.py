@@ -13,30 +13,21 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from ..data.coco import COCODetection, coco_results, resolve_dataset_paths
+from ..data.build import build_test_dataset
+from ..data.coco import coco_results
 from ..data.loader import BatchLoader
 from ..data.samplers import inference_batches
-from ..deploy import build_detector
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError
 from ..predictor import Predictor
 from ..utils.config_file import load_config_module
 from ..utils.files import atomic_target, write_json_atomic
+from ..weights import build_model
 from .launch import launch, world_info
 
 logger = mge.get_logger(__name__)
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-
-def build_test_dataset(cfg, dataset_dir):
-    root, ann_file = resolve_dataset_paths(cfg.test_dataset, dataset_dir)
-    dataset = COCODetection(root, ann_file, cfg.test_dataset.get(
-        "remove_images_without_annotations", False))
-    if len(dataset.category_ids) != cfg.num_classes:
-        raise DatasetError("cfg.num_classes is {} but {} has {} categories".format(
-            cfg.num_classes, ann_file, len(dataset.category_ids)))
-    return dataset
 
 
 class LoadImages:
@@ -146,7 +137,7 @@ class EvalOptions:
     tta: bool = False
     results_path: str = None  # default: beside each evaluated file
     num_workers: int = 2
-    engine: str = "eager"  # or "traced" / "lite" / "onnxruntime" (deploy.build_detector)
+    engine: str = "eager"  # or "traced" / "lite" / "onnxruntime": see build_detector below
     model_path: str = None  # a dumped Lite or ONNX model, evaluated instead of weight files
 
 
@@ -156,9 +147,18 @@ def results_path_for(evaluated_path, explicit=None):
     return os.path.splitext(evaluated_path)[0] + "_coco_results.json"
 
 
-def evaluated_detectors(config_module, options):
-    """(file, build) of each detector to evaluate, ``build()`` making it: the dumped model
-    of ``options.model_path``, or the model with each weight file on ``options.engine``."""
+def eager_detector(config_module, weights=None, engine="eager", model_path=None):
+    """The eager model with ``weights``: the only engine without ``deploy``'s
+    ``build_detector``, which takes the same arguments and any engine."""
+    if engine != "eager" or model_path is not None:
+        raise ConfigError("the {} engine needs deploy.detector.build_detector".format(engine))
+    return build_model(config_module, weights)
+
+
+def evaluated_detectors(config_module, options, build_detector=eager_detector):
+    """(file, build) of each detector to evaluate, ``build()`` making it with
+    ``build_detector``: the dumped model of ``options.model_path``, or the model with each
+    weight file on ``options.engine``."""
     if options.model_path is not None:
         return [(options.model_path, functools.partial(
             build_detector, config_module, engine=options.engine,
@@ -198,20 +198,21 @@ def evaluate_result_files(ann_file, result_paths):
     return table
 
 
-def test_worker(config_file, options):
+def test_worker(config_file, options, build_detector):
     world_size, rank = world_info()
     module = load_config_module(config_file)
-    return evaluate_detectors(evaluated_detectors(module, options), module.Cfg(), options,
-                              world_size, rank)
+    return evaluate_detectors(evaluated_detectors(module, options, build_detector),
+                              module.Cfg(), options, world_size, rank)
 
 
-def run_test(config_file, options, num_devices=1):
+def run_test(config_file, options, num_devices=1, build_detector=eager_detector):
     """Evaluate every weight file, or the dumped model, of ``options``; print one table row per
-    file, and a summary table when there are several."""
+    file, and a summary table when there are several. ``build_detector``: eager models only
+    by default; tools/test.py passes ``deploy.detector.build_detector`` for every engine."""
     if options.engine in ("lite", "onnxruntime") and num_devices > 1:
         raise ConfigError("the {} engine runs in one CPU process: use -n 1".format(
             options.engine))
-    results = launch(test_worker, (config_file, options), num_devices)
+    results = launch(test_worker, (config_file, options, build_detector), num_devices)
     table = results if num_devices == 1 else results[0]
     if len(table) > 1:
         labels = row_labels(table)

@@ -5,16 +5,8 @@ its sgemm, which runs the im2col convolutions of MegEngine's x86 backend, falls 
 SSE code. On an AMD EPYC (Zen 4) a 3x3 conv 256->256 on 136x100 ran at 27 GFLOP/s on one thread
 by default and at 86 GFLOP/s with MKL_DEBUG_CPU_TYPE=5, the switch MKL up to 2020.0 reads to
 force its AVX2 kernels (4 selects AVX without FMA, 0-3 older SSE paths).
-
-Importing the package calls ``use_mkl_avx2_kernels``; a value the user set is kept.
-
-``cpu_device(threads)`` names MegEngine's CPU device with that many worker threads;
-``on_cpu_device(tensor)`` tells whether a tensor lives on one.
 """
-import contextlib
 import os
-
-import megengine as mge
 
 MKL_CPU_TYPE_VARIABLE = "MKL_DEBUG_CPU_TYPE"
 MKL_AVX2 = "5"
@@ -46,44 +38,3 @@ def use_mkl_avx2_kernels(cpuinfo="/proc/cpuinfo"):
     if vendor == "AuthenticAMD" and {"avx2", "fma"} <= flags:
         os.environ.setdefault(MKL_CPU_TYPE_VARIABLE, MKL_AVX2)
     return os.environ.get(MKL_CPU_TYPE_VARIABLE)
-
-
-def cpu_device(threads):
-    """MegEngine's CPU device running kernels on ``threads`` threads ("cpu0" is one)."""
-    return "multithread{}:0".format(threads) if threads > 1 else "cpu0"
-
-
-def on_cpu_device(tensor):
-    """Whether ``tensor`` lives on a CPU device: "cpu<k>" (one thread) or
-    "multithread<threads>:<k>"."""
-    name = str(tensor.device.physical_name)
-    return name.startswith("cpu") or name.startswith("multithread")
-
-
-@contextlib.contextmanager
-def default_cpu_threads(threads):
-    """Create tensors on ``cpu_device(threads)`` inside the block, then restore the default."""
-    previous = mge.get_default_device()
-    mge.set_default_device(cpu_device(threads))
-    try:
-        yield
-    finally:
-        mge.set_default_device(previous)
-
-
-
-@contextlib.contextmanager
-def synchronous_execution():
-    """Inside the block MegEngine runs each operator before returning (async_level 0).
-
-    Its default, fully asynchronous eager mode now and then corrupts values on the CPU
-    (MegEngine 1.13): of six identical 24-step trainings of a tiny FCOS one ended with NaN
-    weights, and a resumed run differed from an uninterrupted one by up to 1.3e-4 in about one
-    try of six. Synchronously, repeated runs were identical, at ~2.5x the time per step.
-    """
-    previous = mge.config.async_level
-    mge.config.async_level = 0
-    try:
-        yield
-    finally:
-        mge.config.async_level = previous

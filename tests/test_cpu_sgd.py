@@ -3,7 +3,7 @@ import pytest
 import megengine as mge
 from megengine.optimizer import SGD
 
-from official.vision.detection.engine.optimizer import InplaceSGD
+from official.vision.detection.cpu.sgd import InplaceSGD
 
 
 def run_steps(optimizer_class, momentum, weight_decay, state=None):

@@ -1,0 +1,1 @@
+"""Timing and arithmetic cost: inference stages, training steps, convolution FLOPs."""

@@ -1,0 +1,58 @@
+"""Workarounds for MegEngine 1.13 on the CPU, each in its own module.
+
+The model code is plain MegEngine; ``engine/trainer.py`` turns these on for a run on the CPU
+(``prepare_training``), and the tools call ``use_mkl_avx2_kernels`` before their first
+convolution. What they work around, measured on 2-core AMD EPYC machines:
+
+- conv.py: the CPU kernels of the convolution gradients are 5-15x (weight) and ~1.5x (input)
+  slower than the forward convolution and matrix products that compute the same values.
+- batch_norm.py: the CPU BatchNorm kernels take 2-4x as long as the same statistics from
+  reductions and elementwise ops.
+- sgd.py: ``megengine.optimizer.SGD`` builds five new tensors per parameter and step; the
+  in-place update cut the demo's optimizer phase from ~35 to ~12 ms.
+- mkl.py: the bundled MKL 2019 runs generic SSE code on AMD CPUs unless told otherwise.
+- guard.py: asynchronous execution now and then corrupts values; an epoch that ends in NaN/Inf
+  is repeated from the last checkpoint (``synchronous_execution`` avoids it, slower).
+- device.py: CPU device names with a thread count, and synchronous execution.
+"""
+import megengine.module as M
+
+from ..layers.conv import Conv2d
+from ..utils.modules import replace_modules
+from .batch_norm import FastBatchNorm2d
+from .conv import FastGradientConv2d
+from .device import cpu_device, default_cpu_threads, on_cpu_device, synchronous_execution
+from .guard import RepeatNonFiniteEpoch
+from .mkl import use_mkl_avx2_kernels
+from .sgd import InplaceSGD
+
+__all__ = [
+    "FastBatchNorm2d", "FastGradientConv2d", "InplaceSGD", "RepeatNonFiniteEpoch",
+    "cpu_device", "default_cpu_threads", "fast_training_modules", "on_cpu_device",
+    "prepare_training", "synchronous_execution", "use_mkl_avx2_kernels",
+]
+
+
+def fast_training_modules(model):
+    """Give ``model``, in place, the fast CPU training step of its convolutions and
+    BatchNorms: each is replaced by a module sharing its tensors (same state_dict, same
+    results). Returns ``model``."""
+
+    def replacement(module):
+        if type(module) in (M.Conv2d, Conv2d) and (  # pylint: disable=unidiomatic-typecheck
+                module.padding_mode, module.conv_mode, module.compute_mode) == (
+                    "zeros", "cross_correlation", "default"):
+            return FastGradientConv2d.of(module)
+        if type(module) is M.BatchNorm2d:  # pylint: disable=unidiomatic-typecheck
+            return FastBatchNorm2d.of(module)
+        return None
+
+    replace_modules(model, replacement)
+    return model
+
+
+def prepare_training(model, non_finite_retries=1, world_size=1):
+    """Turn on the CPU workarounds for training ``model``: its fast modules (in place), and
+    (the optimizer class to build, the hook that repeats a corrupted epoch)."""
+    fast_training_modules(model)
+    return InplaceSGD, RepeatNonFiniteEpoch(non_finite_retries, world_size)

@@ -1,0 +1,97 @@
+"""What the training loop does around its steps, one hook per concern.
+
+``Trainer.train`` calls every hook's ``before_train``, then per epoch ``before_epoch``, per
+step ``before_step`` and ``after_step``, then ``after_epoch``, and at the end ``after_train``.
+A step or an epoch that ends in NaN/Inf raises ``NonFiniteError``; the trainer then asks each
+hook to ``recover`` (restore a state from which the epoch can run again) and re-raises when
+none does.
+"""
+import time
+
+import megengine as mge
+from tqdm import tqdm
+
+from .schedule import learning_rate
+
+logger = mge.get_logger(__name__)
+
+
+class HookBase:
+    """A hook does nothing at any point unless it overrides that method."""
+
+    def before_train(self, trainer):
+        pass
+
+    def before_epoch(self, trainer):
+        pass
+
+    def before_step(self, trainer):
+        pass
+
+    def after_step(self, trainer):
+        pass
+
+    def after_epoch(self, trainer):
+        pass
+
+    def after_train(self, trainer):
+        pass
+
+    def recover(self, trainer, error):  # pylint: disable=unused-argument
+        """True if it restored ``trainer`` to a state from which the failed epoch can run
+        again after ``error`` (a NonFiniteError)."""
+        return False
+
+
+class LearningRateSchedule(HookBase):
+    """Sets the optimizer's learning rate of each step: warm-up, then step decay."""
+
+    def before_step(self, trainer):
+        lr = learning_rate(trainer.cfg, trainer.epoch, trainer.iteration,
+                           trainer.total_batch_size)
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = lr
+
+
+class EpochCheckpoint(HookBase):
+    """Writes epoch_<N>.pkl (model, optimizer, progress) after every epoch, on rank 0."""
+
+    def after_epoch(self, trainer):
+        if trainer.rank == 0:
+            logger.info("saved %s", trainer.save_checkpoint())
+
+
+class ProgressLog(HookBase):
+    """A progress bar per epoch and, every ``cfg.log_interval`` steps and at the last one,
+    a line with the learning rate, the losses and the data and step times (rank 0)."""
+
+    def __init__(self):
+        self.bar = None
+        self.step_start = self.data_start = 0.0
+
+    def before_epoch(self, trainer):
+        if self.bar is not None:  # the bar of an epoch that failed and runs again
+            self.bar.close()
+        self.bar = tqdm(total=trainer.steps_per_epoch, desc="epoch {}".format(trainer.epoch),
+                        disable=trainer.rank != 0, dynamic_ncols=True)
+        self.data_start = time.time()
+
+    def before_step(self, trainer):
+        self.step_start = time.time()
+
+    def after_step(self, trainer):
+        step, losses = trainer.step_in_epoch, trainer.step_losses
+        self.bar.update()
+        self.bar.set_postfix(loss="{:.3f}".format(losses["total_loss"]))
+        if trainer.rank == 0 and (step % trainer.cfg.log_interval == 0
+                                  or step == trainer.steps_per_epoch - 1):
+            self.bar.write("epoch {} step {}/{} lr {:.5f} {} data {:.3f}s step {:.3f}s".format(
+                trainer.epoch, step, trainer.steps_per_epoch,
+                trainer.optimizer.param_groups[0]["lr"],
+                " ".join("{} {:.4f}".format(k, v) for k, v in losses.items()),
+                self.step_start - self.data_start, time.time() - self.step_start))
+        self.data_start = time.time()
+
+    def after_epoch(self, trainer):
+        self.bar.close()
+        self.bar = None
