@@ -1,20 +1,25 @@
 """The MegEngine 1.13 CPU workarounds (official/vision/detection/cpu): MKL's AVX2 kernels on
 AMD CPUs, chosen by the tools and hub entries but not by importing the package; CPU devices;
 the fast training modules, which keep the model's tensors and results."""
+import copy
 import os
 import subprocess
 import sys
 
 import megengine as mge
+import megengine.module as M
 import numpy as np
 import pytest
+from megengine.autodiff import GradManager
 
 from official.vision.detection.cpu import (
-    default_cpu_threads, synchronous_execution
+    FastBatchNorm2d, FastGradientConv2d, default_cpu_threads, fast_training_modules,
+    synchronous_execution
 )
 from official.vision.detection.cpu.mkl import cpu_vendor_and_flags, use_mkl_avx2_kernels
+from official.vision.detection.models import FCOS
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, tiny_config
 
 
 @pytest.mark.parametrize("vendor, flags, expected", [
@@ -109,3 +114,42 @@ def test_synchronous_execution_applies_inside_the_block_only():
     with synchronous_execution():
         assert mge.config.async_level == 0
     assert mge.config.async_level == before
+
+
+def trained_for_a_step(model, batch):
+    """The losses, the gradient of every parameter and the running averages after one
+    training forward and backward of ``model`` on ``batch``."""
+    model.train()
+    params = list(model.parameters())
+    gm = GradManager().attach(params)
+    with gm:
+        losses = model(**{name: mge.tensor(value) for name, value in batch.items()})
+        gm.backward(losses["total_loss"])
+    return ([float(v.item()) for v in losses.values()], [p.grad.numpy() for p in params],
+            [v for k, v in model.state_dict().items() if "running" in k])
+
+
+def test_the_fast_training_modules_keep_the_tensors_and_give_megengine_results():
+    mge.random.seed(5)
+    model = FCOS(tiny_config())
+    reference = copy.deepcopy(model)
+    before = {name: value.copy() for name, value in model.state_dict().items()}
+    parameters = [id(p) for p in model.parameters()]
+    fast_training_modules(model)
+    assert [id(p) for p in model.parameters()] == parameters  # an optimizer built before works
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, name)
+    convs = [m for m in model.modules() if isinstance(m, M.Conv2d)]
+    norms = [m for m in model.modules() if isinstance(m, M.BatchNorm2d)]
+    assert convs and all(isinstance(m, FastGradientConv2d) for m in convs)
+    assert norms and all(isinstance(m, FastBatchNorm2d) for m in norms)
+    rng = np.random.RandomState(5)
+    batch = dict(image=rng.uniform(0, 255, (2, 3, 64, 96)).astype("float32"),
+                 im_info=np.array([[64, 96, 64, 96, 1]] * 2, "float32"),
+                 gt_boxes=np.array([[[10, 8, 50, 40, 1]], [[30, 20, 90, 60, 2]]], "float32"))
+    expected, actual = trained_for_a_step(reference, batch), trained_for_a_step(model, batch)
+    np.testing.assert_allclose(actual[0], expected[0], rtol=1e-4)
+    for want, got in zip(expected[1] + expected[2], actual[1] + actual[2]):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)

@@ -19,11 +19,12 @@ def channel_sum(x):
 class BatchStatisticsNorm(Function):
     """Training-mode batch normalization of [N, C, H, W] by reductions and elementwise ops.
 
-    With s = weight / sqrt(var + eps), the output is x * s + (bias - mean * s). The input
-    gradient is dy * s - x * k + (mean * k - s * mean(dy)), with k = s * dweight / (count *
-    sqrt(var + eps)): the usual formula with x - mean expanded, so no normalized copy of x is
-    kept. The variance is E[x^2] - mean^2, as MegEngine's SyncBatchNorm computes it. The batch
-    mean and (biased) variance stay on the object for the running averages.
+    Centred first, as MegEngine's kernel: x_hat = (x - mean) / sqrt(var + eps), output
+    x_hat * weight + bias, input gradient weight / sqrt(var + eps) * (dy - mean(dy) - x_hat *
+    mean(dy * x_hat)). (Expanding x - mean to save the centred copy cancels catastrophically
+    where the mean is large against the spread: on a tiny FCOS it moved weight gradients by up
+    to 7.6% of their size.) The batch mean and (biased) variance stay on the object for the
+    running averages.
     """
 
     def __init__(self, eps):
@@ -33,21 +34,21 @@ class BatchStatisticsNorm(Function):
     def forward(self, x, weight, bias):
         count = x.size // x.shape[1]
         mean = channel_sum(x) / count
-        var = F.relu(channel_sum(x * x) / count - mean * mean)  # rounding may go below 0
+        centred = x - mean
+        var = channel_sum(centred * centred) / count
         inv_std = 1 / F.sqrt(var + self.eps)
-        scale = weight * inv_std
-        self.x, self.count, self.mean, self.var = x, count, mean, var
-        self.inv_std, self.scale = inv_std, scale
-        return x * scale + (bias - mean * scale)
+        normalized = centred * inv_std
+        self.count, self.mean, self.var, self.inv_std = count, mean, var, inv_std
+        self.normalized, self.weight = normalized, weight
+        return normalized * weight + bias
 
     def backward(self, grad_output):
         if grad_output is None:
             return None, None, None
-        x, count, mean, scale = self.x, self.count, self.mean, self.scale
         grad_bias = channel_sum(grad_output)
-        grad_weight = (channel_sum(grad_output * x) - mean * grad_bias) * self.inv_std
-        k = scale * self.inv_std * grad_weight / count
-        grad_input = grad_output * scale - x * k + (mean * k - scale * grad_bias / count)
+        grad_weight = channel_sum(grad_output * self.normalized)
+        grad_input = (self.weight * self.inv_std) * (
+            grad_output - (grad_bias + self.normalized * grad_weight) / self.count)
         return grad_input, grad_weight, grad_bias
 
 
