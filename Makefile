@@ -10,9 +10,10 @@ SYNTHETIC_SHAPES := --size 96-128 --max-objects 4 --object-scale 0.2-0.6
 
 # MegEngine 1.13.0 has wheels for Python 3.6-3.10 only: find a working python3.10 on PATH,
 # then under pyenv. mgeconvert installs on its own, with the option file its setup.py needs
-# (requirements-mgeconvert.txt).
+# (requirements-mgeconvert.txt). The package itself is installed in editable mode, so tools and
+# tests import this checkout.
 $(VENV)/.installed: requirements.txt requirements-test.txt requirements-export.txt \
-		requirements-mgeconvert.txt mgeconvert-install.cfg
+		requirements-mgeconvert.txt mgeconvert-install.cfg pyproject.toml
 	@py=""; \
 	for candidate in python3.10 $$(ls -d "$${PYENV_ROOT:-$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)}"/versions/3.10.*/bin/python 2>/dev/null); do \
 		if "$$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then py="$$candidate"; break; fi; \
@@ -25,6 +26,7 @@ $(VENV)/.installed: requirements.txt requirements-test.txt requirements-export.t
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	DIST_EXTRA_CONFIG=$(CURDIR)/mgeconvert-install.cfg $(PY) -m pip install --quiet --no-deps \
 		-r requirements-mgeconvert.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 setup: $(VENV)/.installed
