@@ -16,30 +16,24 @@ from official.vision.detection.cpu import (
     FastBatchNorm2d, FastGradientConv2d, default_cpu_threads, fast_training_modules,
     synchronous_execution
 )
-from official.vision.detection.cpu.mkl import cpu_vendor_and_flags, use_mkl_avx2_kernels
+from official.vision.detection.cpu.mkl import cpu_vendor_and_flags, needs_avx2_switch
 from official.vision.detection.models import FCOS
 
 from conftest import PROJECT_ROOT, tiny_config
 
 
+# what the switch does to the environment is tested in fresh processes below: MKL reads the
+# variable once, so setting it here would change the kernels of every later test
 @pytest.mark.parametrize("vendor, flags, expected", [
-    ("AuthenticAMD", "fpu avx avx2 fma", "5"),
-    ("AuthenticAMD", "fpu avx", None),
-    ("GenuineIntel", "fpu avx avx2 fma avx512f", None),
+    ("AuthenticAMD", "fpu avx avx2 fma", True),
+    ("AuthenticAMD", "fpu avx", False),
+    ("GenuineIntel", "fpu avx avx2 fma avx512f", False),
 ])
-def test_mkl_avx2_kernels_are_requested_only_on_amd_with_avx2(tmp_path, monkeypatch, vendor,
-                                                              flags, expected):
-    monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
+def test_mkl_avx2_kernels_are_requested_only_on_amd_with_avx2(tmp_path, vendor, flags,
+                                                              expected):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("vendor_id\t: {}\nflags\t\t: {}\n".format(vendor, flags))
-    assert use_mkl_avx2_kernels(str(cpuinfo)) == expected
-
-
-def test_a_users_mkl_setting_is_kept(tmp_path, monkeypatch):
-    monkeypatch.setenv("MKL_DEBUG_CPU_TYPE", "4")
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("vendor_id\t: AuthenticAMD\nflags\t\t: avx2 fma\n")
-    assert use_mkl_avx2_kernels(str(cpuinfo)) == "4"
+    assert needs_avx2_switch(str(cpuinfo)) is expected
 
 
 def mkl_setting_in_a_fresh_process(code, user_setting=None):
@@ -151,5 +145,11 @@ def test_the_fast_training_modules_keep_the_tensors_and_give_megengine_results()
                  gt_boxes=np.array([[[10, 8, 50, 40, 1]], [[30, 20, 90, 60, 2]]], "float32"))
     expected, actual = trained_for_a_step(reference, batch), trained_for_a_step(model, batch)
     np.testing.assert_allclose(actual[0], expected[0], rtol=1e-4)
-    for want, got in zip(expected[1] + expected[2], actual[1] + actual[2]):
-        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+    for want, got in zip(expected[2], actual[2]):  # running averages
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    # Gradients are compared as one vector: where a ReLU's input lies within rounding of 0,
+    # the other order of float operations flips it, and a few weights of the head change by a
+    # step (up to 8% of their size here with MKL's AVX2 kernels, as on AMD CPUs; 1.5% of the
+    # whole gradient). Each layer's gradient is checked exactly in its own test file.
+    want, got = (np.concatenate([g.ravel() for g in grads]) for grads in (expected[1], actual[1]))
+    assert np.linalg.norm(got - want) <= 0.05 * np.linalg.norm(want)

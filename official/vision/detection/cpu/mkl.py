@@ -27,14 +27,17 @@ def cpu_vendor_and_flags(cpuinfo="/proc/cpuinfo"):
     return vendor, flags
 
 
-def use_mkl_avx2_kernels(cpuinfo="/proc/cpuinfo"):
-    """Set MKL_DEBUG_CPU_TYPE=5 on an AMD CPU with AVX2 and FMA, unless the variable is set.
-
-    MKL reads it once, at its first call (not when MegEngine is imported): call this before
-    the first convolution of the process. Intel CPUs are left alone (MKL already picks their
-    best kernels, AVX-512 included). Returns the variable's value in effect (None when unset).
-    """
+def needs_avx2_switch(cpuinfo="/proc/cpuinfo"):
+    """Whether MKL must be told to run its AVX2 kernels here: an AMD CPU with AVX2 and FMA.
+    Intel CPUs are left alone (MKL already picks their best kernels, AVX-512 included)."""
     vendor, flags = cpu_vendor_and_flags(cpuinfo)
-    if vendor == "AuthenticAMD" and {"avx2", "fma"} <= flags:
+    return vendor == "AuthenticAMD" and {"avx2", "fma"} <= flags
+
+
+def use_mkl_avx2_kernels():
+    """Set MKL_DEBUG_CPU_TYPE=5 where ``needs_avx2_switch``, unless the variable is set;
+    returns its value in effect (None when unset). Call it before the first convolution: MKL
+    reads the variable when it first runs."""
+    if needs_avx2_switch():
         os.environ.setdefault(MKL_CPU_TYPE_VARIABLE, MKL_AVX2)
     return os.environ.get(MKL_CPU_TYPE_VARIABLE)
