@@ -51,8 +51,8 @@ def fast_training_modules(model):
     return model
 
 
-def prepare_training(model, non_finite_retries=1, world_size=1):
-    """Turn on the CPU workarounds for training ``model``: its fast modules (in place), and
-    (the optimizer class to build, the hook that repeats a corrupted epoch)."""
+def prepare_training(model):
+    """Give ``model`` its fast CPU training modules (in place); returns the optimizer class to
+    train it with."""
     fast_training_modules(model)
-    return InplaceSGD, RepeatNonFiniteEpoch(non_finite_retries, world_size)
+    return InplaceSGD

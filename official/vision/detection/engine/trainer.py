@@ -43,8 +43,10 @@ class TrainOptions:
     num_workers: int = 2  # data-loading processes per device
     seed: int = 0
     threads: int = 2  # kernel threads of a single-process run on a machine without GPU
-    synchronous: bool = False  # exactly repeatable on the CPU, slower (cpu/__init__.py)
+    synchronous: bool = False  # MegEngine's async_level 0 (cpu/device.py)
     non_finite_retries: int = 1  # CPU: repeats of an epoch that ends in NaN/Inf (cpu/guard.py)
+    cpu_kernels: bool = True  # CPU: the fast training modules and in-place SGD of cpu/
+    extra_hooks: tuple = ()  # HookBase objects called after the standard ones
 
 
 class Trainer:
@@ -141,13 +143,17 @@ class Trainer:
 
 
 def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False):
-    """The trainer of ``model``: SGD over its trainable parameters and the standard hooks.
-    ``on_cpu`` turns on the MegEngine 1.13 CPU workarounds (``cpu.prepare_training``)."""
+    """The trainer of ``model``: SGD over its trainable parameters, the standard hooks and
+    ``options.extra_hooks``. ``on_cpu`` turns on the MegEngine 1.13 CPU workarounds: the
+    repeat of an epoch ending in NaN/Inf and, with ``options.cpu_kernels``, the fast training
+    modules and in-place SGD (``cpu.prepare_training``)."""
     sgd = SGD
     hooks = [LearningRateSchedule(), EpochCheckpoint(), ProgressLog()]
     if on_cpu:
-        sgd, guard = cpu.prepare_training(model, options.non_finite_retries, world_size)
-        hooks.append(guard)
+        hooks.append(cpu.RepeatNonFiniteEpoch(options.non_finite_retries, world_size))
+        if options.cpu_kernels:
+            sgd = cpu.prepare_training(model)
+    hooks += list(options.extra_hooks)
     total_batch_size = options.batch_size * world_size
     optimizer = sgd(model.trainable_parameters(), lr=learning_rate(cfg, 0, 0, total_batch_size),
                     momentum=cfg.momentum, weight_decay=cfg.weight_decay)
