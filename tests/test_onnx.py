@@ -19,6 +19,7 @@ from official.vision.detection.deploy.onnxruntime_detector import OnnxRuntimeDet
 from official.vision.detection.engine.coco_evaluation import EvalOptions, run_test
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.utils.config_file import load_config_module
+from official.vision.detection.utils.machine import usable_cpus
 
 import hubconf
 from conftest import (
@@ -100,7 +101,7 @@ def test_onnxruntime_loads_the_file_and_runs_it_on_the_given_threads(frozen_bn_m
     detector = OnnxRuntimeDetector(onnx_path, frozen_bn_model.cfg, threads=1)
     assert detector.session.get_session_options().intra_op_num_threads == 1
     default = OnnxRuntimeDetector(onnx_path, frozen_bn_model.cfg)
-    assert default.session.get_session_options().intra_op_num_threads == os.cpu_count()
+    assert default.session.get_session_options().intra_op_num_threads == usable_cpus()
 
 
 # ------------------------------ building detectors ----------------------------- #
