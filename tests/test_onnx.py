@@ -87,10 +87,16 @@ def test_the_graph_has_the_inference_contract_and_no_batch_norm(onnx_path):
         "image": ["batch", 3, "height", "width"], "im_info": ["batch", 4]}
     assert {o.name: dims(o) for o in model.graph.output} == {
         "scores": ["batch", "points", 3], "boxes": ["batch", "points", 4]}
-    # folded: every convolution is followed by its bias add, none by a BN scale
-    readers = {name: node.op_type for node in model.graph.node for name in node.input}
-    conv_outputs = [node.output[0] for node in model.graph.node if node.op_type == "Conv"]
-    assert conv_outputs and {readers[name] for name in conv_outputs} == {"Add"}
+    # every convolution carries its bias [C]; no Add or Mul applies a per-channel constant
+    # [1, C, 1, 1] (a bias, or the scale of an unfolded BN) to a convolution's output
+    constants = {tensor.name: list(tensor.dims) for tensor in model.graph.initializer}
+    convs = [node for node in model.graph.node if node.op_type == "Conv"]
+    assert convs and all(len(conv.input) == 3 and constants[conv.input[2]] == constants[
+        conv.input[1]][:1] for conv in convs)
+    conv_outputs = {conv.output[0] for conv in convs}
+    assert not [node for node in model.graph.node if node.op_type in ("Add", "Mul") and any(
+        name in conv_outputs for name in node.input) and any(
+        len(constants.get(name, [])) == 4 for name in node.input)]
     assert not any(node.op_type == "BatchNormalization" for node in model.graph.node)
 
 

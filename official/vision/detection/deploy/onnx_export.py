@@ -16,6 +16,11 @@ cannot convert the FCOS graph as a whole, so this module converts the rest:
 - Fused ConvBias operators, whose ReLU mgeconvert drops and whose [1, C, 1, 1] bias it passes
   to ONNX Conv, which takes [C]: the graph is dumped unfused instead.
 
+The converted graph is then tidied for onnxruntime: each bias add becomes its Conv's third input
+([C]). onnxruntime's CPU provider computes convolutions in a blocked channel layout (NCHWc) and
+fuses the ReLU or residual sum that reads a Conv's output into it. A separate bias Add stops
+both and takes every convolution's output to NCHW and back.
+
 Post-processing (threshold, NMS) is NumPy in ``DetEvaluator`` and not part of the graph.
 """
 import json
@@ -118,6 +123,7 @@ class GraphConverter:
         outputs = loaded.output_vars_list
         for opr in cgtools.get_oprs_seq(outputs, prune_reshape=False):
             self.convert_operator(opr)
+        self.fold_conv_biases()
         helper = self.onnx.helper
         output_info = [helper.make_tensor_value_info(
             self.name(var), self.onnx_dtype(var.dtype), ("batch", "points") + tuple(var.shape[2:]))
@@ -182,6 +188,42 @@ class GraphConverter:
         self.nodes.extend(nodes)
         for parameter in parameters:
             self.initializers.setdefault(parameter.name, parameter)
+
+    def fold_conv_biases(self):
+        """Conv -> Add(constant [1, C, 1, 1]) becomes one Conv with the bias [C] as its third
+        input, writing the Add's output.
+
+        onnxruntime fuses a ReLU, a residual sum or a scale into a Conv only when the Conv's
+        output goes straight to it, and only then keeps the result in its blocked (NCHWc)
+        layout for the next convolution: a separate bias Add converts every convolution's
+        output back to NCHW.
+        """
+        readers = {}
+        for node in self.nodes:
+            for name in node.input:
+                readers.setdefault(name, []).append(node)
+        folded = []
+        for conv in self.nodes:
+            add, bias = self.bias_add(conv, readers.get(conv.output[0], []))
+            if add is not None:
+                conv.input.append(self.array(bias))
+                conv.output[0] = add.output[0]
+                folded.append(add)
+        self.nodes = [node for node in self.nodes if all(node is not add for add in folded)]
+
+    def bias_add(self, conv, readers):
+        """The Add that is the only reader of ``conv`` and adds a constant [1, C, 1, 1], and
+        that constant as [C]; (None, None) if there is none."""
+        if conv.op_type != "Conv" or len(conv.input) != 2 or len(readers) != 1 or (
+                readers[0].op_type != "Add") or conv.input[1] not in self.initializers:
+            return None, None
+        add = readers[0]
+        others = [name for name in add.input if name != conv.output[0]]
+        if len(others) != 1 or others[0] not in self.initializers:
+            return None, None
+        bias = self.onnx.numpy_helper.to_array(self.initializers[others[0]])
+        channels = self.initializers[conv.input[1]].dims[0]
+        return (add, bias.reshape(-1)) if bias.shape == (1, channels, 1, 1) else (None, None)
 
     # ------------------------------ tensors -------------------------------- #
     @staticmethod
