@@ -10,16 +10,19 @@ cannot convert the FCOS graph as a whole, so this module converts the rest:
   image size and batch; here it is an ONNX Shape, so the padding, the feature sizes and the
   anchor points follow the input.
 - Reshape and ResizeForward: mgeconvert writes the traced output shape as a constant; here the
-  target shape is the graph's own shape tensor.
+  target shape is the graph's own shape tensor. The FPN's resizes, which multiply each side by
+  a whole number for any input size, get that factor as constant scales instead.
 - GroupNormForward, Cumsum (the anchor points' index ranges), SetSubtensor (the zero padding)
   and Elemwise SQRT / FLOOR_DIV: mgeconvert has no converter for them.
 - Fused ConvBias operators, whose ReLU mgeconvert drops and whose [1, C, 1, 1] bias it passes
   to ONNX Conv, which takes [C]: the graph is dumped unfused instead.
 
 The converted graph is then tidied for onnxruntime: each bias add becomes its Conv's third input
-([C]). onnxruntime's CPU provider computes convolutions in a blocked channel layout (NCHWc) and
-fuses the ReLU or residual sum that reads a Conv's output into it. A separate bias Add stops
-both and takes every convolution's output to NCHW and back.
+([C]), and nodes that no output depends on are dropped. onnxruntime's CPU provider computes
+convolutions in a blocked channel layout (NCHWc) and fuses the ReLU or residual sum that reads a
+Conv's output into it. A separate bias Add stops both and takes every convolution's output to
+NCHW and back; with the bias inside, the layout is converted only around each GroupNorm (it
+reshapes), at the head's outputs and where a feature's shape is read (tests/test_onnx.py).
 
 Post-processing (threshold, NMS) is NumPy in ``DetEvaluator`` and not part of the graph.
 """
@@ -124,6 +127,7 @@ class GraphConverter:
         for opr in cgtools.get_oprs_seq(outputs, prune_reshape=False):
             self.convert_operator(opr)
         self.fold_conv_biases()
+        self.drop_unread_nodes([self.name(var) for var in outputs])
         helper = self.onnx.helper
         output_info = [helper.make_tensor_value_info(
             self.name(var), self.onnx_dtype(var.dtype), ("batch", "points") + tuple(var.shape[2:]))
@@ -225,6 +229,17 @@ class GraphConverter:
         channels = self.initializers[conv.input[1]].dims[0]
         return (add, bias.reshape(-1)) if bias.shape == (1, channels, 1, 1) else (None, None)
 
+    def drop_unread_nodes(self, outputs):
+        """Keep only the nodes that ``outputs`` depend on: onnxruntime runs the others too,
+        e.g. the shapes that resizes with constant scales no longer read (and converts the
+        blocked tensors they measure back to NCHW for them)."""
+        needed, kept = set(outputs), []
+        for node in reversed(self.nodes):
+            if needed.intersection(node.output):
+                needed.update(node.input)
+                kept.append(node)
+        self.nodes = kept[::-1]
+
     # ------------------------------ tensors -------------------------------- #
     @staticmethod
     def name(var):
@@ -296,16 +311,34 @@ class GraphConverter:
             raise ConfigError("ONNX export converts bilinear NCHW resizing only, not {}".format(
                 params))
         data, size = opr.inputs
-        int64 = self.onnx_dtype(np.int64)
-        batch_channels = self.node("Slice", [self.node("Shape", [self.input(data)]),
-                                             self.array(np.array([0])), self.array(np.array([2]))])
-        sizes = self.node("Concat", [batch_channels, self.node("Cast", [self.input(size)],
-                                                               to=int64)], axis=0)
-        no_values = self.array(np.zeros(0, np.float32))  # roi and scales, unused with sizes
+        no_values = self.array(np.zeros(0, np.float32))  # roi, and scales where sizes are given
+        scales = self.whole_scales(data, opr.outputs[0])
+        if scales is not None:
+            target = [self.array(scales)]
+        else:
+            batch_channels = self.node("Slice", [self.node("Shape", [self.input(data)]), self.array(
+                np.array([0])), self.array(np.array([2]))])
+            target = [no_values, self.node("Concat", [batch_channels, self.node(
+                "Cast", [self.input(size)], to=self.onnx_dtype(np.int64))], axis=0)]
         # MegEngine's bilinear resize samples at pixel centres, edges clamped: half_pixel
-        self.node("Resize", [self.input(data), no_values, no_values, sizes],
-                  self.name(opr.outputs[0]), mode="linear",
-                  coordinate_transformation_mode="half_pixel")
+        self.node("Resize", [self.input(data), no_values] + target, self.name(opr.outputs[0]),
+                  mode="linear", coordinate_transformation_mode="half_pixel")
+
+    @staticmethod
+    def whole_scales(data, resized):
+        """[1, 1, s_h, s_w] if the traced resize multiplies each side by a whole number; None
+        otherwise.
+
+        FCOS resizes only in the FPN, a backbone stage to the size of a finer one. The image is
+        padded to a multiple of 32 (boxes.SIZE_DIVISIBILITY), the coarsest stage's stride, so
+        every stage is exactly image / stride and the traced factor holds for any input size.
+        onnxruntime resizes with constant scales in its blocked layout, while run-time sizes
+        take the tensor to NCHW and back.
+        """
+        before, after = np.array(data.shape[2:]), np.array(resized.shape[2:])
+        if len(before) != 2 or np.any(after % before):
+            return None
+        return np.concatenate([[1, 1], after // before]).astype(np.float32)
 
     def subtensor(self, opr):
         """Slices and indices whose bounds are tensors (e.g. ``x[:, :, :h, :w]``)."""
