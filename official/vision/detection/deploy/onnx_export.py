@@ -9,9 +9,9 @@ cannot convert the FCOS graph as a whole, so this module converts the rest:
 - GetVarShape: mgeconvert replaces every shape by its value at tracing time, which would fix the
   image size and batch; here it is an ONNX Shape, so the padding, the feature sizes and the
   anchor points follow the input.
-- Reshape and ResizeForward: mgeconvert writes the traced output shape as a constant; here the
-  target shape is the graph's own shape tensor. The FPN's resizes, which multiply each side by
-  a whole number for any input size, get that factor as constant scales instead.
+- Reshape and ResizeForward: mgeconvert writes the traced output shape as a constant. Here a
+  reshape's target is the graph's own shape tensor, and the FPN's resizes, which multiply each
+  side by the same whole number at any input size, take that factor as constant scales.
 - GroupNormForward, Cumsum (the anchor points' index ranges), SetSubtensor (the zero padding)
   and Elemwise SQRT / FLOOR_DIV: mgeconvert has no converter for them.
 - Fused ConvBias operators, whose ReLU mgeconvert drops and whose [1, C, 1, 1] bias it passes
@@ -231,7 +231,7 @@ class GraphConverter:
 
     def drop_unread_nodes(self, outputs):
         """Keep only the nodes that ``outputs`` depend on: onnxruntime runs the others too,
-        e.g. the shapes that resizes with constant scales no longer read (and converts the
+        e.g. the traced graph's resize sizes, which constant scales replace (and it converts the
         blocked tensors they measure back to NCHW for them)."""
         needed, kept = set(outputs), []
         for node in reversed(self.nodes):
@@ -306,39 +306,28 @@ class GraphConverter:
         self.node("Reshape", [self.input(data), target], self.name(opr.outputs[0]))
 
     def resize(self, opr):
-        params = json.loads(opr.params)
-        if (params["imode"], params["format"]) != ("LINEAR", "NCHW"):
-            raise ConfigError("ONNX export converts bilinear NCHW resizing only, not {}".format(
-                params))
-        data, size = opr.inputs
-        no_values = self.array(np.zeros(0, np.float32))  # roi, and scales where sizes are given
-        scales = self.whole_scales(data, opr.outputs[0])
-        if scales is not None:
-            target = [self.array(scales)]
-        else:
-            batch_channels = self.node("Slice", [self.node("Shape", [self.input(data)]), self.array(
-                np.array([0])), self.array(np.array([2]))])
-            target = [no_values, self.node("Concat", [batch_channels, self.node(
-                "Cast", [self.input(size)], to=self.onnx_dtype(np.int64))], axis=0)]
-        # MegEngine's bilinear resize samples at pixel centres, edges clamped: half_pixel
-        self.node("Resize", [self.input(data), no_values] + target, self.name(opr.outputs[0]),
-                  mode="linear", coordinate_transformation_mode="half_pixel")
-
-    @staticmethod
-    def whole_scales(data, resized):
-        """[1, 1, s_h, s_w] if the traced resize multiplies each side by a whole number; None
-        otherwise.
+        """The FPN's bilinear upsampling, by the whole factor between the traced sizes.
 
         FCOS resizes only in the FPN, a backbone stage to the size of a finer one. The image is
         padded to a multiple of 32 (boxes.SIZE_DIVISIBILITY), the coarsest stage's stride, so
         every stage is exactly image / stride and the traced factor holds for any input size.
-        onnxruntime resizes with constant scales in its blocked layout, while run-time sizes
-        take the tensor to NCHW and back.
+        onnxruntime resizes by constant scales in its blocked layout; to sizes computed at run
+        time it would convert the tensor to NCHW and back.
         """
+        params = json.loads(opr.params)
+        if (params["imode"], params["format"]) != ("LINEAR", "NCHW"):
+            raise ConfigError("ONNX export converts bilinear NCHW resizing only, not {}".format(
+                params))
+        data, resized = opr.inputs[0], opr.outputs[0]
         before, after = np.array(data.shape[2:]), np.array(resized.shape[2:])
-        if len(before) != 2 or np.any(after % before):
-            return None
-        return np.concatenate([[1, 1], after // before]).astype(np.float32)
+        if np.any(after % before):
+            raise ConfigError("ONNX export converts resizing by whole factors only (the FPN's), "
+                              "{} resizes {} to {}".format(opr.name, tuple(before), tuple(after)))
+        scales = np.concatenate([[1, 1], after // before]).astype(np.float32)
+        # MegEngine's bilinear resize samples at pixel centres, edges clamped: half_pixel
+        self.node("Resize", [self.input(data), self.array(np.zeros(0, np.float32)),  # no roi
+                             self.array(scales)], self.name(resized), mode="linear",
+                  coordinate_transformation_mode="half_pixel")
 
     def subtensor(self, opr):
         """Slices and indices whose bounds are tensors (e.g. ``x[:, :, :h, :w]``)."""
