@@ -3,11 +3,13 @@ error without the export packages."""
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 
 import cv2
 import megengine as mge
+import megengine.functional as F
 import megengine.module as M
 import numpy as np
 import onnx
@@ -19,7 +21,9 @@ from official.vision.detection.data.synthetic import make_synthetic_coco
 from official.vision.detection.deploy import (
     OPSET, OnnxRuntimeDetector, build_detector, export_onnx
 )
+from official.vision.detection.deploy.compile import EXAMPLE_HW
 from official.vision.detection.engine.evaluation import EvalOptions, run_test
+from official.vision.detection.errors import ConfigError
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.utils.config_file import load_config_module
 
@@ -101,6 +105,26 @@ def test_the_graph_has_the_inference_contract_and_no_batch_norm(onnx_path):
         name in conv_outputs for name in node.input) and any(
         len(constants.get(name, [])) == 4 for name in node.input)]
     assert not any(node.op_type == "BatchNormalization" for node in model.graph.node)
+
+
+class ResizesByHalves(M.Module):
+    """A network whose resize scales by 1.5, unlike the FPN's."""
+
+    def forward(self, image, im_info):
+        return self.inference(image, im_info)
+
+    def inference(self, image, im_info):
+        resized = F.nn.interpolate(image, size=image.shape[2:] * 3 // 2, mode="bilinear")
+        return resized.reshape(image.shape[0], -1, 3), im_info.reshape(image.shape[0], 1, 4)
+
+
+def test_a_resize_by_a_factor_that_is_not_whole_is_a_one_line_error(tmp_path):
+    path = tmp_path / "model.onnx"
+    traced = "{} to {}".format(EXAMPLE_HW, tuple(side * 3 // 2 for side in EXAMPLE_HW))
+    with pytest.raises(ConfigError, match=r"resizing by whole factors only \(the FPN's\), .* "
+                                          r"resizes " + re.escape(traced) + "$"):
+        export_onnx(ResizesByHalves(), str(path))
+    assert not path.exists()
 
 
 def onnxruntime_graph(path, directory):
