@@ -27,8 +27,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2,
                         help="CPU threads of a single-process run on a machine without GPU")
-    parser.add_argument("--synchronous", action="store_true",
-                        help="run MegEngine synchronously: exactly repeatable runs on the CPU, "
+    parser.add_argument("--async-level", type=int, choices=(0, 1, 2),
+                        help="MegEngine's async_level (default: 1 on the CPU, where 2 now and "
+                             "then corrupted training, else 2); 0 runs operators one by one, "
                              "slower (see official/vision/detection/cpu)")
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0)
@@ -45,7 +46,7 @@ def main():
         batch_size=args.batch_size, backbone_weights=args.weights, resume=args.resume,
         finetune=args.finetune,
         num_workers=args.workers, seed=args.seed, threads=args.threads,
-        synchronous=args.synchronous,
+        async_level=args.async_level,
     )
     run_training(args.file, options, args.devices, args.num_machines, args.machine_rank,
                  args.master_ip, args.port)
