@@ -12,7 +12,7 @@ from official.vision.detection.deploy.detector import ENGINES, build_detector
 from official.vision.detection.engine.checkpoint import resolve_weights
 from official.vision.detection.engine.file_inference import class_names, detect_files, image_paths
 from official.vision.detection.model_zoo import released_model_of_config
-from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.cli import run_cli
 from official.vision.detection.utils.config_file import load_config_module
 
 
