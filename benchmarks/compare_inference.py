@@ -1,13 +1,15 @@
 """This package's FCOS against torchvision's FCOS-R50 on one image, measured alternately.
 
-    python3 benchmarks/compare_inference.py -i cat.jpg [--rounds 3] [--modes lite traced eager]
+    python3 benchmarks/compare_inference.py -i cat.jpg [--rounds 3] [--modes auto lite onnxruntime]
 
 Runs from any Python: it only starts processes. It sets up benchmarks/.venv (torchvision) if
-needed, measures the FMA peak with benchmarks/fma_peak.c when gcc is there, dumps the config's
-model once for the lite mode, then repeats rounds of `tools/benchmark.py` (each mode) and
-benchmarks/torchvision_fcos.py, both image to detections at 800/1333 with random weights and 80
-classes. Prints every run's `median_ms`, then the median over rounds and the ratio to
-torchvision per mode, with the CPU it ran on.
+needed, measures the FMA peak with benchmarks/fma_peak.c when gcc is there (512-bit FMAs where
+the CPU has AVX-512), saves one set of random weights of the config's model and writes it once
+as a Lite file (--layout auto) and an ONNX file, then repeats rounds of `tools/benchmark.py`
+(each mode: lite and onnxruntime run those files, auto chooses and remembers its engine for the
+weights, traced and eager run them in MegEngine) and benchmarks/torchvision_fcos.py, both image
+to detections at 800/1333 with 80 classes. Prints every run's `median_ms`, then the median over
+rounds and the ratio to torchvision per mode, with the CPU it ran on.
 """
 import argparse
 import os
@@ -45,8 +47,10 @@ def cpu_description():
 def measured_peak(directory):
     """GFLOP/s of benchmarks/fma_peak.c on every core, or None without gcc."""
     binary = os.path.join(directory, "fma_peak")
+    with open("/proc/cpuinfo") as f:
+        widest = "-mavx512f" if " avx512f " in f.read() else "-mavx2"
     try:
-        run(["gcc", "-O3", "-mavx2", "-mfma", "-fopenmp", os.path.join(BENCHMARKS, "fma_peak.c"),
+        run(["gcc", "-O3", widest, "-mfma", "-fopenmp", os.path.join(BENCHMARKS, "fma_peak.c"),
              "-o", binary])
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -54,14 +58,42 @@ def measured_peak(directory):
                       "peak_gflops")
 
 
+SAVE_RANDOM_WEIGHTS = """
+import sys, megengine as mge
+from official.vision.detection.utils.config_file import load_config_module
+from official.vision.detection.weights import build_model
+mge.random.seed(0)
+mge.save(build_model(load_config_module(sys.argv[1])).state_dict(), sys.argv[2])
+"""
+
+
+def write_models(config, directory):
+    """Random weights of the config's model, and the Lite and ONNX files of them."""
+    files = {name: os.path.join(directory, name) for name in ("weights.pkl", "model.mge",
+                                                              "model.onnx")}
+    run([PROJECT_PYTHON, "-c", SAVE_RANDOM_WEIGHTS, config, files["weights.pkl"]])
+    for model in ("model.mge", "model.onnx"):
+        print(run([PROJECT_PYTHON, "tools/dump.py", "-f", config, "-w", files["weights.pkl"],
+                   "-o", files[model]]).strip().splitlines()[-1])
+    return files
+
+
+def mode_arguments(mode, files):
+    """What tools/benchmark.py runs for ``mode``."""
+    if mode in ("lite", "onnxruntime"):
+        return ["--mode", mode, "--model", files["model.mge" if mode == "lite" else "model.onnx"]]
+    return ["--mode", mode, "-w", files["weights.pkl"]]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-i", "--image", required=True)
     parser.add_argument("-f", "--config", default=DEFAULT_CONFIG)
-    parser.add_argument("--modes", nargs="+", default=["lite"], choices=("lite", "traced", "eager"))
+    parser.add_argument("--modes", nargs="+", default=["auto", "lite", "onnxruntime"],
+                        choices=("auto", "lite", "onnxruntime", "traced", "eager"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-n", "--runs", type=int, default=5, help="timed runs per measurement")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     image = os.path.abspath(args.image)
 
@@ -69,20 +101,18 @@ def main():
     with tempfile.TemporaryDirectory() as directory:
         peak = measured_peak(directory)
         print("FMA peak: {}".format("{:.1f} GFLOP/s".format(peak) if peak else "not measured"))
-        model = os.path.join(directory, "model.mge")
-        if "lite" in args.modes:
-            print(run([PROJECT_PYTHON, "tools/dump.py", "-f", args.config, "-o", model]).strip())
+        files = write_models(args.config, directory)
         results = {mode: [] for mode in args.modes + ["torchvision"]}
         for round_index in range(args.rounds):
             for mode in args.modes:
                 command = [PROJECT_PYTHON, "tools/benchmark.py", "-f", args.config, "-i", image,
-                           "--mode", mode, "-n", str(args.runs), "--threads", str(args.threads)]
-                command += ["--model", model] if mode == "lite" else []
+                           "-n", str(args.runs), "--threads", str(args.threads)]
+                command += mode_arguments(mode, files)
                 command += ["--peak-gflops", str(peak)] if peak else []
                 output = run(command)
                 results[mode].append(last_value(output, "median_ms"))
                 print("round {} {}: {}".format(round_index, mode, " | ".join(
-                    line.strip() for line in output.splitlines()[-3:])))
+                    line.strip() for line in output.splitlines()[-4:])))
             output = run([TORCH_PYTHON, os.path.join(BENCHMARKS, "torchvision_fcos.py"),
                           "--mode", "inference", "-i", image, "--num-classes", "80",
                           "-n", str(args.runs), "--threads", str(args.threads)])

@@ -7,6 +7,8 @@ same seed through ``run_training`` (as tools/train.py does), so the runs of one 
 give bit-identical weights. Settings take turns, so a slow spell of the machine hits all.
 
     .venv/bin/python benchmarks/training_repeatability.py --runs 30 -o repeatability.jsonl
+    .venv/bin/python benchmarks/training_repeatability.py --size demo --runs 3 --steps 12 \
+        -o demo_steps.jsonl     # what each setting costs at the demo's size
 
 Runs with the project's .venv (not benchmarks/.venv): it needs MegEngine, not torch.
 """
@@ -30,9 +32,9 @@ class Cfg(models.FCOSConfig):
     def __init__(self):
         super().__init__()
         self.update(backbone="resnet18", backbone_pretrained=False, backbone_norm="BN",
-                    backbone_freeze_at=0, fpn_in_channels=[128, 256, 512], fpn_out_channels=32,
-                    fpn_top_in_channel=32, num_classes=3, train_image_short_size=(64,),
-                    train_image_max_size=96, nr_images_epoch={images}, max_epoch=1,
+                    backbone_freeze_at=0, fpn_in_channels=[128, 256, 512], fpn_out_channels={width},
+                    fpn_top_in_channel={width}, num_classes=3, train_image_short_size=({short},),
+                    train_image_max_size={long}, nr_images_epoch={images}, max_epoch=1,
                     warm_iters=4, lr_decay_stages=[1], basic_lr=0.02 / 8, log_interval=1000,
                     train_dataset=dict(name="shapes", root="train",
                                        ann_file="annotations/train.json"))
@@ -50,7 +52,7 @@ from official.vision.detection.engine.hooks import HookBase
 from official.vision.detection.engine.trainer import TrainOptions, run_training
 from official.vision.detection.errors import NonFiniteError
 
-config, data, out, level, kernels = sys.argv[1:]
+config, data, out, level, kernels, batch = sys.argv[1:]
 
 
 class StepTimes(HookBase):
@@ -65,7 +67,7 @@ class StepTimes(HookBase):
 
 
 timer = StepTimes()
-options = TrainOptions(data, out, batch_size=2, num_workers=0, non_finite_retries=0,
+options = TrainOptions(data, out, batch_size=int(batch), num_workers=0, non_finite_retries=0,
                        cpu_kernels=kernels == "on", extra_hooks=(timer,), async_level=int(level))
 status, losses = "ok", []
 try:
@@ -84,35 +86,49 @@ print(json.dumps(dict(level=int(level), kernels=kernels, status=status,
 '''
 
 
-def make_data(root):
-    make_synthetic_coco(os.path.join(root, "shapes"), num_train=16, num_val=2, image_size=64,
-                        num_classes=3, seed=1)
+# "tiny": many runs in little time; "demo": the step of `make demo` (its FPN width, image size
+# and batch), for what a level costs on a real training
+SIZES = {
+    "tiny": dict(width=32, short=64, long=96, batch=2),
+    "demo": dict(width=64, short=96, long=128, batch=8),
+}
 
 
-def run_once(config, data, level, kernels):
+def make_data(root, size):
+    make_synthetic_coco(os.path.join(root, "shapes"), num_train=16, num_val=2,
+                        image_size=SIZES[size]["long"], num_classes=3, seed=1)
+
+
+def run_once(config, data, level, kernels, size):
     with tempfile.TemporaryDirectory() as out:
         result = subprocess.run([sys.executable, "-c", CHILD, config, data, out, str(level),
-                                 kernels], capture_output=True, text=True, timeout=3600)
+                                 kernels, str(SIZES[size]["batch"])],
+                                capture_output=True, text=True, timeout=3600)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
-        return dict(level=level, kernels=kernels, status="crashed: " + result.stderr[-200:],
-                    final_loss=None, step_ms=None, digest=None)
-    return json.loads(lines[-1])
+        row = dict(level=level, kernels=kernels, status="crashed: " + result.stderr[-200:],
+                   final_loss=None, step_ms=None, digest=None)
+    else:
+        row = json.loads(lines[-1])
+    row["size"] = size
+    return row
 
 
 def summary(rows):
-    """One line per (level, kernels): runs, non-finite, distinct weights, loss spread, step."""
+    """One line per (size, level, kernels): runs, non-finite, distinct weights, loss spread,
+    step time."""
     groups = collections.defaultdict(list)
     for row in rows:
-        groups[(row["level"], row["kernels"])].append(row)
-    lines = ["| async level | CPU kernels | runs | NaN/Inf or crash | distinct final weights "
-             "| final loss min / max | median step ms |", "|---|---|---|---|---|---|---|"]
-    for (level, kernels), group in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+        groups[(row.get("size", "tiny"), row["level"], row["kernels"])].append(row)
+    lines = ["| size | async level | CPU kernels | runs | NaN/Inf or crash | distinct final "
+             "weights | final loss min / max | median step ms |", "|---|---|---|---|---|---|---|---|"]
+    for (size, level, kernels), group in sorted(groups.items(),
+                                                key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
         bad = [r for r in group if r["status"] != "ok"]
         losses = [r["final_loss"] for r in group if r["status"] == "ok"]
         steps = [r["step_ms"] for r in group if r["step_ms"]]
-        lines.append("| {} | {} | {} | {} | {} | {} | {} |".format(
-            level, kernels, len(group), len(bad),
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            size, level, kernels, len(group), len(bad),
             len({r["digest"] for r in group if r["digest"]}),
             "{:.7f} / {:.7f}".format(min(losses), max(losses)) if losses else "-",
             "{:.0f}".format(statistics.median(steps)) if steps else "-"))
@@ -122,20 +138,24 @@ def summary(rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="trainings per setting")
-    parser.add_argument("--steps", type=int, default=20, help="steps of 2 images per training")
+    parser.add_argument("--steps", type=int, default=20, help="steps per training")
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
+                        help="tiny: 2 images of 64 x 96 per step, a 32-channel FPN; demo: "
+                             "8 of 96 x 128, 64 channels, as `make demo` trains")
     parser.add_argument("--levels", type=int, nargs="+", default=[2, 1, 0])
     parser.add_argument("--kernels", nargs="+", default=["on", "off"], choices=["on", "off"])
     parser.add_argument("-o", "--output", required=True, help="JSON lines, appended")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        make_data(work)
-        config = os.path.join(work, "tiny_fcos.py")
+        make_data(work, args.size)
+        size = SIZES[args.size]
+        config = os.path.join(work, "fcos.py")
         with open(config, "w") as f:
-            f.write(CONFIG.format(images=2 * args.steps))
+            f.write(CONFIG.format(images=size["batch"] * args.steps, **size))
         for run in range(args.runs):
             for level in args.levels:
                 for kernels in args.kernels:
-                    row = run_once(config, work, level, kernels)
+                    row = run_once(config, work, level, kernels, args.size)
                     row["run"], row["time"] = run, time.strftime("%H:%M:%S")
                     with open(args.output, "a") as f:
                         f.write(json.dumps(row) + "\n")
