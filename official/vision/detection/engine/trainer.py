@@ -14,7 +14,7 @@ from megengine.optimizer import SGD
 
 from .. import cpu
 from ..backbones.resnet import IMAGENET_WEIGHTS
-from ..data.build import build_train_dataset
+from ..data.build import build_train_dataset, check_dataset
 from ..data.collate import collate_train
 from ..data.loader import BatchLoader
 from ..data.samplers import GroupedBatchSampler
@@ -192,9 +192,9 @@ def train_worker(config_file, options):
             stack.enter_context(cpu.synchronous_execution())
         module = load_config_module(config_file)
         cfg = module.Cfg()
+        dataset = training_dataset(cfg, options, rank)
         mge.random.seed(options.seed)  # the same initial weights on every run and rank
         model = module.Net(cfg)
-        dataset = build_train_dataset(cfg, options.dataset_dir)
         trainer = build_trainer(model, cfg, options, world_size, rank, on_cpu)
         start_weights(trainer, options)
         sampler = GroupedBatchSampler([dataset.aspect_ratio_group(i) for i in range(len(dataset))],
@@ -210,6 +210,17 @@ def train_worker(config_file, options):
 
             trainer.train(epoch_batches)
         return [loss for _, loss in sorted(trainer.total_losses.items())]
+
+
+def training_dataset(cfg, options, rank=0):
+    """The training split, checked first (data/check.py, files looked up, not decoded): errors
+    stop the run with their summary before any step, warnings are logged."""
+    report = check_dataset(cfg.train_dataset, options.dataset_dir)
+    report.raise_for_errors()
+    if rank == 0:
+        for finding in report.warnings:
+            logger.warning("%s: %s", report.ann_file, finding.line())
+    return build_train_dataset(cfg, options.dataset_dir)
 
 
 def start_weights(trainer, options):
