@@ -21,7 +21,7 @@ from official.vision.detection.engine.curves import CURVES_SIZE
 from official.vision.detection.engine.hooks import HookBase
 from official.vision.detection.engine.schedule import learning_rate
 from official.vision.detection.engine.trainer import TrainOptions, run_training
-from official.vision.detection.errors import NonFiniteLossError
+from official.vision.detection.errors import ConfigError, NonFiniteLossError
 from official.vision.detection.utils.config_file import load_config_module
 
 from conftest import PROJECT_ROOT, write_config
@@ -182,3 +182,10 @@ def test_an_epoch_repeated_after_a_nan_is_logged_once(trained, tmp_path, caplog)
                  if any(v.tag == "total_loss" for v in e.summary.value)]
     assert raw_steps == [3, 4, 6, 6, 8]
     assert_events_show_the_records(output_dir, records)
+
+
+def test_a_log_interval_below_one_step_is_refused_before_training(trained, tmp_path):
+    config, dataset_dir, _, _ = trained
+    with pytest.raises(ConfigError, match="log interval must be at least 1 step, not 0"):
+        run_training(config, TrainOptions(dataset_dir, str(tmp_path / "run"), log_every=0))
+    assert not os.listdir(str(tmp_path / "run"))

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from official.vision.detection.engine.video_inference import detect_video, video_outputs
+from official.vision.detection.models import FCOS
 from official.vision.detection.predictor import Predictor
 
-from conftest import PROJECT_ROOT, run_tool
+from conftest import PROJECT_ROOT, run_tool, tiny_config, with_distinct_outputs
 from detection_matching import assert_same_detections
 
 FRAMES, FPS, HEIGHT, WIDTH = 7, 10.0, 64, 96
@@ -27,8 +28,16 @@ Net = models.FCOS
 
 def Cfg():
     return tiny_config().update(backbone_norm="FrozenBN", test_image_short_size=64,
-                                test_image_max_size=96)
+                                test_image_max_size=96)  # the frames' size
 '''
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The tiny detector at the frames' own size, with distinct scores (see conftest)."""
+    return with_distinct_outputs(lambda: FCOS(tiny_config().update(
+        backbone_norm="FrozenBN", test_image_short_size=HEIGHT, test_image_max_size=WIDTH)),
+                                 seed=0)
 
 
 def write_video(path, codec):
@@ -62,10 +71,9 @@ def read_jsonl(path):
         return [json.loads(line) for line in f]
 
 
-def test_batched_frames_give_an_annotated_video_and_a_line_per_frame(frozen_bn_model,
-                                                                     tmp_path):
+def test_batched_frames_give_an_annotated_video_and_a_line_per_frame(model, tmp_path):
     video = write_video(tmp_path / "clip.avi", "MJPG")
-    count = detect_video(frozen_bn_model, video, str(tmp_path / "out"), NAMES, thresh=0.3,
+    count = detect_video(model, video, str(tmp_path / "out"), NAMES, thresh=0.3,
                          batch_size=3)
     annotated, jsonl = video_outputs(video, str(tmp_path / "out"))
     assert count == FRAMES
@@ -80,7 +88,7 @@ def test_batched_frames_give_an_annotated_video_and_a_line_per_frame(frozen_bn_m
     assert [line["time"] for line in lines] == pytest.approx([i / FPS for i in range(FRAMES)])
     # the detections of each frame are those of the frame alone through the predictor
     inputs, _ = read_video(video)
-    expected = [dets[dets[:, 4] >= 0.3] for dets in Predictor(frozen_bn_model).predict_images(
+    expected = [dets[dets[:, 4] >= 0.3] for dets in Predictor(model).predict_images(
         inputs)]
     found = [np.array([d["bbox"] + [d["score"], d["label"]] for d in line["detections"]],
                       np.float64).reshape(-1, 6) for line in lines]
@@ -89,10 +97,10 @@ def test_batched_frames_give_an_annotated_video_and_a_line_per_frame(frozen_bn_m
     assert_same_detections(found, expected, box_atol=1e-3, score_atol=1e-5)
 
 
-def test_tool_takes_a_video_by_its_extension(frozen_bn_model, tmp_path):
+def test_tool_takes_a_video_by_its_extension(model, tmp_path):
     video = write_video(tmp_path / "clip.mp4", "mp4v")
     weights = str(tmp_path / "w.pkl")
-    mge.save(frozen_bn_model.state_dict(), weights)
+    mge.save(model.state_dict(), weights)
     config = tmp_path / "cfg.py"
     config.write_text(CONFIG.replace("TESTS_DIR", repr(os.path.join(PROJECT_ROOT, "tests"))))
     out = tmp_path / "out"
