@@ -29,11 +29,15 @@ def test_released_model_state_dict_equals_published_names_and_shapes(entry, publ
     assert shapes == published_reference["state_dicts"][entry]
 
 
-def test_readme_lists_the_released_models_of_the_table():
-    with open(os.path.join(PROJECT_ROOT, "README.md")) as f:
+@pytest.mark.parametrize("page", ["README.md", os.path.join("docs", "model_zoo.md")])
+def test_readme_and_the_model_zoo_page_list_the_released_models_of_the_table(page):
+    with open(os.path.join(PROJECT_ROOT, page)) as f:
         rows = [line.split("|")[1:-1] for line in f if line.startswith("| `fcos_")]
-    assert [(name.strip(" `"), float(coco_map)) for name, _, coco_map in rows] == [
+    assert [(row[0].strip(" `"), float(row[2])) for row in rows] == [
         (model.name, model.coco_map) for model in RELEASED_MODELS.values()]
+    if page != "README.md":  # the page links every published file
+        assert [row[3].strip() for row in rows] == ["[{}.pkl]({})".format(
+            model.weight_file, model.url) for model in RELEASED_MODELS.values()]
 
 
 @pytest.mark.parametrize("entry", RELEASED)

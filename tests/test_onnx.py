@@ -1,24 +1,32 @@
 """ONNX export against eager inference, on onnxruntime; the onnxruntime engine in the tools; the
 error without the export packages."""
+import collections
 import json
 import os
+import re
 import subprocess
 import sys
 
 import cv2
 import megengine as mge
+import megengine.functional as F
+import megengine.module as M
 import numpy as np
 import onnx
 import onnxruntime
 import pytest
 
+from official.vision.detection.backbones.resnet import BasicBlock, Bottleneck
 from official.vision.detection.data.synthetic import make_synthetic_coco
 from official.vision.detection.deploy.detector import build_detector
 from official.vision.detection.deploy.onnx_export import OPSET, export_onnx
 from official.vision.detection.deploy.onnxruntime_detector import OnnxRuntimeDetector
+from official.vision.detection.deploy.trace import EXAMPLE_HW
 from official.vision.detection.engine.coco_evaluation import EvalOptions, run_test
+from official.vision.detection.errors import ConfigError
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.utils.config_file import load_config_module
+from official.vision.detection.utils.machine import usable_cpus
 
 import hubconf
 from conftest import (
@@ -85,11 +93,97 @@ def test_the_graph_has_the_inference_contract_and_no_batch_norm(onnx_path):
         "image": ["batch", 3, "height", "width"], "im_info": ["batch", 4]}
     assert {o.name: dims(o) for o in model.graph.output} == {
         "scores": ["batch", "points", 3], "boxes": ["batch", "points", 4]}
-    # folded: every convolution is followed by its bias add, none by a BN scale
-    readers = {name: node.op_type for node in model.graph.node for name in node.input}
-    conv_outputs = [node.output[0] for node in model.graph.node if node.op_type == "Conv"]
-    assert conv_outputs and {readers[name] for name in conv_outputs} == {"Add"}
+    # every convolution carries its bias [C]; no Add or Mul applies a per-channel constant
+    # [1, C, 1, 1] (a bias, or the scale of an unfolded BN) to a convolution's output
+    constants = {tensor.name: list(tensor.dims) for tensor in model.graph.initializer}
+    convs = [node for node in model.graph.node if node.op_type == "Conv"]
+    assert convs and all(len(conv.input) == 3 and constants[conv.input[2]] == constants[
+        conv.input[1]][:1] for conv in convs)
+    conv_outputs = {conv.output[0] for conv in convs}
+    assert not [node for node in model.graph.node if node.op_type in ("Add", "Mul") and any(
+        name in conv_outputs for name in node.input) and any(
+        len(constants.get(name, [])) == 4 for name in node.input)]
     assert not any(node.op_type == "BatchNormalization" for node in model.graph.node)
+
+
+class ResizesByHalves(M.Module):
+    """A network whose resize scales by 1.5, unlike the FPN's."""
+
+    def forward(self, image, im_info):
+        return self.inference(image, im_info)
+
+    def inference(self, image, im_info):
+        resized = F.nn.interpolate(image, size=image.shape[2:] * 3 // 2, mode="bilinear")
+        return resized.reshape(image.shape[0], -1, 3), im_info.reshape(image.shape[0], 1, 4)
+
+
+def test_a_resize_by_a_factor_that_is_not_whole_is_a_one_line_error(tmp_path):
+    path = tmp_path / "model.onnx"
+    traced = "{} to {}".format(EXAMPLE_HW, tuple(side * 3 // 2 for side in EXAMPLE_HW))
+    with pytest.raises(ConfigError, match=r"resizing by whole factors only \(the FPN's\), .* "
+                                          r"resizes " + re.escape(traced) + "$"):
+        export_onnx(ResizesByHalves(), str(path))
+    assert not path.exists()
+
+
+def onnxruntime_graph(path, directory):
+    """The graph onnxruntime runs here: all optimizations, its blocked layout included."""
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(directory / "optimized.onnx")
+    onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return onnx.load(options.optimized_model_filepath).graph
+
+
+def assert_convolutions_stay_blocked_and_fused(model, path, directory):
+    """In onnxruntime's graph of the export ``path`` of ``model``: the layout conversions that
+    the architecture needs at most, no bias Add, ReLUs and residual sums inside the Convs."""
+    graph = onnxruntime_graph(path, directory)
+    producers = {name: node for node in graph.node for name in node.output}
+    readers = collections.Counter(name for node in graph.node for name in node.input)
+    constants = {tensor.name for tensor in graph.initializer}
+
+    def conv_writing(name):  # the Conv whose output ``name`` is, converted or not; else None
+        node = producers.get(name)
+        while node is not None and node.op_type == "ReorderOutput":
+            node = producers.get(node.input[0])
+        return node if node is not None and node.op_type == "Conv" else None
+
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    assert convs and all(conv.domain == "com.microsoft.nchwc" for conv in convs)
+    # NCHW data is needed (a ReorderInput into a blocked Conv, or a ReorderOutput from it) only
+    # into and out of each GroupNorm, which reshapes (the head applies each of its GroupNorms
+    # at every level); at the 3 head outputs of every level; where a Shape reads a blocked map:
+    # each level's feature (the anchor points), and level 0 of the 3 head outputs (flattening
+    # reads batch and channels there)
+    levels = len(model.cfg.stride)
+    group_norms = levels * sum(isinstance(m, M.GroupNorm) for m in model.head.modules())
+    reorders = [node for node in graph.node if node.op_type in ("ReorderInput", "ReorderOutput")]
+    assert len(reorders) <= 2 * group_norms + 3 * levels + levels + 3
+    # no bias Add after a Conv: the bias is the Conv's input
+    assert not [node for node in graph.node if node.op_type == "Add" and any(
+        map(conv_writing, node.input)) and constants.intersection(node.input)]
+    # ReLUs run inside the Conv before them; those left follow the GroupNorms, and one follows
+    # a Conv whose output is read elsewhere too (P6 feeds the head and, through a ReLU, P7)
+    relus = [node for node in graph.node if node.op_type == "Relu"]
+    assert len(relus) <= group_norms + 1
+    assert not [relu for relu in relus if conv_writing(relu.input[0]) and readers[
+        relu.input[0]] == 1]
+    # each residual block's sum accumulates into its last Conv (the fourth input)
+    blocks = sum(isinstance(m, (BasicBlock, Bottleneck)) for m in model.modules())
+    assert sum(len(conv.input) == 4 for conv in convs) >= blocks
+
+
+def test_onnxruntime_keeps_the_convolutions_blocked_and_fuses_bias_relu_and_sums(
+        frozen_bn_model, onnx_path, tmp_path):
+    assert_convolutions_stay_blocked_and_fused(frozen_bn_model, onnx_path, tmp_path)
+
+
+def test_onnxruntime_keeps_the_r50_convolutions_blocked_and_fuses_bias_relu_and_sums(tmp_path):
+    model = hubconf.fcos_res50_coco_3x_800size()
+    model.eval()
+    path = export_onnx(model, str(tmp_path / "r50.onnx"))
+    assert_convolutions_stay_blocked_and_fused(model, path, tmp_path)
 
 
 def test_onnxruntime_loads_the_file_and_runs_it_on_the_given_threads(frozen_bn_model,
@@ -100,7 +194,7 @@ def test_onnxruntime_loads_the_file_and_runs_it_on_the_given_threads(frozen_bn_m
     detector = OnnxRuntimeDetector(onnx_path, frozen_bn_model.cfg, threads=1)
     assert detector.session.get_session_options().intra_op_num_threads == 1
     default = OnnxRuntimeDetector(onnx_path, frozen_bn_model.cfg)
-    assert default.session.get_session_options().intra_op_num_threads == os.cpu_count()
+    assert default.session.get_session_options().intra_op_num_threads == usable_cpus()
 
 
 # ------------------------------ building detectors ----------------------------- #

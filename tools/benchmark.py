@@ -23,12 +23,12 @@ from official.vision.detection.benchmark.inference import (
     STAGES, benchmark, machine_peak_gflops, median_ms, stage_ms, use_eager_threads
 )
 from official.vision.detection.benchmark.training import PHASES, peak_rss_mb, time_training
-from official.vision.detection.deploy.detector import ENGINES, build_detector
-from official.vision.detection.deploy.lite_detector import DEFAULT_THREADS
+from official.vision.detection.deploy.detector import ENGINES, build_detector, engine_of
 from official.vision.detection.errors import ConfigError
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.utils.cli import run_cli
 from official.vision.detection.utils.config_file import load_config_module
+from official.vision.detection.utils.machine import usable_cpus
 from official.vision.detection.weights import build_model
 
 logger = mge.get_logger(__name__)
@@ -45,13 +45,14 @@ def parse_args(argv=None):
                              "--max-size instead of inference")
     parser.add_argument("-b", "--batch-size", type=int, default=8, help="images per step "
                         "(--train)")
-    parser.add_argument("--mode", "--engine", dest="engine", choices=ENGINES, default="lite",
-                        help="what runs the network (--engine as in test.py and inference.py)")
+    parser.add_argument("--mode", "--engine", dest="engine", choices=ENGINES, default="auto",
+                        help="what runs the network (--engine as in test.py and inference.py); "
+                             "auto: the faster of lite and onnxruntime here")
     parser.add_argument("-n", "--runs", type=int, default=5, help="timed runs (or steps)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     parser.add_argument("--threads", type=int,
-                        help="CPU threads of the network (default: all cores for onnxruntime, "
-                             "else 2)")
+                        help="CPU threads of the network (default: the CPUs this process may "
+                             "use)")
     parser.add_argument("--short-size", type=int, default=800)
     parser.add_argument("--max-size", type=int, default=1333)
     parser.add_argument("--model", help="lite / onnxruntime engine: a .mge / .onnx from "
@@ -119,8 +120,7 @@ def main():
         raise ConfigError("give -i IMAGE to time inference, or --train")
     if args.profile and args.engine != "lite":
         raise ConfigError("--profile times Lite's operators: use it with --mode lite")
-    if args.threads is None:  # onnxruntime's default is all cores (OnnxRuntimeDetector)
-        args.threads = os.cpu_count() if args.engine == "onnxruntime" else DEFAULT_THREADS
+    args.threads = args.threads or usable_cpus()
     if args.engine in ("eager", "traced") or args.train:
         use_eager_threads(args.threads)
     if args.train:
@@ -134,11 +134,13 @@ def main():
     flops = count_conv_flops(build_model(module), data.shape)
     detector = build_detector(module, args.weights, args.engine, args.model, args.threads,
                               args.profile)
+    engine = engine_of(detector)
     timings = benchmark(detector, img, args.short_size, args.max_size, args.runs, args.warmup)
     del detector  # Lite writes the profile when its network is destroyed
-    print("{} engine, {} thread(s), MKL_DEBUG_CPU_TYPE={}, input {}x{}, {} runs after {} "
-          "warm-up".format(args.engine, args.threads, os.environ.get("MKL_DEBUG_CPU_TYPE"),
-                           data.shape[2], data.shape[3], args.runs, args.warmup))
+    print("{} engine{}, {} thread(s), MKL_DEBUG_CPU_TYPE={}, input {}x{}, {} runs after {} "
+          "warm-up".format(engine, " (auto)" if args.engine == "auto" else "", args.threads,
+                           os.environ.get("MKL_DEBUG_CPU_TYPE"), data.shape[2], data.shape[3],
+                           args.runs, args.warmup))
     report(timings, flops, args.peak_gflops)
 
 

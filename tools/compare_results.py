@@ -10,11 +10,15 @@ from official.vision.detection.engine.coco_evaluation import (
 from official.vision.detection.utils.cli import run_cli
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-a", "--annotations", required=True, help="COCO annotation file")
     parser.add_argument("results", nargs="+", help="COCO result files (from tools/test.py)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main():
+    args = parse_args()
     print(metrics_table(evaluate_result_files(args.annotations, args.results)))
 
 

@@ -9,15 +9,17 @@ import tempfile
 
 from ..cpu import use_mkl_avx2_kernels
 from ..errors import ConfigError
+from ..utils.machine import usable_cpus
 from ..weights import build_model
+from .engine_choice import choice_key, fastest_detector
 from .fold import fold_frozen_bn
-from .lite_detector import DEFAULT_THREADS, LiteDetector
+from .lite_detector import LiteDetector
 from .lite_export import dump_inference
 from .onnx_export import export_onnx
 from .onnxruntime_detector import OnnxRuntimeDetector
 from .trace import TracedDetector
 
-ENGINES = ("eager", "traced", "lite", "onnxruntime")
+ENGINES = ("eager", "traced", "lite", "onnxruntime", "auto")
 # the engines that run a file, and the file each one writes and reads
 FILE_ENGINES = {"lite": (dump_inference, ".mge"), "onnxruntime": (export_onnx, ".onnx")}
 
@@ -29,15 +31,25 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
     With ``model_path`` (a .mge from ``dump_inference`` for the lite engine, a .onnx from
     ``export_onnx`` for onnxruntime) ``weights`` are not used. Otherwise the model gets
     ``weights`` (random without them) and the lite and onnxruntime engines run it from a
-    temporary file (Lite's in the layout ``dump_inference`` chooses for this CPU). ``threads``:
-    Lite's (default 2) or onnxruntime's (default all cores); ``profile_path``: Lite's (see
-    ``LiteDetector``).
+    temporary file (Lite's in the layout ``dump_inference`` chooses for this CPU); "auto" is
+    the faster of these two here (``engine_choice.py``; with ``model_path``, the one that runs
+    that kind of file). ``threads``: of Lite and onnxruntime, by default the CPUs this process
+    may use; ``profile_path``: Lite's (see ``LiteDetector``).
     """
     if engine not in ENGINES:
         raise ConfigError("engine must be one of {}, got {!r}".format(ENGINES, engine))
     use_mkl_avx2_kernels()  # before the first convolution of the process
+    threads = threads or usable_cpus()
+    if engine == "auto" and model_path is not None:  # the file's kind decides
+        engine = next((name for name, (_, suffix) in FILE_ENGINES.items()
+                       if model_path.endswith(suffix)), "lite")
     if model_path is not None:
         return _file_detector(config_module.Cfg(), engine, model_path, threads, profile_path)
+    if engine == "auto":
+        return fastest_detector(
+            lambda chosen: build_detector(config_module, weights, chosen, threads=threads,
+                                          profile_path=profile_path),
+            list(FILE_ENGINES), choice_key(config_module.__file__, weights, threads))
     model = build_model(config_module, weights)
     if engine == "eager":
         return model
@@ -51,6 +63,12 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
         return _file_detector(model.cfg, engine, path, threads, profile_path)
 
 
+def engine_of(detector):
+    """The name in ENGINES of the engine running ``detector`` (what "auto" chose)."""
+    kinds = {LiteDetector: "lite", OnnxRuntimeDetector: "onnxruntime", TracedDetector: "traced"}
+    return kinds.get(type(detector), "eager")
+
+
 def _file_detector(cfg, engine, model_path, threads, profile_path):
     if engine not in FILE_ENGINES:
         raise ConfigError("a dumped model (--model) runs on the lite or onnxruntime engine: add "
@@ -61,4 +79,4 @@ def _file_detector(cfg, engine, model_path, threads, profile_path):
                 model_path, suffix, other, other))
     if engine == "onnxruntime":
         return OnnxRuntimeDetector(model_path, cfg, threads)
-    return LiteDetector(model_path, cfg, threads or DEFAULT_THREADS, profile_path)
+    return LiteDetector(model_path, cfg, threads, profile_path)

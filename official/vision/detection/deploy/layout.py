@@ -45,22 +45,35 @@ BLOCKED_INPUT_OPERATORS = frozenset([
     "GetVarShape", "Dimshuffle", "Reshape",
 ])
 
-# Lite and NumPy only: runs a dumped graph on the inputs of an .npz file, saves every output.
+TIMING_TIMEOUT_S = 300
+SECONDS = "seconds"  # the key of the timed runs among a child's outputs
+
+# Lite and NumPy only: runs a dumped graph on the inputs of an .npz file, saves every output
+# and, after a first run, the seconds of each of `runs` more. With 0 threads it runs in CPU
+# inplace mode (kernels on the calling thread, so a kernel's exit() ends the child at once).
 CHILD_SCRIPT = """
-import sys
+import sys, time
 import numpy as np
 from megenginelite import LiteNetwork
-model_path, inputs_path, outputs_path = sys.argv[1:]
+model_path, inputs_path, outputs_path, threads, runs = sys.argv[1:]
 network = LiteNetwork()
-network.enable_cpu_inplace_mode()
+if int(threads):
+    network.threads_number = int(threads)
+else:
+    network.enable_cpu_inplace_mode()
 network.load(model_path)
 inputs = np.load(inputs_path)
 for name in inputs.files:
     network.get_io_tensor(name).set_data_by_copy(inputs[name])
-network.forward()
-network.wait()
-np.savez(outputs_path, **{name: network.get_io_tensor(name).to_numpy()
-                          for name in network.get_all_output_name()})
+seconds = []
+for run in range(1 + int(runs)):
+    start = time.perf_counter()
+    network.forward()
+    network.wait()
+    seconds.append(time.perf_counter() - start)
+outputs = {name: network.get_io_tensor(name).to_numpy()
+           for name in network.get_all_output_name()}
+np.savez(outputs_path, seconds=np.array(seconds[1:]), **outputs)
 """
 
 
@@ -114,12 +127,13 @@ def _format(operator):
     return operator.params.get("format")
 
 
-def run_in_child(model_path, inputs, timeout=PROBE_TIMEOUT_S):
-    """Run a dumped graph with Lite in a child process killed after ``timeout`` seconds.
+def run_in_child(model_path, inputs, timeout=PROBE_TIMEOUT_S, threads=0, timed_runs=0):
+    """Run a dumped graph with Lite in a child process killed after ``timeout`` seconds, on
+    ``threads`` threads (0: in CPU inplace mode), once and then ``timed_runs`` more times.
 
-    ``inputs``: {name: array}. Returns ({output name: array}, None), or (None, what went
-    wrong). The child's stderr goes to a file: a pipe left open by a killed child's
-    descendants would block reading it.
+    ``inputs``: {name: array}. Returns ({output name: array, SECONDS: [seconds of each timed
+    run]}, None), or (None, what went wrong). The child's stderr goes to a file: a pipe left
+    open by a killed child's descendants would block reading it.
     """
     with tempfile.TemporaryDirectory() as directory:
         inputs_path, outputs_path, stderr_path = (
@@ -127,7 +141,8 @@ def run_in_child(model_path, inputs, timeout=PROBE_TIMEOUT_S):
         np.savez(inputs_path, **inputs)
         with open(stderr_path, "w") as stderr:
             child = subprocess.Popen(
-                [sys.executable, "-c", CHILD_SCRIPT, model_path, inputs_path, outputs_path],
+                [sys.executable, "-c", CHILD_SCRIPT, model_path, inputs_path, outputs_path,
+                 str(threads), str(timed_runs)],
                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
             try:
                 status = child.wait(timeout=timeout)

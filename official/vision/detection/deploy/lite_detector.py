@@ -5,10 +5,9 @@ import numpy as np
 from megenginelite import LiteConfig, LiteNetwork, LiteOptions
 
 from ..errors import ConfigError
+from ..utils.machine import usable_cpus
 from .layout import dumped_layout, nchw88_kernels_run_here
 from .trace import INPUT_NAMES, OUTPUT_NAMES
-
-DEFAULT_THREADS = 2
 
 
 class LiteDetector:
@@ -22,9 +21,9 @@ class LiteDetector:
     it).
     """
 
-    def __init__(self, model_path, cfg, threads=DEFAULT_THREADS, profile_path=None):
-        """``profile_path``: write per-operator times (JSON) there when the detector is
-        deleted."""
+    def __init__(self, model_path, cfg, threads=None, profile_path=None):
+        """``threads``: by default the CPUs this process may use; ``profile_path``: write
+        per-operator times (JSON) there when the detector is deleted."""
         if not os.path.isfile(model_path):
             raise FileNotFoundError(
                 "Lite model not found: {} (write one with tools/dump.py)".format(model_path))
@@ -40,7 +39,7 @@ class LiteDetector:
         options.var_sanity_check_first_run = False
         self.network = LiteNetwork(LiteConfig(option=options))
         # Lite reads the thread count and the profiling switch when it loads the graph
-        self.network.threads_number = threads
+        self.network.threads_number = threads or usable_cpus()
         if profile_path is not None:
             self.network.enable_profile_performance(profile_path)
         self.network.load(model_path)

@@ -9,12 +9,20 @@ cannot convert the FCOS graph as a whole, so this module converts the rest:
 - GetVarShape: mgeconvert replaces every shape by its value at tracing time, which would fix the
   image size and batch; here it is an ONNX Shape, so the padding, the feature sizes and the
   anchor points follow the input.
-- Reshape and ResizeForward: mgeconvert writes the traced output shape as a constant; here the
-  target shape is the graph's own shape tensor.
+- Reshape and ResizeForward: mgeconvert writes the traced output shape as a constant. Here a
+  reshape's target is the graph's own shape tensor, and the FPN's resizes, which multiply each
+  side by the same whole number at any input size, take that factor as constant scales.
 - GroupNormForward, Cumsum (the anchor points' index ranges), SetSubtensor (the zero padding)
   and Elemwise SQRT / FLOOR_DIV: mgeconvert has no converter for them.
 - Fused ConvBias operators, whose ReLU mgeconvert drops and whose [1, C, 1, 1] bias it passes
   to ONNX Conv, which takes [C]: the graph is dumped unfused instead.
+
+The converted graph is then tidied for onnxruntime: each bias add becomes its Conv's third input
+([C]), and nodes that no output depends on are dropped. onnxruntime's CPU provider computes
+convolutions in a blocked channel layout (NCHWc) and fuses the ReLU or residual sum that reads a
+Conv's output into it. A separate bias Add stops both and takes every convolution's output to
+NCHW and back; with the bias inside, the layout is converted only around each GroupNorm (it
+reshapes), at the head's outputs and where a feature's shape is read (tests/test_onnx.py).
 
 Post-processing (threshold, NMS) is NumPy in ``DetEvaluator`` and not part of the graph.
 """
@@ -62,7 +70,7 @@ def export_onnx(model, path, fold_bn=True):
     inference, _ = recorded_inference(model)
     with tempfile.TemporaryDirectory() as directory:
         graph_path = os.path.join(directory, "inference.mge")
-        # no_change_graph: the compatibility pass fails on GroupNorm (see compile.dump_traced)
+        # no_change_graph: the compatibility pass fails on GroupNorm (see lite_export.dump_traced)
         inference.dump(graph_path, arg_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
                        optimize_for_inference=False, no_change_graph=True)
         onnx_model = converter.convert(graph_path)
@@ -117,6 +125,8 @@ class GraphConverter:
         outputs = loaded.output_vars_list
         for opr in cgtools.get_oprs_seq(outputs, prune_reshape=False):
             self.convert_operator(opr)
+        self.fold_conv_biases()
+        self.drop_unread_nodes([self.name(var) for var in outputs])
         helper = self.onnx.helper
         output_info = [helper.make_tensor_value_info(
             self.name(var), self.onnx_dtype(var.dtype), ("batch", "points") + tuple(var.shape[2:]))
@@ -181,6 +191,53 @@ class GraphConverter:
         self.nodes.extend(nodes)
         for parameter in parameters:
             self.initializers.setdefault(parameter.name, parameter)
+
+    def fold_conv_biases(self):
+        """Conv -> Add(constant [1, C, 1, 1]) becomes one Conv with the bias [C] as its third
+        input, writing the Add's output.
+
+        onnxruntime fuses a ReLU, a residual sum or a scale into a Conv only when the Conv's
+        output goes straight to it, and only then keeps the result in its blocked (NCHWc)
+        layout for the next convolution: a separate bias Add converts every convolution's
+        output back to NCHW.
+        """
+        readers = {}
+        for node in self.nodes:
+            for name in node.input:
+                readers.setdefault(name, []).append(node)
+        folded = []
+        for conv in self.nodes:
+            add, bias = self.bias_add(conv, readers.get(conv.output[0], []))
+            if add is not None:
+                conv.input.append(self.array(bias))
+                conv.output[0] = add.output[0]
+                folded.append(add)
+        self.nodes = [node for node in self.nodes if all(node is not add for add in folded)]
+
+    def bias_add(self, conv, readers):
+        """The Add that is the only reader of ``conv`` and adds a constant [1, C, 1, 1], and
+        that constant as [C]; (None, None) if there is none."""
+        if conv.op_type != "Conv" or len(conv.input) != 2 or len(readers) != 1 or (
+                readers[0].op_type != "Add") or conv.input[1] not in self.initializers:
+            return None, None
+        add = readers[0]
+        others = [name for name in add.input if name != conv.output[0]]
+        if len(others) != 1 or others[0] not in self.initializers:
+            return None, None
+        bias = self.onnx.numpy_helper.to_array(self.initializers[others[0]])
+        channels = self.initializers[conv.input[1]].dims[0]
+        return (add, bias.reshape(-1)) if bias.shape == (1, channels, 1, 1) else (None, None)
+
+    def drop_unread_nodes(self, outputs):
+        """Keep only the nodes that ``outputs`` depend on: onnxruntime runs the others too,
+        e.g. the traced graph's resize sizes, which constant scales replace (and it converts the
+        blocked tensors they measure back to NCHW for them)."""
+        needed, kept = set(outputs), []
+        for node in reversed(self.nodes):
+            if needed.intersection(node.output):
+                needed.update(node.input)
+                kept.append(node)
+        self.nodes = kept[::-1]
 
     # ------------------------------ tensors -------------------------------- #
     @staticmethod
@@ -248,20 +305,27 @@ class GraphConverter:
         self.node("Reshape", [self.input(data), target], self.name(opr.outputs[0]))
 
     def resize(self, opr):
+        """The FPN's bilinear upsampling, by the whole factor between the traced sizes.
+
+        FCOS resizes only in the FPN, a backbone stage to the size of a finer one. The image is
+        padded to a multiple of 32 (boxes.SIZE_DIVISIBILITY), the coarsest stage's stride, so
+        every stage is exactly image / stride and the traced factor holds for any input size.
+        onnxruntime resizes by constant scales in its blocked layout; to sizes computed at run
+        time it would convert the tensor to NCHW and back.
+        """
         params = json.loads(opr.params)
         if (params["imode"], params["format"]) != ("LINEAR", "NCHW"):
             raise ConfigError("ONNX export converts bilinear NCHW resizing only, not {}".format(
                 params))
-        data, size = opr.inputs
-        int64 = self.onnx_dtype(np.int64)
-        batch_channels = self.node("Slice", [self.node("Shape", [self.input(data)]),
-                                             self.array(np.array([0])), self.array(np.array([2]))])
-        sizes = self.node("Concat", [batch_channels, self.node("Cast", [self.input(size)],
-                                                               to=int64)], axis=0)
-        no_values = self.array(np.zeros(0, np.float32))  # roi and scales, unused with sizes
+        data, resized = opr.inputs[0], opr.outputs[0]
+        before, after = np.array(data.shape[2:]), np.array(resized.shape[2:])
+        if np.any(after % before):
+            raise ConfigError("ONNX export converts resizing by whole factors only (the FPN's), "
+                              "{} resizes {} to {}".format(opr.name, tuple(before), tuple(after)))
+        scales = np.concatenate([[1, 1], after // before]).astype(np.float32)
         # MegEngine's bilinear resize samples at pixel centres, edges clamped: half_pixel
-        self.node("Resize", [self.input(data), no_values, no_values, sizes],
-                  self.name(opr.outputs[0]), mode="linear",
+        self.node("Resize", [self.input(data), self.array(np.zeros(0, np.float32)),  # no roi
+                             self.array(scales)], self.name(resized), mode="linear",
                   coordinate_transformation_mode="half_pixel")
 
     def subtensor(self, opr):

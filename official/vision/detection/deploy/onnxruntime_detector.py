@@ -4,13 +4,14 @@ import os
 import numpy as np
 
 from .trace import INPUT_NAMES, OUTPUT_NAMES
+from ..utils.machine import usable_cpus
 from .optional_packages import import_optional
 
 
 class OnnxRuntimeDetector:
     """A ``.onnx`` file from ``export_onnx`` as a detector: ``DetEvaluator(OnnxRuntimeDetector(
-    path, cfg))`` works as with the eager model. Runs on the CPU with ``threads`` threads (all
-    cores by default)."""
+    path, cfg))`` works as with the eager model. Runs on the CPU with ``threads`` threads (by
+    default the CPUs this process may use: its affinity, capped by its cgroup quota)."""
 
     def __init__(self, model_path, cfg, threads=None):
         onnxruntime = import_optional("onnxruntime", "the onnxruntime engine")
@@ -20,7 +21,7 @@ class OnnxRuntimeDetector:
                     model_path))
         self.cfg = cfg
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count()
+        options.intra_op_num_threads = threads or usable_cpus()
         self.session = onnxruntime.InferenceSession(model_path, options,
                                                     providers=["CPUExecutionProvider"])
 

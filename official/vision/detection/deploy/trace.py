@@ -9,6 +9,8 @@ import numpy as np
 import megengine as mge
 from megengine.jit import trace
 
+from ..boxes import resized_hw
+
 INPUT_NAMES = ("image", "im_info")
 OUTPUT_NAMES = ("scores", "boxes")
 # any size works: the graph keeps shapes symbolic. Neither side is a multiple of 32, so the
@@ -35,6 +37,15 @@ def example_inputs(height, width, batch=1):
     image = np.zeros((batch, 3, height, width), dtype=np.float32)
     im_info = np.tile(np.array([[height, width, height, width]], dtype=np.float32), (batch, 1))
     return image, im_info
+
+
+def representative_inputs(cfg, seed=0):
+    """A random 4:3 landscape image at the config's test size (e.g. 1x3x800x1067 for the
+    COCO models) and its im_info: what timings that choose a layout or an engine run."""
+    height, width = resized_hw(480, 640, cfg.test_image_short_size, cfg.test_image_max_size)
+    image = np.random.RandomState(seed).uniform(0, 255, (1, 3, height, width))
+    im_info = np.array([[height, width, height, width]], dtype=np.float32)
+    return image.astype(np.float32), im_info
 
 
 def recorded_inference(model, inputs=None):

@@ -280,7 +280,7 @@ def run_test(config_file, options, num_devices=1, build_detector=eager_detector)
     """Evaluate every weight file, or the dumped model, of ``options``; print one table row per
     file, and a summary table when there are several. ``build_detector``: eager models only
     by default; tools/test.py passes ``deploy.detector.build_detector`` for every engine."""
-    if options.engine in ("lite", "onnxruntime") and num_devices > 1:
+    if options.engine not in ("eager", "traced") and num_devices > 1:
         raise ConfigError("the {} engine runs in one CPU process: use -n 1".format(
             options.engine))
     results = launch(test_worker, (config_file, options, build_detector), num_devices)

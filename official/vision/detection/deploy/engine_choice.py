@@ -1,0 +1,81 @@
+"""``--engine auto``: the faster of MegEngine Lite and ONNX Runtime for a model on this CPU.
+
+Both engines are built from the model and its weights and time the network at the config's
+test size; the faster one runs. Which one won is remembered per (config file, weights, CPU,
+threads) in a small JSON file, so later runs build only that engine.
+"""
+import json
+import os
+import statistics
+import time
+
+import megengine as mge
+
+from ..utils.files import write_json_atomic
+from ..utils.machine import cpu_model_name
+from .trace import representative_inputs
+
+logger = mge.get_logger(__name__)
+
+WARMUP_RUNS, TIMED_RUNS = 1, 3
+
+
+def default_cache_path():
+    """$XDG_CACHE_HOME/megengine-fcos/engine_choices.json (~/.cache by default)."""
+    cache = os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    return os.path.join(cache, "megengine-fcos", "engine_choices.json")
+
+
+def choice_key(config_file, weights, threads):
+    """What a choice holds for: the config, the weights (a file by path, size and time of its
+    last change), the CPU and the threads."""
+    if weights is not None and os.path.isfile(weights):
+        stat = os.stat(weights)
+        weights = "{} ({} bytes, changed {})".format(os.path.abspath(weights), stat.st_size,
+                                                     stat.st_mtime_ns)
+    return json.dumps([os.path.abspath(config_file), weights or "random weights",
+                       cpu_model_name(), threads])
+
+
+def network_ms(detector, image, im_info):
+    """Median milliseconds of ``detector.inference`` after warm-up runs."""
+    for _ in range(WARMUP_RUNS):
+        detector.inference(image, im_info)
+    times = []
+    for _ in range(TIMED_RUNS):
+        start = time.perf_counter()
+        detector.inference(image, im_info)
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def fastest_detector(build, engines, key, cache_path=None):
+    """The detector ``build(engine)`` of the engine among ``engines`` whose network runs
+    fastest here, as remembered under ``key`` (see ``choice_key``) or timed now."""
+    cache_path = cache_path or default_cache_path()
+    choices = _read_choices(cache_path)
+    if key in choices and choices[key]["engine"] in engines:
+        engine = choices[key]["engine"]
+        logger.info("engine auto: %s, as timed before (%s ms)", engine, choices[key]["times_ms"])
+        return build(engine)
+    detectors = {engine: build(engine) for engine in engines}
+    image, im_info = representative_inputs(next(iter(detectors.values())).cfg)
+    times = {engine: round(network_ms(detector, image, im_info), 1)
+             for engine, detector in detectors.items()}
+    engine = min(times, key=times.get)
+    logger.info("engine auto: the network took %s ms at %dx%d: %s", times, image.shape[2],
+                image.shape[3], engine)
+    choices[key] = {"engine": engine, "times_ms": times}
+    write_json_atomic(choices, cache_path)
+    return detectors[engine]
+
+
+def _read_choices(path):
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError:  # not JSON (written by something else): time again and replace it
+        logger.warning("%s is not a JSON file of engine choices; replacing it", path)
+        return {}
