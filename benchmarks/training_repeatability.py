@@ -64,10 +64,9 @@ class StepTimes(HookBase):
         self.seconds.append(time.perf_counter() - self.start)
 
 
-mge.config.async_level = int(level)
 timer = StepTimes()
 options = TrainOptions(data, out, batch_size=2, num_workers=0, non_finite_retries=0,
-                       cpu_kernels=kernels == "on", extra_hooks=(timer,))
+                       cpu_kernels=kernels == "on", extra_hooks=(timer,), async_level=int(level))
 status, losses = "ok", []
 try:
     losses = run_training(config, options)

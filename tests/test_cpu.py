@@ -13,8 +13,7 @@ import pytest
 from megengine.autodiff import GradManager
 
 from official.vision.detection.cpu import (
-    FastBatchNorm2d, FastGradientConv2d, default_cpu_threads, fast_training_modules,
-    synchronous_execution
+    FastBatchNorm2d, FastGradientConv2d, async_level, default_cpu_threads, fast_training_modules
 )
 from official.vision.detection.cpu.mkl import cpu_vendor_and_flags, needs_avx2_switch
 from official.vision.detection.models import FCOS
@@ -103,10 +102,11 @@ def test_default_cpu_threads_applies_inside_the_block_only():
         assert str(mge.tensor([1.0]).device).startswith("cpu0")
 
 
-def test_synchronous_execution_applies_inside_the_block_only():
+@pytest.mark.parametrize("level", [0, 1])
+def test_an_async_level_applies_inside_the_block_only(level):
     before = mge.config.async_level
-    with synchronous_execution():
-        assert mge.config.async_level == 0
+    with async_level(level):
+        assert mge.config.async_level == level
     assert mge.config.async_level == before
 
 

@@ -57,13 +57,13 @@ def train_command(config, dataset_dir, output_dir, *extra):
 
 
 def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(dataset_dir, tmp_path):
-    # synchronously: MegEngine's asynchronous eager mode does not repeat exactly (utils/cpu.py)
+    # at the trainer's default async level on the CPU, which repeats runs exactly (cpu/device.py)
     config = write_config(tmp_path / "resumable.py", nr_images=24)
     straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
-    subprocess.run(train_command(config, dataset_dir, straight, "--synchronous"), check=True,
+    subprocess.run(train_command(config, dataset_dir, straight), check=True,
                    capture_output=True, timeout=600)
 
-    process = subprocess.Popen(train_command(config, dataset_dir, interrupted, "--synchronous"),
+    process = subprocess.Popen(train_command(config, dataset_dir, interrupted),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = os.path.join(interrupted, "epoch_0.pkl")
     deadline = time.time() + 600
@@ -74,8 +74,7 @@ def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(dataset_dir,
     assert os.path.exists(first) and not os.path.exists(os.path.join(interrupted, "epoch_1.pkl"))
     first_bytes = open(first, "rb").read()
 
-    result = subprocess.run(train_command(config, dataset_dir, interrupted, "--resume",
-                                          "--synchronous"),
+    result = subprocess.run(train_command(config, dataset_dir, interrupted, "--resume"),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "resumed from" in result.stderr

@@ -53,6 +53,9 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int,
                         help="CPU threads of the network (default: the CPUs this process may "
                              "use)")
+    parser.add_argument("--async-level", type=int, choices=(0, 1, 2),
+                        help="--train: MegEngine's async_level (default: the trainer's, 1 on "
+                             "the CPU)")
     parser.add_argument("--short-size", type=int, default=800)
     parser.add_argument("--max-size", type=int, default=1333)
     parser.add_argument("--model", help="lite / onnxruntime engine: a .mge / .onnx from "
@@ -108,9 +111,9 @@ def report_training(timing, measured_peak_gflops=None):
 
 def main_training(args, module):
     timing = time_training(module, args.batch_size, args.runs, args.warmup, args.short_size,
-                           args.max_size)
-    print("training step, {} thread(s), {} steps after {} warm-up".format(
-        args.threads, args.runs, args.warmup))
+                           args.max_size, async_level=args.async_level)
+    print("training step, {} thread(s), async level {}, {} steps after {} warm-up".format(
+        args.threads, timing.async_level, args.runs, args.warmup))
     report_training(timing, args.peak_gflops)
 
 

@@ -34,8 +34,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2,
                         help="CPU threads of a single-process run on a machine without GPU")
-    parser.add_argument("--synchronous", action="store_true",
-                        help="run MegEngine synchronously: exactly repeatable runs on the CPU, "
+    parser.add_argument("--async-level", type=int, choices=(0, 1, 2),
+                        help="MegEngine's async_level (default: 1 on the CPU, where 2 now and "
+                             "then corrupted training, else 2); 0 runs operators one by one, "
                              "slower (see official/vision/detection/cpu)")
     parser.add_argument("--log-every", type=int, metavar="STEPS",
                         help="steps between log lines and metrics records (default: the "
@@ -58,7 +59,7 @@ def main():
         batch_size=args.batch_size, backbone_weights=args.weights, resume=args.resume,
         finetune=args.finetune,
         num_workers=args.workers, seed=args.seed, threads=args.threads,
-        synchronous=args.synchronous, log_every=args.log_every,
+        async_level=args.async_level, log_every=args.log_every,
         eval_every_epoch=args.eval_every_epoch,
     )
     run_training(args.file, options, args.devices, args.num_machines, args.machine_rank,

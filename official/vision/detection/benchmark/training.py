@@ -12,6 +12,7 @@ import time
 import numpy as np
 import megengine as mge
 
+from .. import cpu
 from ..boxes import padded_side
 from ..data.collate import collate_train
 from ..data.transforms import TrainTransform
@@ -29,6 +30,7 @@ class TrainTiming:
     batch_size: int
     input_shape: tuple  # [N, 3, H, W] of the padded batch
     step_flops: float  # conv FLOPs of one step (3 x the forward's)
+    async_level: int = None  # MegEngine's, while the steps ran
 
     def step_ms(self):
         return [sum(phase[i] for phase in self.phase_ms.values())
@@ -61,16 +63,28 @@ def synthetic_sample(rng, height, width, num_classes):
                 labels=rng.integers(0, num_classes, count).astype(np.int32))
 
 
-def time_training(config_module, batch_size, steps, warmup, short_size, max_size, seed=0):
+def time_training(config_module, batch_size, steps, warmup, short_size, max_size, seed=0,
+                  async_level=None):
     """Phase times of ``steps`` training steps after ``warmup`` untimed ones, each on a new
     batch of synthetic ``short_size`` x ``max_size`` images (landscape, so the resize keeps
-    them at that size)."""
+    them at that size), at MegEngine's ``async_level`` (by default the trainer's: 1 on the
+    CPU, else MegEngine's own)."""
+    on_cpu = not mge.is_cuda_available()
+    if async_level is None and on_cpu:
+        async_level = cpu.CPU_TRAINING_ASYNC_LEVEL
+    with cpu.async_level(mge.config.async_level if async_level is None else async_level):
+        return _time_training(config_module, batch_size, steps, warmup, short_size, max_size,
+                              seed, on_cpu)
+
+
+def _time_training(config_module, batch_size, steps, warmup, short_size, max_size, seed,
+                   on_cpu):
     cfg = config_module.Cfg()
     mge.random.seed(seed)
     model = config_module.Net(cfg)
     trainer = build_trainer(model, cfg, TrainOptions(dataset_dir="", output_dir="",
                                                      batch_size=batch_size),
-                            on_cpu=not mge.is_cuda_available())
+                            on_cpu=on_cpu)
     model.train()
     transform = TrainTransform(short_size, max_size)
     rng = np.random.default_rng(seed)
@@ -83,7 +97,7 @@ def time_training(config_module, batch_size, steps, warmup, short_size, max_size
     input_shape = (batch_size, 3, padded_side(short_size), padded_side(max_size))
     model.eval()  # counting records model.inference, whose convolutions training runs too
     step_flops = TRAIN_FLOPS_PER_FORWARD_FLOP * count_conv_flops(model, input_shape)
-    return TrainTiming(phase_ms, batch_size, input_shape, step_flops)
+    return TrainTiming(phase_ms, batch_size, input_shape, step_flops, mge.config.async_level)
 
 
 class PhaseClock:

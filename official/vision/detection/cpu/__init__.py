@@ -11,9 +11,11 @@ convolution. What they work around, measured on 2-core AMD EPYC machines:
 - sgd.py: ``megengine.optimizer.SGD`` builds five new tensors per parameter and step; the
   in-place update cut the demo's optimizer phase from ~35 to ~12 ms.
 - mkl.py: the bundled MKL 2019 runs generic SSE code on AMD CPUs unless told otherwise.
-- guard.py: asynchronous execution now and then corrupts values; an epoch that ends in NaN/Inf
-  is repeated from the last checkpoint (``synchronous_execution`` avoids it, slower).
-- device.py: CPU device names with a thread count, and synchronous execution.
+- device.py: at MegEngine's default async level 2, identical trainings now and then diverged
+  or ended in NaN/Inf, with MegEngine's kernels too; the trainer runs at level 1
+  (``CPU_TRAINING_ASYNC_LEVEL``), where none did. Also CPU device names with a thread count.
+- guard.py: an epoch that ends in NaN/Inf is repeated from the last checkpoint, a guard kept
+  for such corruption.
 """
 import megengine.module as M
 
@@ -21,15 +23,17 @@ from ..layers.conv import Conv2d
 from ..utils.modules import replace_modules
 from .batch_norm import FastBatchNorm2d
 from .conv import FastGradientConv2d
-from .device import cpu_device, default_cpu_threads, on_cpu_device, synchronous_execution
+from .device import (
+    CPU_TRAINING_ASYNC_LEVEL, async_level, cpu_device, default_cpu_threads, on_cpu_device
+)
 from .guard import RepeatNonFiniteEpoch
 from .mkl import use_mkl_avx2_kernels
 from .sgd import InplaceSGD
 
 __all__ = [
-    "FastBatchNorm2d", "FastGradientConv2d", "InplaceSGD", "RepeatNonFiniteEpoch",
-    "cpu_device", "default_cpu_threads", "fast_training_modules", "on_cpu_device",
-    "prepare_training", "synchronous_execution", "use_mkl_avx2_kernels",
+    "CPU_TRAINING_ASYNC_LEVEL", "FastBatchNorm2d", "FastGradientConv2d", "InplaceSGD",
+    "RepeatNonFiniteEpoch", "async_level", "cpu_device", "default_cpu_threads",
+    "fast_training_modules", "on_cpu_device", "prepare_training", "use_mkl_avx2_kernels",
 ]
 
 

@@ -1,4 +1,4 @@
-"""MegEngine's CPU devices, and running its operators synchronously."""
+"""MegEngine's CPU devices, and how asynchronously its operators run."""
 import contextlib
 
 import megengine as mge
@@ -27,17 +27,19 @@ def default_cpu_threads(threads):
         mge.set_default_device(previous)
 
 
-@contextlib.contextmanager
-def synchronous_execution():
-    """Inside the block MegEngine runs each operator before returning (async_level 0).
+# MegEngine's async_level for training on the CPU: at its default, 2, identical trainings now
+# and then diverged or ended in NaN/Inf; at 1 (sync where an output's shape is not known
+# before the operator runs) none did, at the same speed. docs/megengine_notes.md has the table.
+CPU_TRAINING_ASYNC_LEVEL = 1
 
-    Its default, fully asynchronous eager mode now and then corrupts values on the CPU
-    (MegEngine 1.13): of six identical 24-step trainings of a tiny FCOS one ended with NaN
-    weights, and a resumed run differed from an uninterrupted one by up to 1.3e-4 in about one
-    try of six. Synchronously, repeated runs were identical, at ~2.5x the time per step.
-    """
+
+@contextlib.contextmanager
+def async_level(level):
+    """Inside the block MegEngine runs operators at ``level``: 2 fully asynchronously (its
+    default), 1 waiting after operators whose output shapes it cannot infer, 0 each operator
+    before returning. Restores the previous level after."""
     previous = mge.config.async_level
-    mge.config.async_level = 0
+    mge.config.async_level = level
     try:
         yield
     finally:

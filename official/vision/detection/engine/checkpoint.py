@@ -27,7 +27,7 @@ def save_checkpoint(output_dir, model, optimizer, epoch, iteration):
     if broken:
         raise NonFiniteError(
             "epoch {} ended with non-finite weights in {} tensor(s) ({}{}), not saved; resume "
-            "from the last good checkpoint, {}, with --resume (or train with --synchronous)"
+            "from the last good checkpoint, {}, with --resume (or train with --async-level 0)"
             .format(epoch, len(broken), ", ".join(broken[:3]), ", ..." if len(broken) > 3 else "",
                     latest_checkpoint(output_dir)))
     path = checkpoint_path(output_dir, epoch)

@@ -45,7 +45,8 @@ class TrainOptions:
     num_workers: int = 2  # data-loading processes per device
     seed: int = 0
     threads: int = 2  # kernel threads of a single-process run on a machine without GPU
-    synchronous: bool = False  # MegEngine's async_level 0 (cpu/device.py)
+    # MegEngine's async_level: None is 1 on the CPU (cpu.CPU_TRAINING_ASYNC_LEVEL), else 2
+    async_level: int = None
     non_finite_retries: int = 1  # CPU: repeats of an epoch that ends in NaN/Inf (cpu/guard.py)
     cpu_kernels: bool = True  # CPU: the fast training modules and in-place SGD of cpu/
     log_every: int = None  # steps between log records; None: the config's log_interval
@@ -195,8 +196,11 @@ def train_worker(config_file, options):
             cpu.use_mkl_avx2_kernels()
             if world_size == 1:
                 stack.enter_context(cpu.default_cpu_threads(options.threads))
-        if options.synchronous:
-            stack.enter_context(cpu.synchronous_execution())
+        level = options.async_level
+        if level is None and on_cpu:
+            level = cpu.CPU_TRAINING_ASYNC_LEVEL
+        if level is not None:
+            stack.enter_context(cpu.async_level(level))
         module = load_config_module(config_file)
         cfg = training_config(module, options)
         dataset, eval_dataset = training_datasets(cfg, options, rank)
