@@ -5,7 +5,7 @@ import pytest
 from official.vision.detection.errors import (
     ConfigError, DatasetError, NonFiniteLossError, WeightsUnavailableError
 )
-from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.cli import run_cli
 
 
 def raising(error):

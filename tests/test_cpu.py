@@ -87,7 +87,7 @@ def test_building_a_released_model_requests_avx2_kernels_on_this_cpu_as_lscpu_sa
 
 
 def test_the_tools_request_avx2_kernels_before_their_work_as_lscpu_says():
-    code = ("from official.vision.detection.utils.cli import run_cli\n"
+    code = ("from official.vision.detection.cli import run_cli\n"
             "run_cli(lambda: None)")
     assert mkl_setting_in_a_fresh_process(code) == expected_mkl_setting()
 

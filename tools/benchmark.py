@@ -26,7 +26,7 @@ from official.vision.detection.benchmark.training import PHASES, peak_rss_mb, ti
 from official.vision.detection.deploy.detector import ENGINES, build_detector, engine_of
 from official.vision.detection.errors import ConfigError
 from official.vision.detection.evaluator import DetEvaluator
-from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.cli import run_cli
 from official.vision.detection.utils.config_file import load_config_module
 from official.vision.detection.utils.machine import usable_cpus
 from official.vision.detection.weights import build_model

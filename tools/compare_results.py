@@ -7,7 +7,7 @@ import argparse
 from official.vision.detection.engine.coco_evaluation import (
     evaluate_result_files, metrics_table
 )
-from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.cli import run_cli
 
 
 def parse_args(argv=None):

@@ -12,7 +12,7 @@ from official.vision.detection.benchmark.flops import count_conv_flops, count_pa
 from official.vision.detection.deploy.layout import LAYOUTS
 from official.vision.detection.deploy.lite_export import dump_inference
 from official.vision.detection.deploy.onnx_export import OPSET, export_onnx
-from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.cli import run_cli
 from official.vision.detection.utils.config_file import load_config_module
 from official.vision.detection.weights import build_model
 

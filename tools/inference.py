@@ -22,7 +22,7 @@ from official.vision.detection.engine.video_inference import (
     detect_video, is_video, require_video, video_outputs
 )
 from official.vision.detection.model_zoo import released_model_of_config
-from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.cli import run_cli
 from official.vision.detection.utils.config_file import load_config_module
 
 

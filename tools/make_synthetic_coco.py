@@ -8,7 +8,7 @@ import argparse
 from official.vision.detection.data.synthetic import (
     CATEGORIES, OBJECT_SCALE, make_synthetic_coco, parse_image_size,
 )
-from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.cli import run_cli
 
 
 def image_size_arg(text):

@@ -15,7 +15,7 @@ from official.vision.detection.deploy.detector import ENGINES, build_detector
 from official.vision.detection.engine.checkpoint import checkpoint_path, resolve_weights
 from official.vision.detection.engine.coco_evaluation import EvalOptions, run_test
 from official.vision.detection.errors import ConfigError
-from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.cli import run_cli
 from official.vision.detection.utils.config_file import config_name
 
 

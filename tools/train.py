@@ -13,7 +13,7 @@ checked first, as tools/browse_dataset.py --check does without decoding images.
 import argparse
 
 from official.vision.detection.engine.trainer import TrainOptions, run_training
-from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.cli import run_cli
 from official.vision.detection.utils.config_file import config_name
 
 

@@ -6,16 +6,14 @@ fails the repeat too and stops with the error.
 """
 import megengine as mge
 
-from ..engine.checkpoint import latest_checkpoint
-from ..engine.hooks import HookBase
-
 logger = mge.get_logger(__name__)
 
 
-class RepeatNonFiniteEpoch(HookBase):
-    """After a NaN/Inf loss or weights, restores the last checkpoint (as ``--resume`` would),
-    so the trainer runs the same batches of the epoch again; at most ``retries`` times per
-    epoch, in single-process runs (the other ranks of a distributed run would not follow)."""
+class RepeatNonFiniteEpoch:
+    """A training hook (it has only ``recover``, see engine/hooks.py): after a NaN/Inf loss or
+    weights, restores the last checkpoint (as ``--resume`` would), so the trainer runs the same
+    batches of the epoch again; at most ``retries`` times per epoch, in single-process runs
+    (the other ranks of a distributed run would not follow)."""
 
     def __init__(self, retries=1, world_size=1):
         self.retries = retries if world_size == 1 else 0
@@ -23,7 +21,7 @@ class RepeatNonFiniteEpoch(HookBase):
 
     def recover(self, trainer, error):
         epoch = trainer.epoch
-        latest = latest_checkpoint(trainer.output_dir)
+        latest = trainer.latest_checkpoint()
         if latest is None or self.repeats.get(epoch, 0) >= self.retries:
             return False
         self.repeats[epoch] = self.repeats.get(epoch, 0) + 1

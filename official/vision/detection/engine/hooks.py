@@ -4,7 +4,8 @@
 step ``before_step`` and ``after_step``, then ``after_epoch``, and at the end ``after_train``.
 A step or an epoch that ends in NaN/Inf raises ``NonFiniteError``; the trainer then asks each
 hook to ``recover`` (restore a state from which the epoch can run again) and re-raises when
-none does.
+none does. A hook is any object with some of these methods (the trainer calls those it has);
+``HookBase`` gives them all, doing nothing.
 """
 import time
 

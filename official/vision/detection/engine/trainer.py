@@ -95,7 +95,7 @@ class Trainer:
             raise NonFiniteLossError(
                 "non-finite loss at epoch {} step {} (iteration {}): {}; the last good "
                 "checkpoint is {}".format(self.epoch, self.step_in_epoch, self.iteration, values,
-                                          latest_checkpoint(self.output_dir)))
+                                          self.latest_checkpoint()))
         self.optimizer.step().clear_grad()
         mark("optimizer")
         return values
@@ -112,7 +112,8 @@ class Trainer:
             try:
                 self._train_epoch(epoch_batches(self.epoch))
             except NonFiniteError as error:
-                if not any(hook.recover(self, error) for hook in self.hooks):
+                if not any(hook.recover(self, error) for hook in self.hooks
+                           if hasattr(hook, "recover")):
                     raise
                 continue
             self.epoch += 1
@@ -130,12 +131,18 @@ class Trainer:
 
     def _call(self, point):
         for hook in self.hooks:
-            getattr(hook, point)(self)
+            method = getattr(hook, point, None)  # HookBase has them all; others may not
+            if method is not None:
+                method(self)
 
     def save_checkpoint(self):
         """Write epoch_<epoch>.pkl (see checkpoint.save_checkpoint); its path."""
         return save_checkpoint(self.output_dir, self.model, self.optimizer, self.epoch,
                                self.iteration)
+
+    def latest_checkpoint(self):
+        """Path of the newest epoch_<N>.pkl in the output folder, or None."""
+        return latest_checkpoint(self.output_dir)
 
     def resume(self, path):
         """Continue after the checkpoint at ``path``: weights, optimizer, epoch, iteration."""

@@ -1,8 +1,8 @@
 """What command-line tools share: one-line errors for bad input, tracebacks for bugs."""
 import sys
 
-from ..cpu.mkl import use_mkl_avx2_kernels
-from ..errors import DetectionError
+from .cpu.mkl import use_mkl_avx2_kernels
+from .errors import DetectionError
 
 # what a user fixes by naming another file or making room; other OSErrors keep their traceback
 FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
