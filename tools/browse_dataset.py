@@ -19,7 +19,7 @@ from official.vision.detection.data.browse import draw_split
 from official.vision.detection.data.build import check_dataset
 from official.vision.detection.data.coco import resolve_dataset_paths
 from official.vision.detection.errors import ConfigError
-from official.vision.detection.utils.cli import run_cli
+from official.vision.detection.cli import run_cli
 from official.vision.detection.utils.config_file import load_config_module
 
 
