@@ -8,12 +8,14 @@ import cv2
 import megengine as mge
 import numpy as np
 import pytest
+from pycocotools.coco import COCO
 
 from official.vision.detection.data.synthetic import make_synthetic_coco
 from official.vision.detection.deploy.detector import build_detector
 from official.vision.detection.deploy.lite_export import dump_inference
 from official.vision.detection.engine.coco_evaluation import (
-    COCO_METRICS, EvalOptions, evaluate_result_files, metrics_table, row_labels, run_test
+    COCO_METRICS, EvalOptions, evaluate_result_files, metrics_table, per_class_metrics,
+    per_class_path, run_cocoeval, row_labels, run_test
 )
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.postprocess import detect
@@ -201,6 +203,82 @@ def test_result_files_evaluate_to_known_numbers_in_one_table(setup, tmp_path):
     lines = metrics_table({"exact": exact, "moved": moved}).splitlines()
     assert lines[0].split() == ["weights"] + list(COCO_METRICS)
     assert lines[2].split()[:4] == ["moved", "0.400", "1.000", "0.000"]
+
+
+def hand_made_evaluation(tmp_path):
+    """Ground truth and detections whose per-class numbers are known by hand (COCO boxes are
+    x, y, width, height):
+    - "perfect": 2 boxes, each found exactly: AP 1.
+    - "ranked": 2 boxes; by score, a hit, a false positive, a hit. Precision is 1 up to recall
+      0.5 and 2/3 beyond, at every IoU threshold: of the 101 recall points 0, 0.01, ..., 1,
+      the 51 up to 0.5 count 1 and the 50 above count 2/3, so AP = AP50 = (51 + 50 * 2/3) / 101.
+    - "loose": 1 box found with IoU 0.52 (a 100 x 52 box inside the 100 x 100 one): a match at
+      the IoU threshold 0.5 only, so AP50 1 and AP 1/10 (one of the 10 thresholds).
+    - "absent": no ground truth, one detection: undefined, -1 as pycocotools marks it.
+    - "crowd": a crowd box only, which counts for no class."""
+    images = [{"id": i, "file_name": "{}.jpg".format(i), "height": 200, "width": 200}
+              for i in (1, 2)]
+    categories = [{"id": i, "name": name}
+                  for i, name in ((3, "perfect"), (4, "ranked"), (6, "loose"), (8, "absent"),
+                                  (9, "crowd"))]
+    gt = [(1, 3, [0, 0, 50, 50]), (2, 3, [100, 100, 60, 40]), (1, 4, [100, 0, 80, 80]),
+          (2, 4, [0, 100, 70, 90]), (1, 6, [0, 100, 100, 100])]
+    annotations = [{"id": n + 1, "image_id": image, "category_id": category, "bbox": box,
+                    "area": box[2] * box[3], "iscrowd": 0}
+                   for n, (image, category, box) in enumerate(gt)]
+    annotations.append({"id": 9, "image_id": 2, "category_id": 9, "bbox": [150, 0, 50, 50],
+                        "area": 2500, "iscrowd": 1})
+    ann_file = tmp_path / "hand.json"
+    ann_file.write_text(json.dumps({"images": images, "annotations": annotations,
+                                    "categories": categories}))
+    detections = [(1, 3, [0, 0, 50, 50], 0.9), (2, 3, [100, 100, 60, 40], 0.8),
+                  (1, 4, [100, 0, 80, 80], 0.9), (2, 4, [150, 150, 20, 20], 0.8),
+                  (2, 4, [0, 100, 70, 90], 0.7), (1, 6, [0, 100, 100, 52], 0.9),
+                  (2, 8, [10, 10, 30, 30], 0.9)]
+    results = [{"image_id": image, "category_id": category, "bbox": box, "score": score}
+               for image, category, box, score in detections]
+    return str(ann_file), results
+
+
+def test_per_class_ap_equals_the_hand_computed_precision_recall_curves(tmp_path):
+    ann_file, results = hand_made_evaluation(tmp_path)
+    coco = COCO(ann_file)
+    coco_eval = run_cocoeval(coco, results, [1, 2])
+    rows = per_class_metrics(coco, coco_eval, [1, 2])
+    ranked = (51 + 50 * 2 / 3) / 101
+    assert [(r["name"], r["category_id"], r["gt_boxes"]) for r in rows] == [
+        ("perfect", 3, 2), ("ranked", 4, 2), ("loose", 6, 1), ("absent", 8, 0), ("crowd", 9, 0)]
+    assert [r["AP"] for r in rows] == pytest.approx([1, ranked, 0.1, -1, -1])
+    assert [r["AP50"] for r in rows] == pytest.approx([1, ranked, 1, -1, -1])
+    # COCOeval's own AP is the mean over the classes with ground truth
+    assert coco_eval.stats[0] == pytest.approx((1 + ranked + 0.1) / 3)
+
+
+def test_without_detections_classes_with_ground_truth_get_zero(tmp_path):
+    ann_file, _ = hand_made_evaluation(tmp_path)
+    coco = COCO(ann_file)
+    rows = per_class_metrics(coco, run_cocoeval(coco, [], [1, 2]), [1, 2])
+    assert [(r["AP"], r["AP50"]) for r in rows] == [(0, 0), (0, 0), (0, 0), (-1, -1), (-1, -1)]
+
+
+def test_evaluation_prints_and_saves_the_per_class_table(setup, tmp_path, capsys):
+    dataset_dir, config, weights = setup
+    out = str(tmp_path / "results.json")
+    run_test(config, EvalOptions(dataset_dir, [weights], results_path=out, num_workers=0))
+    with open(per_class_path(out)) as f:
+        rows = json.load(f)
+    assert per_class_path(out) == str(tmp_path / "results_per_class.json")
+    with open(os.path.join(dataset_dir, "shapes", "annotations", "val.json")) as f:
+        annotations = json.load(f)
+    assert [r["name"] for r in rows] == [c["name"] for c in sorted(
+        annotations["categories"], key=lambda c: c["id"])]
+    assert sum(r["gt_boxes"] for r in rows) == len(annotations["annotations"])
+    lines = capsys.readouterr().out.splitlines()
+    header = [line.split() for line in lines].index(["category", "AP", "AP50", "gt", "boxes"])
+    assert lines[header - 2].split()[0] == "weights"  # after the COCO table
+    for row, line in zip(rows, lines[header + 1:]):
+        assert line.split() == [row["name"], "{:.3f}".format(row["AP"]),
+                                "{:.3f}".format(row["AP50"]), str(row["gt_boxes"])]
 
 
 def test_tool_evaluates_epoch_checkpoints_and_prints_the_metrics(setup, tmp_path):

@@ -9,10 +9,9 @@ import megengine as mge
 import numpy as np
 import pytest
 
-from official.vision.detection.engine.file_inference import (
-    class_names, detect_files, image_paths, picture_name
-)
+from official.vision.detection.engine.file_inference import class_names, detect_files, image_paths
 from official.vision.detection.models import FCOSConfig
+from official.vision.detection.visualize import picture_name
 
 from conftest import PROJECT_ROOT, tiny_config
 

@@ -1,9 +1,16 @@
-"""Detect objects in an image, a folder or a glob; write pictures and one JSON file.
+"""Detect objects in an image, a folder or a glob (pictures and one JSON file), or in a video
+(an annotated video and one JSON line per frame).
 
     python tools/inference.py -f official/vision/detection/configs/fcos_res50_coco_3x_800size.py \
         --pretrained -i cat.jpg -o outputs [--engine lite]
     python tools/inference.py -f CONFIG --model fcos_res50.mge --engine lite -i images/
     python tools/inference.py -f CONFIG --model fcos_res50.onnx --engine onnxruntime -i images/
+    python tools/inference.py -f CONFIG -w WEIGHTS -i street.mp4 -o outputs -b 4
+
+A video is recognized by its extension (.mp4, .m4v, .mov, .mkv, .avi): outputs/street.mp4 gets
+its frames with the detections drawn, at the same frame rate and size, and outputs/street.jsonl
+one line per frame, {"frame", "time" (seconds), "detections"}; -b frames go through the model
+together.
 """
 import argparse
 import os
@@ -11,6 +18,9 @@ import os
 from official.vision.detection.deploy.detector import ENGINES, build_detector
 from official.vision.detection.engine.checkpoint import resolve_weights
 from official.vision.detection.engine.file_inference import class_names, detect_files, image_paths
+from official.vision.detection.engine.video_inference import (
+    detect_video, is_video, require_video, video_outputs
+)
 from official.vision.detection.model_zoo import released_model_of_config
 from official.vision.detection.cli import run_cli
 from official.vision.detection.utils.config_file import load_config_module
@@ -30,11 +40,13 @@ def parse_args(argv=None):
                         help="lite: MegEngine Lite, onnxruntime: the ONNX export, both on the "
                         "CPU, the weights written to a temporary file unless --model is given; "
                         "auto: the faster of the two here (timed once per model and CPU)")
-    parser.add_argument("-i", "--input", required=True, help="image file, folder or glob")
+    parser.add_argument("-i", "--input", required=True,
+                        help="image file, folder or glob, or a video file")
     parser.add_argument("-o", "--output-dir", default="outputs")
     parser.add_argument("--thresh", type=float, help="score threshold (default: the config's "
                         "test_vis_threshold)")
-    parser.add_argument("-b", "--batch-size", type=int, default=1, help="images per forward")
+    parser.add_argument("-b", "--batch-size", type=int, default=1,
+                        help="images (or video frames) per forward")
     parser.add_argument("--tta", action="store_true", help="flip and extra scales, merged")
     parser.add_argument("-d", "--dataset-dir", default="",
                         help="where the config's test annotations are (for class names)")
@@ -50,16 +62,29 @@ def weight_source(args):
     return resolve_weights(args.weights)
 
 
-def main():
-    args = parse_args()
-    paths = image_paths(args.input)
-    module = load_config_module(args.file)
-    detector = build_detector(module, weight_source(args), args.engine, args.model)
+def detector_of(args):
+    """(detector, class names, picture score threshold) of the arguments."""
+    detector = build_detector(load_config_module(args.file), weight_source(args), args.engine,
+                              args.model)
     cfg = detector.cfg
     thresh = cfg.test_vis_threshold if args.thresh is None else args.thresh
+    return detector, class_names(cfg, args.dataset_dir), thresh
+
+
+def main():
+    args = parse_args()
+    # the input is checked before the model is built, which may download weights
+    if is_video(args.input):
+        require_video(args.input)
+        detector, names, thresh = detector_of(args)
+        frames = detect_video(detector, args.input, args.output_dir, names, thresh,
+                              args.batch_size, args.tta)
+        print("{} frames -> {}, {}".format(frames, *video_outputs(args.input, args.output_dir)))
+        return
+    paths = image_paths(args.input)
+    detector, names, thresh = detector_of(args)
     root = args.input if os.path.isdir(args.input) else None
-    records, skipped = detect_files(detector, paths, args.output_dir,
-                                    class_names(cfg, args.dataset_dir), thresh,
+    records, skipped = detect_files(detector, paths, args.output_dir, names, thresh,
                                     args.batch_size, args.tta, root)
     found = sum(len(r["detections"]) for r in records)
     print("{} images, {} detections -> {}{}".format(

@@ -5,6 +5,9 @@
     python tools/test.py -f CONFIG -w WEIGHTS -d /data/datasets --engine lite  # compiled
     python tools/test.py -f CONFIG --model fcos.mge -d /data/datasets --engine lite
     python tools/test.py -f CONFIG --model fcos.onnx -d /data/datasets --engine onnxruntime
+
+After the table of the 12 COCO metrics, a table per category (AP, AP50, ground-truth boxes),
+also saved beside the result file as <results>_per_class.json.
 """
 import argparse
 

@@ -2,6 +2,13 @@
 
     python tools/train.py -f official/vision/detection/configs/fcos_res50_coco_3x_800size.py \
         -d /data/datasets -n 8 -b 2
+    python tools/train.py -f CONFIG -d DATA -o runs/a --log-every 50 --eval-every-epoch
+    tensorboard --logdir runs        # the event files tensorboardX wrote into runs/a
+
+The output folder gets epoch_<N>.pkl after every epoch, metrics.jsonl (a record per logged
+step: losses, lr, images/s; with --eval-every-epoch the COCO metrics of the config's test split
+as bbox/AP, ...), TensorBoard event files and curves.png (docs/observing.md). The dataset is
+checked first, as tools/browse_dataset.py --check does without decoding images.
 """
 import argparse
 
@@ -31,6 +38,12 @@ def parse_args(argv=None):
                         help="MegEngine's async_level (default: 1 on the CPU, where 2 now and "
                              "then corrupted training, else 2); 0 runs operators one by one, "
                              "slower (see official/vision/detection/cpu)")
+    parser.add_argument("--log-every", type=int, metavar="STEPS",
+                        help="steps between log lines and metrics records (default: the "
+                             "config's log_interval)")
+    parser.add_argument("--eval-every-epoch", action="store_true",
+                        help="evaluate the config's test split after every epoch (COCO "
+                             "metrics into metrics.jsonl, TensorBoard and curves.png)")
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0)
     parser.add_argument("--master-ip", default="localhost")
@@ -46,7 +59,8 @@ def main():
         batch_size=args.batch_size, backbone_weights=args.weights, resume=args.resume,
         finetune=args.finetune,
         num_workers=args.workers, seed=args.seed, threads=args.threads,
-        async_level=args.async_level,
+        async_level=args.async_level, log_every=args.log_every,
+        eval_every_epoch=args.eval_every_epoch,
     )
     run_training(args.file, options, args.devices, args.num_machines, args.machine_rank,
                  args.master_ip, args.port)

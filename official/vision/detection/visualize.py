@@ -1,5 +1,7 @@
-"""Detections drawn on an image: a box and a "class score" label per detection."""
+"""Boxes drawn on an image: a box and a "class score" label per detection, or any text per
+box (the ground truth of a dataset); the names of the pictures written."""
 import colorsys
+import os
 
 import cv2
 import numpy as np
@@ -16,20 +18,45 @@ def class_color(label):
 def draw_detections(img, dets, classes=None, thresh=0.3, is_show_label=True):
     """A copy of ``img`` with the detections ([K, 6] rows) scoring above ``thresh`` drawn."""
     canvas = to_bgr(img).copy()
-    # text 0.5 high (OpenCV's unit) on COCO-sized pictures, smaller on small ones, so that
-    # labels do not hide the objects of a 100-pixel image
-    font_scale = float(np.clip(min(canvas.shape[:2]) / 960, 0.3, 0.5))
+    font_scale = _font_scale(canvas)
     for x1, y1, x2, y2, score, label in np.asarray(dets).reshape(-1, 6):
         if score < thresh:
             continue
         label = int(label)
-        color = class_color(label)
-        cv2.rectangle(canvas, (int(x1), int(y1)), (int(x2), int(y2)), color, 2)
-        if is_show_label:
-            name = classes[label] if classes is not None and label < len(classes) else str(label)
-            _draw_label(canvas, "{} {:.2f}".format(name, score), int(x1), int(y1), color,
-                        font_scale)
+        name = classes[label] if classes is not None and label < len(classes) else str(label)
+        text = "{} {:.2f}".format(name, score) if is_show_label else None
+        _draw_box(canvas, (x1, y1, x2, y2), class_color(label), text, font_scale)
     return canvas
+
+
+def draw_boxes(img, boxes, labels, texts):
+    """A copy of ``img`` with each xyxy box drawn in the colour of its label (as detections of
+    that class are) with its text, e.g. the ground truth of a dataset."""
+    canvas = to_bgr(img).copy()
+    font_scale = _font_scale(canvas)
+    for box, label, text in zip(boxes, labels, texts):
+        _draw_box(canvas, box, class_color(label), text, font_scale)
+    return canvas
+
+
+def picture_name(path, root):
+    """Output picture name, unique within one run: the path relative to the input root with
+    separators flattened, always saved as JPEG."""
+    relative = os.path.relpath(path, root) if root else os.path.basename(path)
+    return os.path.splitext(relative.replace(os.sep, "__"))[0] + ".jpg"
+
+
+def _font_scale(canvas):
+    # text 0.5 high (OpenCV's unit) on COCO-sized pictures, smaller on small ones, so that
+    # labels do not hide the objects of a 100-pixel image
+    return float(np.clip(min(canvas.shape[:2]) / 960, 0.3, 0.5))
+
+
+def _draw_box(canvas, box, color, text, font_scale):
+    x1, y1, x2, y2 = (int(v) for v in box)
+    cv2.rectangle(canvas, (x1, y1), (x2, y2), color, 2)
+    if text is not None:
+        _draw_label(canvas, text, x1, y1, color, font_scale)
 
 
 def _draw_label(canvas, text, x, y, color, font_scale):

@@ -1,1 +1,1 @@
-"""Datasets, transforms, samplers and the batch collator."""
+"""Datasets, their check and ground-truth pictures, transforms, samplers and the batch collator."""

@@ -1,5 +1,6 @@
 """The training and test datasets a config names, built and checked in one place."""
 from ..errors import DatasetError
+from .check import check_split
 from .coco import COCODetection, resolve_dataset_paths
 
 
@@ -25,3 +26,9 @@ def build_train_dataset(cfg, dataset_dir):
 def build_test_dataset(cfg, dataset_dir):
     """Every image counts in testing, with objects or not, by default."""
     return build_dataset(cfg.test_dataset, dataset_dir, cfg.num_classes, False)
+
+
+def check_dataset(dataset_cfg, dataset_dir, decode_images=False):
+    """The check report (check.py) of a config's ``train_dataset``/``test_dataset`` split."""
+    root, ann_file = resolve_dataset_paths(dataset_cfg, dataset_dir)
+    return check_split(ann_file, root, decode_images)

@@ -26,6 +26,23 @@ def resolve_dataset_paths(dataset_cfg, dataset_dir):
     return (os.path.join(base, dataset_cfg["root"]), os.path.join(base, dataset_cfg["ann_file"]))
 
 
+def read_annotation_file(ann_file):
+    """The parsed JSON of a COCO-format annotation file: a dict with "images", "annotations"
+    and "categories" lists; DatasetError if it is none."""
+    if not os.path.isfile(ann_file):
+        raise DatasetError("annotation file not found: {}".format(ann_file))
+    with open(ann_file) as f:
+        try:
+            data = json.load(f)
+        except ValueError as error:
+            raise DatasetError("annotation file {} is not JSON: {}".format(ann_file, error))
+    keys = ("images", "annotations", "categories")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in keys):
+        raise DatasetError("annotation file {} lacks the images, annotations or categories list "
+                           "of the COCO format".format(ann_file))
+    return data
+
+
 def read_category_names(ann_file):
     """Category names of an annotation file in label order (ascending category id)."""
     with open(ann_file) as f:

@@ -1,1 +1,2 @@
-"""Training, checkpoints, distributed launch and COCO evaluation."""
+"""Training and its logs, checkpoints, distributed launch, COCO evaluation, and inference over
+image files and videos."""

@@ -1,4 +1,5 @@
 """COCO evaluation: detections for every test image, result files, and COCOeval metrics."""
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -80,28 +81,96 @@ def gather_records(records, work_dir, world_size, rank):
     return merged
 
 
-def cocoeval_metrics(coco, results, image_ids):
-    """The 12 COCOeval bbox numbers {name: value} of result dicts on ``image_ids``.
+def detect_and_gather(predictor, dataset, batch_size=1, tta=False, num_workers=2, work_dir=".",
+                      world_size=1, rank=0):
+    """``detect_dataset`` on every rank; all records on rank 0 (None elsewhere)."""
+    records = detect_dataset(predictor, dataset, batch_size, tta, num_workers, world_size, rank)
+    return gather_records(records, work_dir, world_size, rank)
 
-    With no detections at all pycocotools cannot evaluate; every metric is then 0 and a
-    warning says so."""
+
+def run_cocoeval(coco, results, image_ids):
+    """pycocotools' bbox COCOeval of result dicts on ``image_ids``, evaluated, accumulated and
+    summarized (its printout swallowed); None without results, which it cannot evaluate."""
     if not results:
-        logger.warning("no detections on %d images: every metric is 0", len(image_ids))
-        return dict.fromkeys(COCO_METRICS, 0.0)
+        return None
     with contextlib.redirect_stdout(io.StringIO()):  # the caller prints its own table
         coco_eval = COCOeval(coco, coco.loadRes(results), "bbox")
         coco_eval.params.imgIds = list(image_ids)
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
+    return coco_eval
+
+
+def summary_metrics(coco_eval, num_images):
+    """The 12 COCOeval bbox numbers {name: value}; every metric is 0, with a warning saying
+    why, when there were no detections (``coco_eval`` None)."""
+    if coco_eval is None:
+        logger.warning("no detections on %d images: every metric is 0", num_images)
+        return dict.fromkeys(COCO_METRICS, 0.0)
     return dict(zip(COCO_METRICS, (float(v) for v in coco_eval.stats)))
 
 
-def coco_metrics(dataset, records, results_path):
-    """Write the COCO result file of ``records`` and return their COCO metrics."""
+def cocoeval_metrics(coco, results, image_ids):
+    """The 12 COCOeval bbox numbers {name: value} of result dicts on ``image_ids``."""
+    return summary_metrics(run_cocoeval(coco, results, image_ids), len(image_ids))
+
+
+def per_class_metrics(coco, coco_eval, image_ids):
+    """One row per category of ``coco``: {"category_id", "name", "AP", "AP50", "gt_boxes"}.
+
+    AP and AP50 come from pycocotools' accumulated ``precision`` [IoU, recall, category, area,
+    max detections]: the mean of the entries above -1 at area "all" and 100 detections, over
+    every IoU threshold (AP) or at IoU 0.5 (AP50), as COCOeval's own summary averages them over
+    all categories. A category without ground truth in ``image_ids`` gets -1, pycocotools' mark
+    of an undefined metric; without any detection (``coco_eval`` None) the others get 0.
+    ``gt_boxes`` counts the non-crowd boxes, the ones a detection can match."""
+    category_ids = sorted(coco.getCatIds())  # the order of COCOeval's category axis
+    gt_boxes = collections.Counter(
+        a["category_id"] for a in coco.loadAnns(coco.getAnnIds(imgIds=list(image_ids)))
+        if not a.get("iscrowd", 0))
+    rows = []
+    for k, category_id in enumerate(category_ids):
+        row = {"category_id": category_id, "name": coco.cats[category_id]["name"],
+               "AP": -1.0, "AP50": -1.0, "gt_boxes": gt_boxes[category_id]}
+        if coco_eval is not None:
+            precision = coco_eval.eval["precision"][:, :, k, 0, -1]
+            row["AP"], row["AP50"] = _mean_defined(precision), _mean_defined(precision[0])
+        elif row["gt_boxes"]:
+            row["AP"] = row["AP50"] = 0.0
+        rows.append(row)
+    return rows
+
+
+def _mean_defined(precision):
+    defined = precision[precision > -1]
+    return float(defined.mean()) if defined.size else -1.0
+
+
+def per_class_table(rows):
+    """Text table of ``per_class_metrics`` rows: category name, AP, AP50, ground-truth boxes."""
+    width = max([len("category")] + [len(row["name"]) for row in rows])
+    lines = ["{:<{w}} {:>6} {:>6} {:>8}".format("category", "AP", "AP50", "gt boxes", w=width)]
+    lines += ["{:<{w}} {:6.3f} {:6.3f} {:8d}".format(row["name"], row["AP"], row["AP50"],
+                                                    row["gt_boxes"], w=width) for row in rows]
+    return "\n".join(lines)
+
+
+def score_records(dataset, records, results_path):
+    """Write the COCO result file of ``records`` and, beside it, their per-class metrics
+    (``per_class_path``); return (the 12 metrics, the per-class rows)."""
     results = coco_results(records, dataset.category_ids)
     write_json_atomic(results, results_path)
-    return cocoeval_metrics(dataset.coco, results, [r["image_id"] for r in records])
+    image_ids = [r["image_id"] for r in records]
+    coco_eval = run_cocoeval(dataset.coco, results, image_ids)
+    classes = per_class_metrics(dataset.coco, coco_eval, image_ids)
+    write_json_atomic(classes, per_class_path(results_path))
+    return summary_metrics(coco_eval, len(image_ids)), classes
+
+
+def per_class_path(results_path):
+    """Where the per-class metrics of a result file go: ``<results>_per_class.json``."""
+    return os.path.splitext(results_path)[0] + "_per_class.json"
 
 
 def row_labels(paths):
@@ -174,15 +243,17 @@ def evaluate_detectors(detectors, cfg, options, world_size=1, rank=0):
     labels = row_labels([path for path, _ in detectors])
     table = {}
     for path, build in detectors:
-        records = detect_dataset(Predictor(build()), dataset, options.batch_size, options.tta,
-                                 options.num_workers, world_size, rank)
         results_path = results_path_for(path, options.results_path)
-        records = gather_records(records, os.path.dirname(os.path.abspath(results_path)),
-                                 world_size, rank)
+        records = detect_and_gather(Predictor(build()), dataset, options.batch_size,
+                                    options.tta, options.num_workers,
+                                    os.path.dirname(os.path.abspath(results_path)), world_size,
+                                    rank)
         if rank == 0:
-            table[path] = coco_metrics(dataset, records, results_path)
+            table[path], classes = score_records(dataset, records, results_path)
             print(metrics_table({labels[path]: table[path]}), flush=True)
-            logger.info("detections written to %s", results_path)
+            print(per_class_table(classes), flush=True)
+            logger.info("detections written to %s, per-class metrics to %s", results_path,
+                        per_class_path(results_path))
     return table
 
 

@@ -10,7 +10,7 @@ from ..data.coco_categories import COCO_CLASS_NAMES
 from ..errors import DatasetError
 from ..predictor import Predictor
 from ..utils.files import atomic_target, write_json_atomic
-from ..visualize import draw_detections
+from ..visualize import draw_detections, picture_name
 
 logger = mge.get_logger(__name__)
 
@@ -46,13 +46,6 @@ def class_names(cfg, dataset_dir=None):
     return names
 
 
-def picture_name(path, root):
-    """Output picture name, unique within one run: the path relative to the input root with
-    separators flattened, always saved as JPEG."""
-    relative = os.path.relpath(path, root) if root else os.path.basename(path)
-    return os.path.splitext(relative.replace(os.sep, "__"))[0] + ".jpg"
-
-
 def detect_files(detector, paths, output_dir, names, thresh, batch_size=1, tta=False,
                  input_root=None):
     """Write one picture per readable image into output_dir and detections.json beside them.
@@ -81,7 +74,7 @@ def detect_files(detector, paths, output_dir, names, thresh, batch_size=1, tta=F
             with atomic_target(picture) as temporary:  # keeps the .jpg suffix cv2 needs
                 cv2.imwrite(temporary, draw_detections(image, dets, names, thresh))
             records.append({"file": path, "height": image.shape[0], "width": image.shape[1],
-                            "detections": [_detection(row, names) for row in dets]})
+                            "detections": [detection_dict(row, names) for row in dets]})
     if skipped and not records:
         raise DatasetError("none of the {} input file(s) is a readable image (first: {})".format(
             len(skipped), skipped[0]))
@@ -89,7 +82,8 @@ def detect_files(detector, paths, output_dir, names, thresh, batch_size=1, tta=F
     return records, skipped
 
 
-def _detection(row, names):
+def detection_dict(row, names):
+    """A detection row (x1, y1, x2, y2, score, label) as the JSON outputs write it."""
     x1, y1, x2, y2, score, label = (float(v) for v in row)
     return {"bbox": [x1, y1, x2, y2], "score": score, "label": int(label),
             "class": names[int(label)]}

@@ -62,9 +62,17 @@ class EpochCheckpoint(HookBase):
             logger.info("saved %s", trainer.save_checkpoint())
 
 
+def is_log_step(trainer):
+    """Whether the step just done is logged: every ``cfg.log_interval`` steps, counted over the
+    whole run (so a resumed run logs the steps an uninterrupted one would), and the last step
+    of each epoch."""
+    return (trainer.iteration % trainer.cfg.log_interval == 0
+            or trainer.step_in_epoch == trainer.steps_per_epoch - 1)
+
+
 class ProgressLog(HookBase):
-    """A progress bar per epoch and, every ``cfg.log_interval`` steps and at the last one,
-    a line with the learning rate, the losses and the data and step times (rank 0)."""
+    """A progress bar per epoch and, at the logged steps (``is_log_step``), a line with the
+    learning rate, the losses and the data and step times of that step (rank 0)."""
 
     def __init__(self):
         self.bar = None
@@ -84,8 +92,7 @@ class ProgressLog(HookBase):
         step, losses = trainer.step_in_epoch, trainer.step_losses
         self.bar.update()
         self.bar.set_postfix(loss="{:.3f}".format(losses["total_loss"]))
-        if trainer.rank == 0 and (step % trainer.cfg.log_interval == 0
-                                  or step == trainer.steps_per_epoch - 1):
+        if trainer.rank == 0 and is_log_step(trainer):
             self.bar.write("epoch {} step {}/{} lr {:.5f} {} data {:.3f}s step {:.3f}s".format(
                 trainer.epoch, step, trainer.steps_per_epoch,
                 trainer.optimizer.param_groups[0]["lr"],

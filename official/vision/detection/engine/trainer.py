@@ -1,6 +1,7 @@
 """Training: one optimizer step (``Trainer.run_step``) in a loop over epochs that calls hooks
-(learning-rate schedule, checkpoints, progress log; see hooks.py), and ``run_training``, which
-builds all of it from a config file on every device."""
+(learning-rate schedule, checkpoints, progress log, hooks.py; metrics, validation and their
+files, training_logs.py), and ``run_training``, which builds all of it from a config file on
+every device."""
 import contextlib
 import dataclasses
 import math
@@ -14,7 +15,7 @@ from megengine.optimizer import SGD
 
 from .. import cpu
 from ..backbones.resnet import IMAGENET_WEIGHTS
-from ..data.build import build_train_dataset
+from ..data.build import build_test_dataset, build_train_dataset, check_dataset
 from ..data.collate import collate_train
 from ..data.loader import BatchLoader
 from ..data.samplers import GroupedBatchSampler
@@ -27,6 +28,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, resolve_weights, sav
 from .hooks import EpochCheckpoint, LearningRateSchedule, ProgressLog
 from .launch import launch, world_info
 from .schedule import learning_rate, steps_per_epoch
+from .training_logs import training_log_hooks
 
 logger = mge.get_logger(__name__)
 
@@ -47,6 +49,8 @@ class TrainOptions:
     async_level: int = None
     non_finite_retries: int = 1  # CPU: repeats of an epoch that ends in NaN/Inf (cpu/guard.py)
     cpu_kernels: bool = True  # CPU: the fast training modules and in-place SGD of cpu/
+    log_every: int = None  # steps between log records; None: the config's log_interval
+    eval_every_epoch: bool = False  # COCO metrics of the config's test split after each epoch
     extra_hooks: tuple = ()  # HookBase objects called after the standard ones
 
 
@@ -150,8 +154,9 @@ class Trainer:
         logger.info("resumed from %s: epoch %d, iteration %d", path, self.epoch, self.iteration)
 
 
-def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False):
-    """The trainer of ``model``: SGD over its trainable parameters, the standard hooks and
+def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_dataset=None):
+    """The trainer of ``model``: SGD over its trainable parameters, the standard hooks, the
+    training logs (training_logs.py; validation on ``eval_dataset`` after every epoch) and
     ``options.extra_hooks``. ``on_cpu`` turns on the MegEngine 1.13 CPU workarounds: the
     repeat of an epoch ending in NaN/Inf and, with ``options.cpu_kernels``, the fast training
     modules and in-place SGD (``cpu.prepare_training``)."""
@@ -161,6 +166,8 @@ def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False):
         hooks.append(cpu.RepeatNonFiniteEpoch(options.non_finite_retries, world_size))
         if options.cpu_kernels:
             sgd = cpu.prepare_training(model)
+    hooks += training_log_hooks(options.output_dir, rank, eval_dataset, options.batch_size,
+                                options.num_workers)
     hooks += list(options.extra_hooks)
     total_batch_size = options.batch_size * world_size
     optimizer = sgd(model.trainable_parameters(), lr=learning_rate(cfg, 0, 0, total_batch_size),
@@ -202,11 +209,11 @@ def train_worker(config_file, options):
         if level is not None:
             stack.enter_context(cpu.async_level(level))
         module = load_config_module(config_file)
-        cfg = module.Cfg()
+        cfg = training_config(module, options)
+        dataset, eval_dataset = training_datasets(cfg, options, rank)
         mge.random.seed(options.seed)  # the same initial weights on every run and rank
         model = module.Net(cfg)
-        dataset = build_train_dataset(cfg, options.dataset_dir)
-        trainer = build_trainer(model, cfg, options, world_size, rank, on_cpu)
+        trainer = build_trainer(model, cfg, options, world_size, rank, on_cpu, eval_dataset)
         start_weights(trainer, options)
         sampler = GroupedBatchSampler([dataset.aspect_ratio_group(i) for i in range(len(dataset))],
                                       options.batch_size, options.seed, world_size, rank)
@@ -221,6 +228,32 @@ def train_worker(config_file, options):
 
             trainer.train(epoch_batches)
         return [loss for _, loss in sorted(trainer.total_losses.items())]
+
+
+def training_config(module, options):
+    """The config module's Cfg, ``options.log_every`` replacing its ``log_interval``."""
+    cfg = module.Cfg()
+    if options.log_every is not None:
+        cfg.update(log_interval=options.log_every)
+    if cfg.log_interval < 1:
+        raise ConfigError("the log interval must be at least 1 step, not {}".format(
+            cfg.log_interval))
+    return cfg
+
+
+def training_datasets(cfg, options, rank=0):
+    """The training split and, with ``options.eval_every_epoch``, the validation split (the
+    config's test_dataset), each checked first (data/check.py, files looked up, not decoded):
+    errors stop the run with their summary before any step, warnings are logged."""
+    splits = [cfg.train_dataset] + ([cfg.test_dataset] if options.eval_every_epoch else [])
+    for split in splits:
+        report = check_dataset(split, options.dataset_dir)
+        report.raise_for_errors()
+        if rank == 0:
+            for finding in report.warnings:
+                logger.warning("%s: %s", report.ann_file, finding.line())
+    return (build_train_dataset(cfg, options.dataset_dir),
+            build_test_dataset(cfg, options.dataset_dir) if options.eval_every_epoch else None)
 
 
 def start_weights(trainer, options):

@@ -46,3 +46,15 @@ def write_json_atomic(obj, path):
     with atomic_target(path) as temporary:
         with open(temporary, "w") as f:
             json.dump(obj, f, separators=(",", ":"))
+
+
+def write_jsonl_atomic(objects, path):
+    """One JSON object per line (JSON Lines) to ``path`` atomically."""
+    with atomic_target(path) as temporary:
+        with open(temporary, "w") as f:
+            f.writelines(json_line(obj) for obj in objects)
+
+
+def json_line(obj):
+    """``obj`` as one line of a JSON Lines file, newline included."""
+    return json.dumps(obj, separators=(",", ":")) + "\n"
