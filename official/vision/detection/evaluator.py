@@ -5,7 +5,8 @@ from .boxes import resized_hw
 from .data.coco import coco_results
 from .data.coco_categories import COCO_CATEGORY_IDS
 from .errors import ConfigError
-from .predictor import Predictor, process_inputs, to_bgr
+from .images import to_bgr
+from .predictor import Predictor, process_inputs
 from .visualize import class_color, draw_detections
 
 

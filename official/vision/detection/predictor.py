@@ -6,14 +6,13 @@ as NumPy arrays: the traced, Lite and ONNX Runtime detectors of ``deploy``. The 
 returns MegEngine tensors; ``as_engine`` gives it the same NumPy interface, so nothing past
 this point converts.
 """
-import cv2
 import numpy as np
 import megengine.module as M
 
 from .boxes import group_by_padded_size, hflip_boxes
 from .data.collate import stack_padded
 from .data.transforms import resize
-from .errors import ConfigError
+from .images import to_bgr
 from .postprocess import detect
 
 
@@ -32,22 +31,6 @@ class EagerEngine:
 def as_engine(model):
     """``model`` itself when it is an engine already, else the eager model wrapped."""
     return EagerEngine(model) if isinstance(model, M.Module) else model
-
-
-def to_bgr(img):
-    """A 3-channel BGR view of a BGR, grayscale or BGRA image array."""
-    if img is None:
-        raise ConfigError("image is None: cv2.imread returns None for a missing or unreadable "
-                          "file; check the path")
-    img = np.asarray(img)
-    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
-        return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
-    if img.ndim == 3 and img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ConfigError("expected an image of shape (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), "
-                          "got {}".format(img.shape))
-    return img
 
 
 def process_inputs(img, short_size, max_size, flip=False):

@@ -6,7 +6,7 @@ import os
 import cv2
 import numpy as np
 
-from .predictor import to_bgr
+from .images import to_bgr
 
 
 def class_color(label):

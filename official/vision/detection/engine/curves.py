@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..utils.files import atomic_target
-from .training_logs import PROGRESS_KEYS, RATE_KEYS, VALIDATION_PREFIX
+from .metric_keys import PROGRESS_KEYS, RATE_KEYS, VALIDATION_PREFIX
 
 CURVES_SIZE = (1200, 900)  # pixels, width x height
 DPI = 100

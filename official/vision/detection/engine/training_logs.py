@@ -28,15 +28,12 @@ from ..predictor import Predictor
 from ..utils.files import json_line, write_jsonl_atomic
 from .coco_evaluation import cocoeval_metrics, detect_and_gather, metrics_table
 from .hooks import HookBase, is_log_step
+from .metric_keys import PROGRESS_KEYS, VALIDATION_PREFIX
 
 logger = mge.get_logger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
-# record keys besides the losses; validation metrics are "bbox/AP", "bbox/AP50", ...
-PROGRESS_KEYS = ("step", "epoch")
-RATE_KEYS = ("lr", "images_per_second")
-VALIDATION_PREFIX = "bbox/"
 
 
 class MetricRecords(HookBase):
