@@ -89,14 +89,14 @@ print(json.dumps(dict(level=int(level), kernels=kernels, status=status,
 # "tiny": many runs in little time; "demo": the step of `make demo` (its FPN width, image size
 # and batch), for what a level costs on a real training
 SIZES = {
-    "tiny": dict(width=32, short=64, long=96, batch=2),
-    "demo": dict(width=64, short=96, long=128, batch=8),
+    "tiny": dict(width=32, short=64, long=96, batch=2, image=64),
+    "demo": dict(width=64, short=96, long=128, batch=8, image=128),
 }
 
 
 def make_data(root, size):
     make_synthetic_coco(os.path.join(root, "shapes"), num_train=16, num_val=2,
-                        image_size=SIZES[size]["long"], num_classes=3, seed=1)
+                        image_size=SIZES[size]["image"], num_classes=3, seed=1)
 
 
 def run_once(config, data, level, kernels, size):

@@ -15,6 +15,7 @@ from official.vision.detection.engine.checkpoint import (
     checkpoint_path, epoch_checkpoints, load_checkpoint, save_checkpoint
 )
 from official.vision.detection.engine.coco_evaluation import COCO_METRICS, EvalOptions, run_test
+from official.vision.detection.engine.hooks import HookBase
 from official.vision.detection.engine.launch import launch
 from official.vision.detection.cpu.sgd import InplaceSGD
 from official.vision.detection.engine.trainer import (
@@ -54,6 +55,27 @@ def test_official_style_config_trains_and_its_checkpoints_evaluate(dataset_dir, 
 def train_command(config, dataset_dir, output_dir, *extra):
     return [sys.executable, os.path.join(PROJECT_ROOT, "tools", "train.py"), "-f", config,
             "-d", dataset_dir, "-o", output_dir, "-b", "2", "--workers", "0", *extra]
+
+
+class AsyncLevelOfSteps(HookBase):
+    def __init__(self):
+        self.levels = set()
+
+    def before_step(self, trainer):
+        self.levels.add(mge.config.async_level)
+
+
+@pytest.mark.parametrize("asked, expected", [(None, 0), (1, 1)])
+def test_cpu_steps_run_at_the_asked_async_level_and_by_default_operator_by_operator(
+        dataset_dir, tmp_path, asked, expected):
+    # level 0 is the only one at which identical CPU trainings never went wrong
+    config = write_config(tmp_path / "levels.py", nr_images=4)
+    seen = AsyncLevelOfSteps()
+    before = mge.config.async_level
+    run_training(config, TrainOptions(dataset_dir, str(tmp_path / "out"), batch_size=2,
+                                      num_workers=0, async_level=asked, extra_hooks=(seen,)))
+    assert seen.levels == {expected}
+    assert mge.config.async_level == before  # restored after training
 
 
 def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(dataset_dir, tmp_path):

@@ -54,7 +54,7 @@ def parse_args(argv=None):
                         help="CPU threads of the network (default: the CPUs this process may "
                              "use)")
     parser.add_argument("--async-level", type=int, choices=(0, 1, 2),
-                        help="--train: MegEngine's async_level (default: the trainer's, 1 on "
+                        help="--train: MegEngine's async_level (default: the trainer's, 0 on "
                              "the CPU)")
     parser.add_argument("--short-size", type=int, default=800)
     parser.add_argument("--max-size", type=int, default=1333)

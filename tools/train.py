@@ -35,9 +35,9 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2,
                         help="CPU threads of a single-process run on a machine without GPU")
     parser.add_argument("--async-level", type=int, choices=(0, 1, 2),
-                        help="MegEngine's async_level (default: 1 on the CPU, where 2 now and "
-                             "then corrupted training, else 2); 0 runs operators one by one, "
-                             "slower (see official/vision/detection/cpu)")
+                        help="MegEngine's async_level (default: 0 on the CPU, operator by "
+                             "operator, where 1 and 2 now and then computed a step wrong; else "
+                             "2); 1 is ~4x faster on the CPU (docs/megengine_notes.md)")
     parser.add_argument("--log-every", type=int, metavar="STEPS",
                         help="steps between log lines and metrics records (default: the "
                              "config's log_interval)")

@@ -67,7 +67,7 @@ def time_training(config_module, batch_size, steps, warmup, short_size, max_size
                   async_level=None):
     """Phase times of ``steps`` training steps after ``warmup`` untimed ones, each on a new
     batch of synthetic ``short_size`` x ``max_size`` images (landscape, so the resize keeps
-    them at that size), at MegEngine's ``async_level`` (by default the trainer's: 1 on the
+    them at that size), at MegEngine's ``async_level`` (by default the trainer's: 0 on the
     CPU, else MegEngine's own)."""
     on_cpu = not mge.is_cuda_available()
     if async_level is None and on_cpu:

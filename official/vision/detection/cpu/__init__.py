@@ -11,9 +11,10 @@ convolution. What they work around, measured on 2-core AMD EPYC machines:
 - sgd.py: ``megengine.optimizer.SGD`` builds five new tensors per parameter and step; the
   in-place update cut the demo's optimizer phase from ~35 to ~12 ms.
 - mkl.py: the bundled MKL 2019 runs generic SSE code on AMD CPUs unless told otherwise.
-- device.py: at MegEngine's default async level 2, identical trainings now and then diverged
-  or ended in NaN/Inf, with MegEngine's kernels too; the trainer runs at level 1
-  (``CPU_TRAINING_ASYNC_LEVEL``), where none did. Also CPU device names with a thread count.
+- device.py: at MegEngine's async levels 2 (its default) and 1, identical trainings now and
+  then computed a step wrong or ended an epoch with NaN weights, with MegEngine's operators
+  too; the trainer runs at level 0 (``CPU_TRAINING_ASYNC_LEVEL``), where none did. Also CPU
+  device names with a thread count.
 - guard.py: an epoch that ends in NaN/Inf is repeated from the last checkpoint, a guard kept
   for such corruption.
 """

@@ -45,7 +45,7 @@ class TrainOptions:
     num_workers: int = 2  # data-loading processes per device
     seed: int = 0
     threads: int = 2  # kernel threads of a single-process run on a machine without GPU
-    # MegEngine's async_level: None is 1 on the CPU (cpu.CPU_TRAINING_ASYNC_LEVEL), else 2
+    # MegEngine's async_level: None is 0 on the CPU (cpu.CPU_TRAINING_ASYNC_LEVEL), else 2
     async_level: int = None
     non_finite_retries: int = 1  # CPU: repeats of an epoch that ends in NaN/Inf (cpu/guard.py)
     cpu_kernels: bool = True  # CPU: the fast training modules and in-place SGD of cpu/
