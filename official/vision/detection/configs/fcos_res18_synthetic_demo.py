@@ -24,7 +24,7 @@ class CustomFCOSConfig(models.FCOSConfig):
 
         self.train_image_short_size = (96,)
         self.train_image_max_size = 128
-        # above the training size: small objects get more pixels (README, "The demo's recipe")
+        # above the training size: small objects get more pixels (docs/benchmarks.md, "The demo")
         self.test_image_short_size = 128
         self.test_image_max_size = 160
         self.test_tta_short_sizes = (112, 144)
