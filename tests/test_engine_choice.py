@@ -54,14 +54,32 @@ def test_auto_runs_the_engine_that_timed_fastest_and_remembers_it(small_config, 
     times, chosen = logged_times(caplog.text)
     assert set(times) == {"lite", "onnxruntime"} and min(times, key=times.get) == chosen
     assert engine_of(detector) == chosen
+    remembered = {"engine": chosen, "times_ms": times}
+    if chosen == "lite":  # and the layout its file was written in
+        remembered["layout"] = detector.layout
     with open(default_cache_path()) as f:
-        assert json.load(f) == {choice_key(small_config, weights, 1): {
-            "engine": chosen, "times_ms": times}}
+        assert json.load(f) == {choice_key(small_config, weights, 1): remembered}
 
-    caplog.clear()  # the second time builds the remembered engine only
+    caplog.clear()  # the second time builds the remembered engine only, Lite in its layout
     again = build_detector(module, weights, "auto", threads=1)
     assert engine_of(again) == chosen
     assert "as timed before" in caplog.text and "the network took" not in caplog.text
+    assert "layout auto" not in caplog.text
+    assert getattr(again, "layout", None) == remembered.get("layout")
+
+
+def test_a_remembered_lite_choice_writes_its_file_in_the_remembered_layout(
+        small_config, cache_home, caplog):
+    caplog.set_level(logging.INFO)
+    module = load_config_module(small_config)
+    (cache_home / "megengine-fcos").mkdir(parents=True)
+    with open(default_cache_path(), "w") as f:
+        json.dump({choice_key(small_config, None, 1): {
+            "engine": "lite", "times_ms": {"lite": 1.0, "onnxruntime": 2.0},
+            "layout": "nchw"}}, f)
+    detector = build_detector(module, None, "auto", threads=1)
+    assert engine_of(detector) == "lite" and detector.layout == "nchw"
+    assert "layout auto" not in caplog.text
 
 
 def test_the_choice_is_kept_per_weight_file_and_thread_count(small_config, tmp_path):

@@ -20,20 +20,20 @@ from .onnxruntime_detector import OnnxRuntimeDetector
 from .trace import TracedDetector
 
 ENGINES = ("eager", "traced", "lite", "onnxruntime", "auto")
-# the engines that run a file, and the file each one writes and reads
-FILE_ENGINES = {"lite": (dump_inference, ".mge"), "onnxruntime": (export_onnx, ".onnx")}
+# the engines that run a file, and the suffix of the file each one reads
+FILE_ENGINES = {"lite": ".mge", "onnxruntime": ".onnx"}
 
 
 def build_detector(config_module, weights=None, engine="eager", model_path=None,
-                   threads=None, profile_path=None):
+                   threads=None, profile_path=None, layout="auto"):
     """The detector of a config module on ``engine``.
 
     With ``model_path`` (a .mge from ``dump_inference`` for the lite engine, a .onnx from
     ``export_onnx`` for onnxruntime) ``weights`` are not used. Otherwise the model gets
     ``weights`` (random without them) and the lite and onnxruntime engines run it from a
-    temporary file (Lite's in the layout ``dump_inference`` chooses for this CPU); "auto" is
-    the faster of these two here (``engine_choice.py``; with ``model_path``, the one that runs
-    that kind of file). ``threads``: of Lite and onnxruntime, by default the CPUs this process
+    temporary file (Lite's in ``layout``, by default the one ``dump_inference`` chooses for this
+    CPU); "auto" is the faster of these two here (``engine_choice.py``; with ``model_path``, the
+    one that runs that kind of file). ``threads``: of Lite and onnxruntime, by default the CPUs this process
     may use; ``profile_path``: Lite's (see ``LiteDetector``).
     """
     if engine not in ENGINES:
@@ -41,25 +41,27 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
     use_mkl_avx2_kernels()  # before the first convolution of the process
     threads = threads or usable_cpus()
     if engine == "auto" and model_path is not None:  # the file's kind decides
-        engine = next((name for name, (_, suffix) in FILE_ENGINES.items()
+        engine = next((name for name, suffix in FILE_ENGINES.items()
                        if model_path.endswith(suffix)), "lite")
     if model_path is not None:
         return _file_detector(config_module.Cfg(), engine, model_path, threads, profile_path)
     if engine == "auto":
         return fastest_detector(
-            lambda chosen: build_detector(config_module, weights, chosen, threads=threads,
-                                          profile_path=profile_path),
+            lambda chosen, layout: build_detector(config_module, weights, chosen, threads=threads,
+                                                  profile_path=profile_path, layout=layout),
             list(FILE_ENGINES), choice_key(config_module.__file__, weights, threads))
     model = build_model(config_module, weights)
     if engine == "eager":
         return model
     if engine == "traced":
         return TracedDetector(fold_frozen_bn(model))
-    write, suffix = FILE_ENGINES[engine]
     # both engines read the whole file when they load it
     with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "model" + suffix)
-        write(model, path)
+        path = os.path.join(directory, "model" + FILE_ENGINES[engine])
+        if engine == "lite":
+            dump_inference(model, path, layout=layout)
+        else:
+            export_onnx(model, path)
         return _file_detector(model.cfg, engine, path, threads, profile_path)
 
 
@@ -73,7 +75,7 @@ def _file_detector(cfg, engine, model_path, threads, profile_path):
     if engine not in FILE_ENGINES:
         raise ConfigError("a dumped model (--model) runs on the lite or onnxruntime engine: add "
                           "--engine lite for a .mge file, --engine onnxruntime for a .onnx file")
-    for other, (_, suffix) in FILE_ENGINES.items():
+    for other, suffix in FILE_ENGINES.items():
         if other != engine and model_path.endswith(suffix):
             raise ConfigError("{} is a {} file, which the {} engine runs: use --engine {}".format(
                 model_path, suffix, other, other))

@@ -50,15 +50,18 @@ def network_ms(detector, image, im_info):
 
 
 def fastest_detector(build, engines, key, cache_path=None):
-    """The detector ``build(engine)`` of the engine among ``engines`` whose network runs
-    fastest here, as remembered under ``key`` (see ``choice_key``) or timed now."""
+    """The detector ``build(engine, layout)`` of the engine among ``engines`` whose network
+    runs fastest here, as remembered under ``key`` (see ``choice_key``) or timed now. Lite's
+    layout is remembered with the choice (a detector's ``layout``), so a remembered Lite model
+    is written in it without timing the layouts again; "auto" when nothing is remembered."""
     cache_path = cache_path or default_cache_path()
     choices = _read_choices(cache_path)
     if key in choices and choices[key]["engine"] in engines:
-        engine = choices[key]["engine"]
-        logger.info("engine auto: %s, as timed before (%s ms)", engine, choices[key]["times_ms"])
-        return build(engine)
-    detectors = {engine: build(engine) for engine in engines}
+        choice = choices[key]
+        logger.info("engine auto: %s, as timed before (%s ms)", choice["engine"],
+                    choice["times_ms"])
+        return build(choice["engine"], choice.get("layout", "auto"))
+    detectors = {engine: build(engine, "auto") for engine in engines}
     image, im_info = representative_inputs(next(iter(detectors.values())).cfg)
     times = {engine: round(network_ms(detector, image, im_info), 1)
              for engine, detector in detectors.items()}
@@ -66,6 +69,8 @@ def fastest_detector(build, engines, key, cache_path=None):
     logger.info("engine auto: the network took %s ms at %dx%d: %s", times, image.shape[2],
                 image.shape[3], engine)
     choices[key] = {"engine": engine, "times_ms": times}
+    if getattr(detectors[engine], "layout", None):
+        choices[key]["layout"] = detectors[engine].layout
     write_json_atomic(choices, cache_path)
     return detectors[engine]
 

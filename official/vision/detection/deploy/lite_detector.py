@@ -27,8 +27,9 @@ class LiteDetector:
         if not os.path.isfile(model_path):
             raise FileNotFoundError(
                 "Lite model not found: {} (write one with tools/dump.py)".format(model_path))
+        self.layout = dumped_layout(model_path)  # "nchw" or "nchw88"
         # running such a graph here would end or hang the process
-        if dumped_layout(model_path) == "nchw88" and not nchw88_kernels_run_here():
+        if self.layout == "nchw88" and not nchw88_kernels_run_here():
             raise ConfigError(
                 "{} was dumped in the NCHW88 layout, whose kernels do not run on this CPU; dump "
                 "it again on this machine with tools/dump.py (--layout auto)".format(model_path))
