@@ -92,6 +92,33 @@ def test_the_tools_request_avx2_kernels_before_their_work_as_lscpu_says():
     assert mkl_setting_in_a_fresh_process(code) == expected_mkl_setting()
 
 
+def sync_thread_policies_in_a_fresh_process(code):
+    """Scheduling policies of MegEngine's CompNodeSync threads after ``code`` has run in a new
+    Python and a model has then computed (a later operator must not bring a busy thread)."""
+    code += ("\nimport os, megengine, numpy as np\n"
+             "from official.vision.detection.cpu.sync_thread import SYNC_THREAD_NAME, thread_ids\n"
+             "(megengine.tensor(np.ones((8, 8), 'float32')) * 2).numpy()\n"
+             "print([os.sched_getscheduler(tid) for tid in thread_ids(SYNC_THREAD_NAME)])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=300, check=True)
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_megengine_polling_thread_runs_at_idle_priority_beside_the_engines(tiny_config_file):
+    # at normal priority it polls every 10 us for the life of the process and took ~40% off
+    # onnxruntime's and Lite's speed (docs/megengine_notes.md): one thread, idle, after what
+    # tools/test.py, inference.py and benchmark.py call before an engine runs
+    code = ("from official.vision.detection.deploy.detector import build_detector\n"
+            "from official.vision.detection.utils.config_file import load_config_module\n"
+            "build_detector(load_config_module({!r}), engine='eager')".format(tiny_config_file))
+    assert sync_thread_policies_in_a_fresh_process(code) == str([os.SCHED_IDLE])
+
+
+def test_megengine_polling_thread_runs_at_idle_priority_after_a_hub_entry():
+    code = "import hubconf\nhubconf.fcos_res18_coco_3x_800size()"
+    assert sync_thread_policies_in_a_fresh_process(code) == str([os.SCHED_IDLE])
+
+
 def test_default_cpu_threads_applies_inside_the_block_only():
     before = mge.get_default_device()
     with default_cpu_threads(2):

@@ -6,7 +6,7 @@ The config modules (``configs/<name>.py``, what tools take with ``-f``), their h
 """
 import dataclasses
 
-from .cpu import use_mkl_avx2_kernels
+from .cpu import prepare_cpu_process
 from .errors import ConfigError
 from .models import FCOS
 from .utils.config_file import config_name
@@ -52,7 +52,7 @@ def hub_factory(name, config_class):
     released = RELEASED_MODELS[name]
 
     def factory(**overrides):
-        use_mkl_avx2_kernels()  # before the model's first convolution
+        prepare_cpu_process()  # before the model's first convolution
         return FCOS(config_class().update(**overrides))
 
     factory.__name__ = factory.__qualname__ = name

@@ -70,6 +70,8 @@ def time_training(config_module, batch_size, steps, warmup, short_size, max_size
     them at that size), at MegEngine's ``async_level`` (by default the trainer's: 0 on the
     CPU, else MegEngine's own)."""
     on_cpu = not mge.is_cuda_available()
+    if on_cpu:
+        cpu.prepare_cpu_process()  # as the trainer does
     if async_level is None and on_cpu:
         async_level = cpu.CPU_TRAINING_ASYNC_LEVEL
     with cpu.async_level(mge.config.async_level if async_level is None else async_level):

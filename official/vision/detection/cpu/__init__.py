@@ -17,6 +17,8 @@ convolution. What they work around, measured on 2-core AMD EPYC machines:
   device names with a thread count.
 - guard.py: an epoch that ends in NaN/Inf is repeated from the last checkpoint, a guard kept
   for such corruption.
+- sync_thread.py: MegEngine's event-polling thread takes up to a quarter of a core for as long
+  as the process lives and slows every engine that runs after it; it is moved to idle priority.
 """
 import megengine.module as M
 
@@ -30,12 +32,22 @@ from .device import (
 from .guard import RepeatNonFiniteEpoch
 from .mkl import use_mkl_avx2_kernels
 from .sgd import InplaceSGD
+from .sync_thread import idle_sync_thread
 
 __all__ = [
     "CPU_TRAINING_ASYNC_LEVEL", "FastBatchNorm2d", "FastGradientConv2d", "InplaceSGD",
     "RepeatNonFiniteEpoch", "async_level", "cpu_device", "default_cpu_threads",
-    "fast_training_modules", "on_cpu_device", "prepare_training", "use_mkl_avx2_kernels",
+    "fast_training_modules", "idle_sync_thread", "on_cpu_device", "prepare_cpu_process",
+    "prepare_training", "use_mkl_avx2_kernels",
 ]
+
+
+def prepare_cpu_process():
+    """What a process does before its first convolution: let MKL run the kernels this CPU
+    supports (mkl.py; MKL reads its switch at its first call), then start MegEngine's runtime
+    with its polling thread at idle priority (sync_thread.py)."""
+    use_mkl_avx2_kernels()
+    idle_sync_thread()
 
 
 def fast_training_modules(model):

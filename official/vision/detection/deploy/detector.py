@@ -7,7 +7,7 @@ and the inference over image files take any of them.
 import os
 import tempfile
 
-from ..cpu import use_mkl_avx2_kernels
+from ..cpu import prepare_cpu_process
 from ..errors import ConfigError
 from ..utils.machine import usable_cpus
 from ..weights import build_model
@@ -38,7 +38,7 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
     """
     if engine not in ENGINES:
         raise ConfigError("engine must be one of {}, got {!r}".format(ENGINES, engine))
-    use_mkl_avx2_kernels()  # before the first convolution of the process
+    prepare_cpu_process()  # before the first convolution of the process
     threads = threads or usable_cpus()
     if engine == "auto" and model_path is not None:  # the file's kind decides
         engine = next((name for name, suffix in FILE_ENGINES.items()

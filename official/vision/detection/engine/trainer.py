@@ -200,7 +200,7 @@ def train_worker(config_file, options):
     on_cpu = not mge.is_cuda_available()
     with contextlib.ExitStack() as stack:
         if on_cpu:
-            cpu.use_mkl_avx2_kernels()
+            cpu.prepare_cpu_process()
             if world_size == 1:
                 stack.enter_context(cpu.default_cpu_threads(options.threads))
         level = options.async_level
