@@ -8,13 +8,12 @@ import megengine as mge
 from ..data.coco import read_category_names, read_image, resolve_dataset_paths
 from ..data.coco_categories import COCO_CLASS_NAMES
 from ..errors import DatasetError
+from ..images import IMAGE_EXTENSIONS
 from ..predictor import Predictor
 from ..utils.files import atomic_target, write_json_atomic
 from ..visualize import draw_detections, picture_name
 
 logger = mge.get_logger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def image_paths(spec):
