@@ -3,15 +3,18 @@ known truth, convert to COCO files whose boxes match it; the result trains; bad 
 one line naming the file and line and leave the output folder as it was."""
 import json
 import os
+import re
 
 import cv2
 import numpy as np
 import pytest
 
 from official.vision.detection.data.converters.convert import convert_dataset
-from official.vision.detection.errors import ConfigError, DatasetError
+from official.vision.detection.engine.checkpoint import latest_checkpoint, load_checkpoint
+from official.vision.detection.engine.trainer import TrainOptions, run_training
+from official.vision.detection.errors import DatasetError
 
-from conftest import run_tool
+from conftest import run_tool, write_config
 
 CLASSES = ["circle", "square", "triangle"]
 # (file stem, height, width, [(class, x1, y1, x2, y2 in pixel coordinates, difficult)]);
@@ -149,3 +152,150 @@ def test_labelme_rectangles_convert_in_either_corner_order(tmp_path):
     for split in TRUTH:
         convert_dataset("labelme", str(write_labelme(tmp_path / split, split)), str(out), split)
         assert_matches_truth(str(out), split, difficult_kept=False)
+
+
+def test_a_classes_file_fixes_the_ids_and_a_class_new_to_the_folder_joins_every_split(
+        tmp_path):
+    out = tmp_path / "data" / "parts"
+    only_squares = tmp_path / "squares"
+    only_squares.mkdir()
+    write_image(str(only_squares / "s.jpg"), 40, 40, 0)
+    (only_squares / "s.json").write_text(json.dumps({"imagePath": "s.jpg", "shapes": [
+        {"label": "square", "shape_type": "polygon", "points": [[5, 5], [30, 8], [20, 35]]}]}))
+    convert_dataset("labelme", str(only_squares), str(out), "val")
+    assert converted_boxes(str(out), "val")[0] == {"s": [("square", 5, 5, 30, 35, False)]}
+    convert_dataset("labelme", str(write_labelme(tmp_path / "train", "train")), str(out),
+                    "train")
+    expected = [{"id": 1, "name": "square"}, {"id": 2, "name": "circle"},
+                {"id": 3, "name": "triangle"}]  # square keeps its id, new names follow
+    assert converted_boxes(str(out), "train")[1]["categories"] == expected
+    assert converted_boxes(str(out), "val")[1]["categories"] == expected
+
+    classes = tmp_path / "classes.txt"
+    classes.write_text("triangle\nsquare\ncircle\n")
+    other = tmp_path / "data" / "ordered"
+    convert_dataset("labelme", str(tmp_path / "train"), str(other), "train", str(classes))
+    assert converted_boxes(str(other), "train")[1]["categories"] == [
+        {"id": 1, "name": "triangle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "circle"}]
+    with pytest.raises(DatasetError, match="category id 1 is 'square' in train.json"):
+        convert_dataset("labelme", str(only_squares), str(out), "val", str(classes))
+
+
+def break_voc_xml(tmp_path):
+    year = write_voc(tmp_path / "VOC2007")
+    xml = year / "Annotations" / "b.xml"
+    xml.write_text(xml.read_text().replace("</bndbox>", "", 1))
+    return "voc", year, None, r"Annotations/b\.xml, line 8: broken XML \(mismatched tag\)$"
+
+
+def remove_voc_image(tmp_path):
+    year = write_voc(tmp_path / "VOC2007")
+    os.remove(str(year / "JPEGImages" / "c.jpg"))
+    return "voc", year, None, r"ImageSets/Main/train\.txt, line 4: image \S*c\.jpg not found$"
+
+
+def leave_a_voc_class_out(tmp_path):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("circle\nsquare\n")
+    return ("voc", write_voc(tmp_path / "VOC2007"), str(classes),
+            r"Annotations/b\.xml, line 4: class 'triangle' is not in \S*classes\.txt$")
+
+
+def cut_a_yolo_line(tmp_path):
+    data_yaml = write_yolo(tmp_path / "yolo")
+    labels = tmp_path / "yolo" / "labels" / "train" / "a.txt"
+    first, second = labels.read_text().splitlines()
+    labels.write_text(first + "\n" + second.rsplit(" ", 1)[0] + "\n")
+    return "yolo", data_yaml, None, r"labels/train/a\.txt, line 2: 4 fields; a box line has 5"
+
+
+def use_an_unknown_yolo_class(tmp_path):
+    data_yaml = write_yolo(tmp_path / "yolo")
+    labels = tmp_path / "yolo" / "labels" / "train" / "c.txt"
+    labels.write_text(labels.read_text().replace("0 ", "7 ", 1))
+    return "yolo", data_yaml, None, (r"labels/train/c\.txt, line 1: class index 7 is out of "
+                                     r"range \(data.yaml names 0, 1, 2\)$")
+
+
+def break_labelme_json(tmp_path):
+    folder = write_labelme(tmp_path / "train", "train")
+    (folder / "b.json").write_text((folder / "b.json").read_text()[:-2])
+    return "labelme", folder, None, r"train/b\.json, line \d+: broken JSON"
+
+
+def remove_labelme_image(tmp_path):
+    folder = write_labelme(tmp_path / "train", "train")
+    os.remove(str(folder / "c.jpg"))
+    lines = (folder / "c.json").read_text().splitlines()
+    line = next(n for n, text in enumerate(lines, 1) if '"imagePath"' in text)
+    return "labelme", folder, None, r"train/c\.json, line {}: image \S*c\.jpg not found$".format(
+        line)
+
+
+def tree(folder):
+    """{path: bytes} of every file under ``folder``, and every folder's path."""
+    found = {}
+    for parent, folders, files in os.walk(str(folder)):
+        found.update({os.path.join(parent, d): None for d in folders})
+        for name in files:
+            with open(os.path.join(parent, name), "rb") as f:
+                found[os.path.join(parent, name)] = f.read()
+    return found
+
+
+@pytest.mark.parametrize("break_source", [
+    break_voc_xml, remove_voc_image, leave_a_voc_class_out, cut_a_yolo_line,
+    use_an_unknown_yolo_class, break_labelme_json, remove_labelme_image])
+def test_a_bad_source_is_one_line_naming_file_and_line_and_leaves_no_output(tmp_path,
+                                                                             break_source):
+    source_format, source, classes, message = break_source(tmp_path)
+    out = tmp_path / "data" / "set"
+    good_val = tmp_path / "val" if source_format == "labelme" else source
+    if source_format == "labelme":
+        write_labelme(good_val, "val")
+    convert_dataset(source_format, str(good_val), str(out), "val")
+    before = tree(tmp_path / "data")
+    with pytest.raises(DatasetError) as error:
+        convert_dataset(source_format, str(source), str(out), "train", classes)
+    assert re.search(message, str(error.value)) and "\n" not in str(error.value)
+    assert tree(tmp_path / "data") == before  # the val split intact, nothing else written
+    with pytest.raises(DatasetError):
+        convert_dataset(source_format, str(source), str(tmp_path / "data" / "new"), "train",
+                        classes)
+    assert not os.path.exists(str(tmp_path / "data" / "new"))
+
+
+def test_the_tool_prints_the_check_or_one_error_line(tmp_path):
+    _, year, _, message = break_voc_xml(tmp_path)
+    result = run_tool("convert_dataset.py", "--from", "voc", year, "-o", tmp_path / "voc",
+                      "--split", "val")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith(
+        "2 images, 3 boxes (0 ignored), 3 categories (1 circle, 2 square, 3 triangle) -> ")
+    assert result.stdout.splitlines()[1].endswith("val.json: 2 images, 3 annotations, 0 errors, "
+                                                  "0 warnings")
+    result = run_tool("convert_dataset.py", "--from", "voc", year, "-o", tmp_path / "voc",
+                      "--split", "train")
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1 and re.search(message, result.stderr)
+
+
+def test_a_converted_dataset_trains_and_its_checkpoint_names_the_detections(tmp_path):
+    data_yaml = write_yolo(tmp_path / "yolo")
+    for split in TRUTH:
+        convert_dataset("yolo", str(data_yaml), str(tmp_path / "datasets" / "shapes"), split)
+    config = write_config(tmp_path / "converted.py", nr_images=4)  # 2 steps an epoch, 2 epochs
+    log = str(tmp_path / "log")
+    run_training(config, TrainOptions(str(tmp_path / "datasets"), log, batch_size=2,
+                                      num_workers=0))
+    categories = [{"id": i, "name": name} for i, name in enumerate(CLASSES)]
+    assert load_checkpoint(latest_checkpoint(log))["categories"] == categories
+    # no -d: the names and the dataset's ids come from the checkpoint
+    out = tmp_path / "pictures"
+    result = run_tool("inference.py", "-f", config, "-w", log, "-i",
+                      tmp_path / "yolo" / "images" / "val", "-o", out, "--thresh", "0")
+    assert result.returncode == 0, result.stderr
+    with open(str(out / "detections.json")) as f:
+        detections = [d for record in json.load(f) for d in record["detections"]]
+    assert detections and all({"id": d["category_id"], "name": d["class"]} ==
+                              categories[d["label"]] for d in detections)
