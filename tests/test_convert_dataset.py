@@ -145,6 +145,13 @@ def test_yolo_centre_boxes_become_pixel_boxes_and_images_without_labels_are_kept
         assert_matches_truth(str(out), split, difficult_kept=False)
     _, train = converted_boxes(str(out), "train")
     assert train["categories"] == [{"id": i, "name": name} for i, name in enumerate(CLASSES)]
+    # the names as a list, the split as a list of one .txt file of image paths
+    (tmp_path / "yolo" / "val.txt").write_text("images/val/d.jpg\nimages/val/e.jpg\n")
+    data_yaml.write_text("val: [val.txt]\nnames: {}\n".format(json.dumps(CLASSES)))
+    convert_dataset("yolo", str(data_yaml), str(tmp_path / "listed"), "val")
+    assert_matches_truth(str(tmp_path / "listed"), "val", difficult_kept=False)
+    assert converted_boxes(str(tmp_path / "listed"), "val")[1]["categories"] == train[
+        "categories"]
 
 
 def test_labelme_rectangles_convert_in_either_corner_order(tmp_path):
