@@ -59,9 +59,10 @@ def convert_dataset(source_format, source, output_dir, split, classes_file=None)
             any(sep in split for sep in "/\\"):
         raise ConfigError("--split {!r} must be a plain folder name such as train or val (not "
                           "'annotations')".format(split))
+    class_names = read_classes(classes_file) if classes_file else None
     source_split = READERS[source_format](source, split)
     others = _other_splits(output_dir, split)
-    categories = _category_ids(source_split, classes_file, others)
+    categories = _category_ids(source_split, class_names, others)
     coco, copies = _coco_split(source_split, categories)
     category_list = coco["categories"]
     rewritten = {name: dict(data, categories=category_list) for name, data in others.items()
@@ -83,15 +84,16 @@ def _other_splits(output_dir, split):
             if os.path.basename(p) != split + ".json"}
 
 
-def _category_ids(source_split, classes_file, others):
-    """{class name: category id} of OUT after this conversion: the classes file's order, or
-    the source's indices (YOLO), or the ids OUT has, new names after them in sorted order."""
+def _category_ids(source_split, class_names, others):
+    """{class name: category id} of OUT after this conversion: ids 1..K in the order of
+    ``class_names`` (a --classes file), or the source's indices (YOLO), or the ids OUT has,
+    new names after them in sorted order."""
     existing = {}  # name -> (id, file saying so)
     for name, data in others.items():
         for category in data["categories"]:
             _agree(existing, category["name"], category["id"], name)
-    if classes_file:
-        ids = {name: i for i, name in enumerate(read_classes(classes_file), 1)}
+    if class_names:
+        ids = {name: i for i, name in enumerate(class_names, 1)}
     elif source_split.categories:
         ids = {name: i for i, name in source_split.categories.items()}
     else:
@@ -101,8 +103,8 @@ def _category_ids(source_split, classes_file, others):
     for image in source_split.images:
         for box in image.boxes:
             if box.name not in ids:
-                raise source_error(box.where, "class {!r} is not in {}".format(
-                    box.name, classes_file))
+                raise source_error(box.where, "class {!r} is not in --classes ({})".format(
+                    box.name, ", ".join(class_names)))
     for name, category_id in ids.items():
         _agree(existing, name, category_id, "this conversion")
     return {name: i for name, (i, _) in existing.items()}
