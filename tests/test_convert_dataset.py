@@ -307,3 +307,14 @@ def test_a_converted_dataset_trains_and_its_checkpoint_names_the_detections(tmp_
         detections = [d for record in json.load(f) for d in record["detections"]]
     assert detections and all({"id": d["category_id"], "name": d["class"]} ==
                               categories[d["label"]] for d in detections)
+
+
+def test_a_split_converted_again_replaces_its_images_and_annotations(tmp_path):
+    year = write_voc(tmp_path / "VOC2007")
+    out = tmp_path / "data" / "voc07"
+    convert_dataset("voc", str(year), str(out), "train")
+    (year / "ImageSets" / "Main" / "train.txt").write_text("a\nb\n")
+    convert_dataset("voc", str(year), str(out), "train")
+    assert sorted(os.listdir(str(out / "train"))) == ["a.jpg", "b.jpg"]
+    assert sorted(converted_boxes(str(out), "train")[0]) == ["a", "b"]
+    assert sorted(os.listdir(str(tmp_path / "data"))) == ["voc07"]

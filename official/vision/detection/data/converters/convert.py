@@ -181,13 +181,25 @@ def _publish(output_dir, split, annotation_files, copies):
             os.chmod(stage, 0o777 & ~current_umask())  # mkdtemp's folders are private
             os.rename(stage, output_dir)
             return
-        replaced = os.path.join(output_dir, split)
-        if os.path.exists(replaced):  # the split converted again: the old copy goes
-            os.rename(replaced, os.path.join(stage, ".replaced"))
-        os.rename(os.path.join(stage, split), replaced)
+        _move_split_in(stage, output_dir, split)
         os.makedirs(os.path.join(output_dir, "annotations"), exist_ok=True)
         for name in annotation_files:
             os.replace(os.path.join(stage, "annotations", name),
                        os.path.join(output_dir, "annotations", name))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _move_split_in(stage, output_dir, split):
+    """The staged image folder replaces OUT/<split>; the old one (a split converted again)
+    moves into the stage, deleted with it, or back if the new one cannot move in."""
+    target, old = os.path.join(output_dir, split), os.path.join(stage, ".replaced")
+    had_old = os.path.exists(target)
+    if had_old:
+        os.rename(target, old)
+    try:
+        os.rename(os.path.join(stage, split), target)
+    except OSError:
+        if had_old:
+            os.rename(old, target)
+        raise
