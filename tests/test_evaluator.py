@@ -4,6 +4,7 @@ import pytest
 
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.models import FCOSConfig
+from official.vision.detection.visualize import draw_detections
 
 from detection_matching import assert_same_detections
 
@@ -112,3 +113,20 @@ def test_labels_shrink_on_small_pictures_so_the_objects_stay_visible():
 
     assert label_rows(100) < label_rows(600)
     assert label_rows(100) <= 10
+
+
+def text_extent(picture):
+    """(rows, columns, pixel count) of the white text of a picture's label."""
+    rows, columns = np.nonzero((picture > 200).all(axis=-1))
+    return rows.max() - rows.min() + 1, columns.max() - columns.min() + 1, len(rows)
+
+
+@pytest.mark.parametrize("box", [[-20, 60, 40, 100], [170, 60, 200, 100], [60, 0, 120, 40],
+                                 [60, 110, 120, 150]], ids=["left", "right", "top", "bottom"])
+def test_a_label_at_each_edge_of_the_picture_is_moved_in_whole(box):
+    # a label in the middle of the 200x150 picture shows all of "triangle 0.90"
+    whole = draw_detections(np.zeros((150, 200, 3), np.uint8),
+                            np.array([[80, 60, 120, 100, 0.9, 2]]), ["a", "b", "triangle"])
+    at_edge = draw_detections(np.zeros((150, 200, 3), np.uint8), np.array([box + [0.9, 2]]),
+                              ["a", "b", "triangle"])
+    assert text_extent(at_edge) == text_extent(whole)

@@ -9,7 +9,9 @@ import megengine as mge
 import numpy as np
 import pytest
 
-from official.vision.detection.engine.file_inference import class_names, detect_files, image_paths
+from official.vision.detection.engine.file_inference import (
+    detect_files, image_paths, label_categories
+)
 from official.vision.detection.models import FCOSConfig
 from official.vision.detection.visualize import picture_name
 
@@ -57,8 +59,9 @@ def test_folder_globs_and_files_name_the_images(image_folder):
 def test_bad_files_are_skipped_and_every_other_image_gets_a_picture(image_folder, tmp_path,
                                                                      tiny_model):
     out = tmp_path / "out"
+    categories = [{"id": 4, "name": "a"}, {"id": 7, "name": "b"}, {"id": 9, "name": "c"}]
     records, skipped = detect_files(tiny_model, image_paths(str(image_folder)), str(out),
-                                    ["a", "b", "c"], thresh=0.0, batch_size=2,
+                                    categories, thresh=0.0, batch_size=2,
                                     input_root=str(image_folder))
     assert [os.path.basename(p) for p in skipped] == ["broken.jpg"]
     assert sorted(os.listdir(out)) == ["color.jpg", "detections.json", "rgba.jpg",
@@ -68,13 +71,21 @@ def test_bad_files_are_skipped_and_every_other_image_gets_a_picture(image_folder
     assert [os.path.basename(r["file"]) for r in saved] == ["color.jpg", "rgba.png", "gray.png",
                                                             "tiny.png"]
     first = saved[0]["detections"][0]
-    assert set(first) == {"bbox", "score", "label", "class"} and first["class"] in "abc"
+    assert set(first) == {"bbox", "score", "label", "class", "category_id"}
+    assert categories[first["label"]] == {"id": first["category_id"], "name": first["class"]}
     assert saved == json.loads(json.dumps(records))
 
 
-def test_class_names_are_coco_for_released_models_and_numbers_otherwise():
-    assert class_names(FCOSConfig())[:2] == ["person", "bicycle"]
-    assert class_names(tiny_config(), "/nonexistent") == ["0", "1", "2"]
+def test_labels_are_coco_categories_for_released_models_and_numbers_otherwise(tmp_path,
+                                                                              tiny_model):
+    assert label_categories(FCOSConfig())[:2] == [{"id": 1, "name": "person"},
+                                                  {"id": 2, "name": "bicycle"}]
+    assert label_categories(FCOSConfig())[-1] == {"id": 90, "name": "toothbrush"}
+    assert label_categories(tiny_config(), None, "/nonexistent") == [
+        {"id": None, "name": str(label)} for label in range(3)]
+    state_dict = str(tmp_path / "w.pkl")  # a plain state_dict keeps no categories
+    mge.save(tiny_model.state_dict(), state_dict)
+    assert label_categories(tiny_config(), state_dict)[0] == {"id": None, "name": "0"}
 
 
 def test_picture_names_stay_unique_across_sub_folders():

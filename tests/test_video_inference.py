@@ -15,7 +15,7 @@ from conftest import PROJECT_ROOT, run_tool, tiny_config, with_distinct_outputs
 from detection_matching import assert_same_detections
 
 FRAMES, FPS, HEIGHT, WIDTH = 7, 10.0, 64, 96
-NAMES = ["a", "b", "c"]
+CATEGORIES = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}]
 
 CONFIG = '''
 import sys
@@ -73,7 +73,7 @@ def read_jsonl(path):
 
 def test_batched_frames_give_an_annotated_video_and_a_line_per_frame(model, tmp_path):
     video = write_video(tmp_path / "clip.avi", "MJPG")
-    count = detect_video(model, video, str(tmp_path / "out"), NAMES, thresh=0.3,
+    count = detect_video(model, video, str(tmp_path / "out"), CATEGORIES, thresh=0.3,
                          batch_size=3)
     annotated, jsonl = video_outputs(video, str(tmp_path / "out"))
     assert count == FRAMES
@@ -93,7 +93,8 @@ def test_batched_frames_give_an_annotated_video_and_a_line_per_frame(model, tmp_
     found = [np.array([d["bbox"] + [d["score"], d["label"]] for d in line["detections"]],
                       np.float64).reshape(-1, 6) for line in lines]
     assert sum(len(d) for d in found) > 0
-    assert all(d["class"] == NAMES[d["label"]] for line in lines for d in line["detections"])
+    assert all({"id": d["category_id"], "name": d["class"]} == CATEGORIES[d["label"]]
+               for line in lines for d in line["detections"])
     assert_same_detections(found, expected, box_atol=1e-3, score_atol=1e-5)
 
 

@@ -10,14 +10,18 @@
 A video is recognized by its extension (.mp4, .m4v, .mov, .mkv, .avi): outputs/street.mp4 gets
 its frames with the detections drawn, at the same frame rate and size, and outputs/street.jsonl
 one line per frame, {"frame", "time" (seconds), "detections"}; -b frames go through the model
-together.
+together. Each detection has its class name and the category id of its training set: those a
+training checkpoint keeps, COCO's for the released models, or else those of the config's test
+annotations under -d.
 """
 import argparse
 import os
 
 from official.vision.detection.deploy.detector import ENGINES, build_detector
 from official.vision.detection.engine.checkpoint import resolve_weights
-from official.vision.detection.engine.file_inference import class_names, detect_files, image_paths
+from official.vision.detection.engine.file_inference import (
+    detect_files, image_paths, label_categories
+)
 from official.vision.detection.engine.video_inference import (
     detect_video, is_video, require_video, video_outputs
 )
@@ -49,7 +53,8 @@ def parse_args(argv=None):
                         help="images (or video frames) per forward")
     parser.add_argument("--tta", action="store_true", help="flip and extra scales, merged")
     parser.add_argument("-d", "--dataset-dir", default="",
-                        help="where the config's test annotations are (for class names)")
+                        help="where the config's test annotations are, for the class names of "
+                        "weights that do not keep them (a training checkpoint keeps them)")
     return parser.parse_args(argv)
 
 
@@ -63,12 +68,12 @@ def weight_source(args):
 
 
 def detector_of(args):
-    """(detector, class names, picture score threshold) of the arguments."""
-    detector = build_detector(load_config_module(args.file), weight_source(args), args.engine,
-                              args.model)
+    """(detector, label categories, picture score threshold) of the arguments."""
+    weights = weight_source(args)
+    detector = build_detector(load_config_module(args.file), weights, args.engine, args.model)
     cfg = detector.cfg
     thresh = cfg.test_vis_threshold if args.thresh is None else args.thresh
-    return detector, class_names(cfg, args.dataset_dir), thresh
+    return detector, label_categories(cfg, weights, args.dataset_dir), thresh
 
 
 def main():
@@ -76,15 +81,15 @@ def main():
     # the input is checked before the model is built, which may download weights
     if is_video(args.input):
         require_video(args.input)
-        detector, names, thresh = detector_of(args)
-        frames = detect_video(detector, args.input, args.output_dir, names, thresh,
+        detector, categories, thresh = detector_of(args)
+        frames = detect_video(detector, args.input, args.output_dir, categories, thresh,
                               args.batch_size, args.tta)
         print("{} frames -> {}, {}".format(frames, *video_outputs(args.input, args.output_dir)))
         return
     paths = image_paths(args.input)
-    detector, names, thresh = detector_of(args)
+    detector, categories, thresh = detector_of(args)
     root = args.input if os.path.isdir(args.input) else None
-    records, skipped = detect_files(detector, paths, args.output_dir, names, thresh,
+    records, skipped = detect_files(detector, paths, args.output_dir, categories, thresh,
                                     args.batch_size, args.tta, root)
     found = sum(len(r["detections"]) for r in records)
     print("{} images, {} detections -> {}{}".format(

@@ -4,6 +4,9 @@ import numpy as np
 
 from .errors import ConfigError
 
+# the image files a folder is searched for (inference inputs, converted datasets)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
 
 def to_bgr(img):
     """A 3-channel BGR view of a BGR, grayscale or BGRA image array."""

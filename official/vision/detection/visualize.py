@@ -60,9 +60,13 @@ def _draw_box(canvas, box, color, text, font_scale):
 
 
 def _draw_label(canvas, text, x, y, color, font_scale):
-    """White text on a box of ``color`` just above (x, y), kept inside the picture."""
+    """White text on a box of ``color`` just above (x, y), moved in where it would leave the
+    picture: below the top edge, left of the right edge, right of the left edge."""
     font = cv2.FONT_HERSHEY_SIMPLEX
     (text_w, text_h), _ = cv2.getTextSize(text, font, font_scale, 1)
-    text_y = max(y, text_h + 2)
-    cv2.rectangle(canvas, (x, text_y - text_h - 2), (x + text_w, text_y), color, -1)
-    cv2.putText(canvas, text, (x, text_y - 2), font, font_scale, (255, 255, 255), 1, cv2.LINE_AA)
+    height, width = canvas.shape[:2]
+    left = int(np.clip(x, 0, max(width - 1 - text_w, 0)))
+    bottom = int(np.clip(y, text_h + 2, height - 1))  # the label's box ends at this row
+    cv2.rectangle(canvas, (left, bottom - text_h - 2), (left + text_w, bottom), color, -1)
+    cv2.putText(canvas, text, (left, bottom - 2), font, font_scale, (255, 255, 255), 1,
+                cv2.LINE_AA)

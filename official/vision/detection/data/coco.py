@@ -43,11 +43,11 @@ def read_annotation_file(ann_file):
     return data
 
 
-def read_category_names(ann_file):
-    """Category names of an annotation file in label order (ascending category id)."""
+def read_categories(ann_file):
+    """[{"id", "name"}] of an annotation file's categories in label order (ascending id)."""
     with open(ann_file) as f:
         categories = json.load(f)["categories"]
-    return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+    return [{"id": c["id"], "name": c["name"]} for c in sorted(categories, key=lambda c: c["id"])]
 
 
 def read_image(path):
@@ -109,6 +109,11 @@ class COCODetection:
         if missing:
             raise DatasetError("{} image(s) listed in the annotations are missing under {}, "
                                "e.g. {}".format(len(missing), self.root, missing[0]))
+
+    @property
+    def categories(self):
+        """[{"id", "name"}] in label order: what a model trained on this set predicts."""
+        return [{"id": i, "name": name} for i, name in zip(self.category_ids, self.class_names)]
 
     def __len__(self):
         return len(self.records)

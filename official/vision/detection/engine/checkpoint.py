@@ -1,4 +1,5 @@
-"""Training checkpoints: ``epoch_<N>.pkl`` holding the model, optimizer and progress."""
+"""Training checkpoints: ``epoch_<N>.pkl`` holding the model, optimizer and progress, and the
+categories the model learned, so that it names its detections without the dataset."""
 import os
 import re
 
@@ -7,6 +8,7 @@ import megengine as mge
 
 from ..errors import NonFiniteError, WeightsUnavailableError
 from ..utils.files import save_atomic
+from ..weights import load_weight_file
 
 _CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)\.pkl$")
 
@@ -15,8 +17,10 @@ def checkpoint_path(output_dir, epoch):
     return os.path.join(output_dir, "epoch_{}.pkl".format(epoch))
 
 
-def save_checkpoint(output_dir, model, optimizer, epoch, iteration):
-    """Write epoch_<epoch>.pkl atomically; ``iteration`` counts all steps done so far.
+def save_checkpoint(output_dir, model, optimizer, epoch, iteration, categories=None):
+    """Write epoch_<epoch>.pkl atomically; ``iteration`` counts all steps done so far;
+    ``categories``: [{"id", "name"}] of the training set in label order (see
+    ``checkpoint_categories``).
 
     Weights that are no longer finite are not written: the step's loss was checked, but its
     update can still overflow, and MegEngine 1.13's asynchronous CPU execution now and then
@@ -32,7 +36,7 @@ def save_checkpoint(output_dir, model, optimizer, epoch, iteration):
                     latest_checkpoint(output_dir)))
     path = checkpoint_path(output_dir, epoch)
     save_atomic({"state_dict": state_dict, "optimizer": optimizer.state_dict(),
-                 "epoch": epoch, "iteration": iteration}, path)
+                 "epoch": epoch, "iteration": iteration, "categories": categories}, path)
     return path
 
 
@@ -60,6 +64,15 @@ def load_checkpoint(path):
         raise WeightsUnavailableError("{} is not a training checkpoint (lacks {})".format(
             path, ", ".join(sorted(missing))))
     return checkpoint
+
+
+def checkpoint_categories(path):
+    """[{"id", "name"}] of the labels of a training checkpoint file, in label order; None for a
+    plain state_dict, a URL, or a checkpoint written before checkpoints kept them."""
+    if not os.path.isfile(path):
+        return None
+    checkpoint = load_weight_file(path)
+    return checkpoint.get("categories") if isinstance(checkpoint, dict) else None
 
 
 def resolve_weights(path):

@@ -78,6 +78,8 @@ class Trainer:
         self.step_in_epoch = 0
         self.step_losses = {}  # name -> value of the last step
         self.total_losses = {}  # iteration -> total loss, of this run's steps
+        # [{"id", "name"}] of the training set's categories in label order, kept in checkpoints
+        self.categories = None
 
     def run_step(self, batch, on_phase=None):
         """One optimizer step on a collated batch (NumPy arrays); returns its losses as
@@ -138,7 +140,7 @@ class Trainer:
     def save_checkpoint(self):
         """Write epoch_<epoch>.pkl (see checkpoint.save_checkpoint); its path."""
         return save_checkpoint(self.output_dir, self.model, self.optimizer, self.epoch,
-                               self.iteration)
+                               self.iteration, self.categories)
 
     def latest_checkpoint(self):
         """Path of the newest epoch_<N>.pkl in the output folder, or None."""
@@ -214,6 +216,7 @@ def train_worker(config_file, options):
         mge.random.seed(options.seed)  # the same initial weights on every run and rank
         model = module.Net(cfg)
         trainer = build_trainer(model, cfg, options, world_size, rank, on_cpu, eval_dataset)
+        trainer.categories = dataset.categories
         start_weights(trainer, options)
         sampler = GroupedBatchSampler([dataset.aspect_ratio_group(i) for i in range(len(dataset))],
                                       options.batch_size, options.seed, world_size, rank)

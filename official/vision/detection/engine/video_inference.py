@@ -9,7 +9,7 @@ from ..errors import ConfigError, DatasetError
 from ..predictor import Predictor
 from ..utils.files import atomic_target, json_line
 from ..visualize import draw_detections
-from .file_inference import detection_dict
+from .file_inference import detection_dict, names_of
 
 logger = mge.get_logger(__name__)
 
@@ -44,11 +44,11 @@ def video_outputs(video_path, output_dir):
             os.path.join(output_dir, stem + ".jsonl"))
 
 
-def detect_video(detector, video_path, output_dir, names, thresh, batch_size=1, tta=False):
+def detect_video(detector, video_path, output_dir, categories, thresh, batch_size=1, tta=False):
     """Write the video with its detections above ``thresh`` drawn (same frame rate and size)
     and a JSON line per frame, {"frame", "time" in seconds, "detections"}, into ``output_dir``
-    (``video_outputs``), both atomically; ``batch_size`` frames per forward. Returns the
-    number of frames."""
+    (``video_outputs``), both atomically; ``categories`` (file_inference.label_categories)
+    name the labels; ``batch_size`` frames per forward. Returns the number of frames."""
     require_video(video_path)
     capture = cv2.VideoCapture(video_path)
     fps = capture.get(cv2.CAP_PROP_FPS)
@@ -70,9 +70,9 @@ def detect_video(detector, video_path, output_dir, names, thresh, batch_size=1, 
                     writer = _video_writer(video_temporary, fps, frames[0])
                 for frame, dets in zip(frames, predictor.predict_images(frames, tta)):
                     dets = dets[dets[:, 4] >= thresh]
-                    writer.write(draw_detections(frame, dets, names, thresh))
+                    writer.write(draw_detections(frame, dets, names_of(categories), thresh))
                     lines.write(json_line({"frame": frames_done, "time": frames_done / fps,
-                                           "detections": [detection_dict(row, names)
+                                           "detections": [detection_dict(row, categories)
                                                           for row in dets]}))
                     frames_done += 1
                 progress.update(len(frames))

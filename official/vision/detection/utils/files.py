@@ -26,11 +26,11 @@ def atomic_target(path):
 def publish(temporary, path):
     """Move a finished file written beside ``path`` (same file system) into place at once,
     readable as the umask allows."""
-    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp files are private; outputs are not
+    os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp files are private; outputs are not
     os.replace(temporary, path)
 
 
-def _umask():
+def current_umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
