@@ -172,12 +172,14 @@ def test_analysis_writes_its_pictures_and_the_summary(dataset_dir, tmp_path):
     # image 3: the car on the dog (missed and false), background, the missed car: 2 and 2
     assert sorted(os.listdir(out / "worst_images")) == ["01_3.png", "02_1.png", "03_2.png"]
     worst = cv2.imread(str(out / "worst_images" / "01_3.png"))
-    assert worst.shape == (200, 404, 3)  # ground truth | 4 px gap | detections
+    # a header line over ground truth | 4 px gap | detections, enlarged from 200 to 256 px
+    assert worst.shape == (22 + 256, 256 + 4 + 256, 3)
     assert (out / "summary.txt").read_text() == text
     assert "3.png (2, 2), 1.png (1, 1), 2.png (1, 1)" in text
     summary = json.loads((out / "analysis.json").read_text())
     assert summary["breakdown"]["has_supercategories"]
     assert summary["confusion_matrix"][3] == [1, 0, 1, 0]
+    assert summary["score_threshold"] == 0.3  # the config's test_vis_threshold
 
 
 @pytest.mark.parametrize("content, message", [

@@ -31,9 +31,10 @@ def parse_args(argv=None):
     parser.add_argument("-o", "--output-dir", required=True, help="folder for the analysis")
     parser.add_argument("--iou", type=float, default=defaults.iou_threshold,
                         help="IoU of a match in the confusion matrix and the worst images")
-    parser.add_argument("--score", type=float, default=defaults.score_threshold,
+    parser.add_argument("--score", type=float,
                         help="detections below this score are left out of the confusion "
-                        "matrix and the worst images")
+                        "matrix and the worst images (default: the config's "
+                        "test_vis_threshold)")
     parser.add_argument("--worst", type=int, default=defaults.worst_images,
                         help="how many worst images to draw")
     return parser.parse_args(argv)

@@ -25,8 +25,14 @@ class AnalysisOptions:
     out_dir: str
     split: str = "val"  # "val": the config's test_dataset; "train": its train_dataset
     iou_threshold: float = 0.5  # of the confusion matrix and the worst images
-    score_threshold: float = 0.3  # detections below it are left out of both
+    # detections below it are left out of both; None: the config's test_vis_threshold, the
+    # score above which tools/inference.py draws boxes
+    score_threshold: float = None
     worst_images: int = 6
+
+
+PAIR_MIN_SIDE = 256  # small images are drawn enlarged, so that their labels stay readable
+HEADER_HEIGHT = 22
 
 
 def split_dataset(cfg, dataset_dir, split):
@@ -67,16 +73,26 @@ def detections_array(detections, image_id, category_ids):
     return np.array(rows, np.float32).reshape(-1, 6)
 
 
-def side_by_side(dataset, index, detections, score_threshold):
-    """Ground truth (left) and the detections above ``score_threshold`` (right) of one image."""
+def side_by_side(dataset, index, detections, score_threshold, errors):
+    """Ground truth (left) and the detections above ``score_threshold`` (right) of one image,
+    enlarged to PAIR_MIN_SIDE pixels when smaller, under a line naming its (missed, false)."""
     item = dataset[index]
+    scale = max(1.0, PAIR_MIN_SIDE / min(item["image"].shape[:2]))
+    image = cv2.resize(item["image"], None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    found = detections_array(detections, item["image_id"], dataset.category_ids)
+    found[:, :4] *= scale
     names = dataset.class_names
-    truth = draw_boxes(item["image"], item["boxes"], item["labels"],
+    truth = draw_boxes(image, item["boxes"] * scale, item["labels"],
                        [names[label] for label in item["labels"]])
-    found = draw_detections(item["image"], detections_array(
-        detections, item["image_id"], dataset.category_ids), names, score_threshold)
-    gap = np.full((item["image"].shape[0], 4, 3), 255, np.uint8)
-    return np.hstack([truth, gap, found])
+    drawn = draw_detections(image, found, names, score_threshold)
+    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
+    pair = np.hstack([truth, gap, drawn])
+    header = np.full((HEADER_HEIGHT, pair.shape[1], 3), 255, np.uint8)
+    text = "left: ground truth; right: detections >= {:g}; {} missed, {} false".format(
+        score_threshold, *errors)
+    cv2.putText(header, text, (4, HEADER_HEIGHT - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([header, pair])
 
 
 def write_worst_images(dataset, detections, errors, options):
@@ -89,11 +105,11 @@ def write_worst_images(dataset, detections, errors, options):
     listed = []
     for rank, index in enumerate(worst):
         record = dataset.records[index]
-        name = "{:02d}_{}.png".format(rank + 1, os.path.splitext(
-            picture_name(record["file_name"], None))[0])
+        name = "{:02d}_{}.png".format(rank + 1, os.path.splitext(picture_name(
+            os.path.join(dataset.root, record["file_name"]), dataset.root))[0])
         with atomic_target(os.path.join(folder, name)) as temporary:  # keeps the .png suffix
             cv2.imwrite(temporary, side_by_side(dataset, index, detections,
-                                                options.score_threshold))
+                                                options.score_threshold, errors[index]))
         listed.append((record["file_name"],) + tuple(errors[index]))
     return listed
 
@@ -150,8 +166,10 @@ def summary_text(summary):
 def run_analysis(config_file, options):
     """Write pr_curves.png, error_breakdown.png, confusion_matrix.png, worst_images/,
     analysis.json and summary.txt into ``options.out_dir``; return the summary text."""
-    dataset = split_dataset(load_config_module(config_file).Cfg(), options.dataset_dir,
-                            options.split)
+    cfg = load_config_module(config_file).Cfg()
+    if options.score_threshold is None:
+        options = dataclasses.replace(options, score_threshold=cfg.test_vis_threshold)
+    dataset = split_dataset(cfg, options.dataset_dir, options.split)
     image_ids = [r["image_id"] for r in dataset.records]
     detections = read_results(options.results_path, image_ids, dataset.category_ids)
     curves, has_similar = error_breakdown(dataset.coco, detections, image_ids)
