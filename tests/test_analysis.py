@@ -170,8 +170,8 @@ def test_analysis_writes_its_pictures_and_the_summary(dataset_dir, tmp_path):
     for name in ("pr_curves.png", "error_breakdown.png", "confusion_matrix.png"):
         assert cv2.imread(str(out / name)) is not None, name
     # image 3: the car on the dog (missed and false), background, the missed car: 2 and 2
-    assert sorted(os.listdir(out / "worst_images")) == ["01_3.png", "02_1.png", "03_2.png"]
-    worst = cv2.imread(str(out / "worst_images" / "01_3.png"))
+    assert sorted(os.listdir(out / "worst_images")) == ["01_3.jpg", "02_1.jpg", "03_2.jpg"]
+    worst = cv2.imread(str(out / "worst_images" / "01_3.jpg"))
     # a header line over ground truth | 4 px gap | detections, enlarged from 200 to 256 px
     assert worst.shape == (22 + 256, 256 + 4 + 256, 3)
     assert (out / "summary.txt").read_text() == text

@@ -105,9 +105,9 @@ def write_worst_images(dataset, detections, errors, options):
     listed = []
     for rank, index in enumerate(worst):
         record = dataset.records[index]
-        name = "{:02d}_{}.png".format(rank + 1, os.path.splitext(picture_name(
-            os.path.join(dataset.root, record["file_name"]), dataset.root))[0])
-        with atomic_target(os.path.join(folder, name)) as temporary:  # keeps the .png suffix
+        name = "{:02d}_{}".format(rank + 1, picture_name(
+            os.path.join(dataset.root, record["file_name"]), dataset.root))
+        with atomic_target(os.path.join(folder, name)) as temporary:  # keeps the .jpg suffix
             cv2.imwrite(temporary, side_by_side(dataset, index, detections,
                                                 options.score_threshold, errors[index]))
         listed.append((record["file_name"],) + tuple(errors[index]))
