@@ -13,7 +13,7 @@ from official.vision.detection.analysis.breakdown import (
 from official.vision.detection.analysis.confusion import confusion_matrix, match_image
 from official.vision.detection.analysis.report import AnalysisOptions, run_analysis
 from official.vision.detection.analysis.results import read_results
-from official.vision.detection.errors import ConfigError
+from official.vision.detection.errors import ConfigError, DatasetError
 
 from conftest import run_tool
 
@@ -25,6 +25,7 @@ class Cfg(models.FCOSConfig):
     def __init__(self):
         super().__init__()
         self.test_dataset = dict(name="pets", root="val", ann_file="annotations/val.json")
+        self.train_dataset = dict(name="pets", root="train", ann_file="annotations/train.json")
         self.num_classes = 3
 
 
@@ -180,6 +181,14 @@ def test_analysis_writes_its_pictures_and_the_summary(dataset_dir, tmp_path):
     assert summary["breakdown"]["has_supercategories"]
     assert summary["confusion_matrix"][3] == [1, 0, 1, 0]
     assert summary["score_threshold"] == 0.3  # the config's test_vis_threshold
+
+
+def test_split_train_reads_the_config_train_dataset(dataset_dir, tmp_path):
+    results_path = tmp_path / "results.json"
+    results_path.write_text(json.dumps(exact_detections()))
+    with pytest.raises(DatasetError, match="annotations/train.json"):
+        run_analysis(str(dataset_dir / "cfg.py"), AnalysisOptions(
+            str(dataset_dir), str(results_path), str(tmp_path / "out"), split="train"))
 
 
 @pytest.mark.parametrize("content, message", [
