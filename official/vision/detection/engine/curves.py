@@ -18,7 +18,7 @@ DPI = 100
 
 
 @contextlib.contextmanager
-def _subnormal_warning_ignored():
+def subnormal_warning_ignored():
     # NumPy warns that float64's smallest subnormal is zero when it first looks the value up
     # for matplotlib while MegEngine's kernels have the CPU flush subnormals: nothing to act on
     with warnings.catch_warnings():
@@ -29,7 +29,7 @@ def _subnormal_warning_ignored():
 def plot_curves(records, path):
     """Write the curves of ``records`` (metrics.jsonl's) to the PNG file ``path``
     atomically."""
-    with _subnormal_warning_ignored():
+    with subnormal_warning_ignored():
         _draw(records, path)
 
 
