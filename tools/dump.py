@@ -8,8 +8,6 @@ any input size).
     python tools/dump.py -f CONFIG -w WEIGHTS -o fcos_res18.onnx --precision int8
 """
 import argparse
-import os
-import tempfile
 
 import megengine as mge
 
@@ -17,7 +15,7 @@ from official.vision.detection.benchmark.flops import count_conv_flops, count_pa
 from official.vision.detection.deploy.layout import LAYOUTS
 from official.vision.detection.deploy.lite_export import dump_inference
 from official.vision.detection.deploy.onnx_export import OPSET, export_onnx
-from official.vision.detection.deploy.openvino_detector import write_openvino_ir
+from official.vision.detection.deploy.openvino_detector import export_openvino_ir
 from official.vision.detection.deploy.precision import PRECISIONS, int8_onnx
 from official.vision.detection.errors import ConfigError
 from official.vision.detection.cli import run_cli
@@ -72,10 +70,9 @@ def main():
         print("wrote {} (ONNX opset {}{})".format(args.output, OPSET, INT8_NOTE[args.precision]))
         return
     if args.output.endswith(".xml"):
-        with tempfile.TemporaryDirectory() as directory:
-            onnx_path = write_onnx(model, os.path.join(directory, "model.onnx"))
-            write_openvino_ir(onnx_path, args.output)
-        print("wrote {} and its .bin (OpenVINO IR{})".format(args.output, INT8_NOTE[args.precision]))
+        export_openvino_ir(model, args.output, write_onnx)
+        print("wrote {} and its .bin (OpenVINO IR{})".format(args.output,
+                                                            INT8_NOTE[args.precision]))
         return
     layout = dump_inference(model, args.output, layout=args.layout)
     print("wrote {} ({} layout)".format(args.output, layout))
