@@ -359,14 +359,15 @@ def test_export_without_its_packages_is_a_one_line_error_naming_them(
     assert not output.exists()
 
 
-def test_the_onnxruntime_engine_without_onnxruntime_is_a_one_line_error(tiny_config_file,
-                                                                       onnx_path, tmp_path):
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_an_onnx_engine_without_its_package_is_a_one_line_error(tiny_config_file, onnx_path,
+                                                                 tmp_path, engine):
     image_path = str(tmp_path / "image.png")
     cv2.imwrite(image_path, np.zeros((40, 60, 3), np.uint8))
-    for script, args in (("benchmark.py", ["--mode", "onnxruntime", "-n", "1"]),
-                         ("inference.py", ["--engine", "onnxruntime", "-o", tmp_path])):
-        result = run_without("onnxruntime", script, "-f", tiny_config_file, "-i", image_path,
+    for script, args in (("benchmark.py", ["--mode", engine, "-n", "1"]),
+                         ("inference.py", ["--engine", engine, "-o", tmp_path])):
+        result = run_without(engine, script, "-f", tiny_config_file, "-i", image_path,
                              "--model", onnx_path, *args)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith(
-            "error: the onnxruntime engine needs the Python package onnxruntime,")
+            "error: the {} engine needs the Python package {},".format(engine, engine))
