@@ -5,6 +5,7 @@
         --pretrained -i cat.jpg -o outputs [--engine lite]
     python tools/inference.py -f CONFIG --model fcos_res50.mge --engine lite -i images/
     python tools/inference.py -f CONFIG --model fcos_res50.onnx --engine onnxruntime -i images/
+    python tools/inference.py -f CONFIG -w WEIGHTS --engine openvino --precision bf16 -i images/
     python tools/inference.py -f CONFIG -w WEIGHTS -i street.mp4 -o outputs -b 4
 
 A video is recognized by its extension (.mp4, .m4v, .mov, .mkv, .avi): outputs/street.mp4 gets
@@ -18,6 +19,7 @@ import argparse
 import os
 
 from official.vision.detection.deploy.detector import ENGINES, build_detector
+from official.vision.detection.deploy.precision import PRECISION_HELP, PRECISIONS
 from official.vision.detection.engine.checkpoint import resolve_weights
 from official.vision.detection.engine.file_inference import (
     detect_files, image_paths, label_categories
@@ -38,12 +40,14 @@ def parse_args(argv=None):
                          "output folder stands for its newest checkpoint)")
     weights.add_argument("--pretrained", action="store_true",
                          help="the published weights of the config's hub entry")
-    weights.add_argument("--model", help="a .mge (with --engine lite) or .onnx (with --engine "
-                         "onnxruntime) from tools/dump.py")
+    weights.add_argument("--model", help="a .mge (with --engine lite), .onnx (with --engine "
+                         "onnxruntime or openvino) or .xml (openvino) from tools/dump.py")
     parser.add_argument("--engine", choices=ENGINES, default="eager",
-                        help="lite: MegEngine Lite, onnxruntime: the ONNX export, both on the "
-                        "CPU, the weights written to a temporary file unless --model is given; "
-                        "auto: the faster of the two here (timed once per model and CPU)")
+                        help="lite: MegEngine Lite, onnxruntime / openvino: the ONNX export, "
+                        "all on the CPU, the weights written to a temporary file unless --model "
+                        "is given; auto: the fastest of them here for --precision (timed once "
+                        "per model and CPU)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     parser.add_argument("-i", "--input", required=True,
                         help="image file, folder or glob, or a video file")
     parser.add_argument("-o", "--output-dir", default="outputs")
@@ -70,7 +74,8 @@ def weight_source(args):
 def detector_of(args):
     """(detector, label categories, picture score threshold) of the arguments."""
     weights = weight_source(args)
-    detector = build_detector(load_config_module(args.file), weights, args.engine, args.model)
+    detector = build_detector(load_config_module(args.file), weights, args.engine, args.model,
+                              precision=args.precision)
     cfg = detector.cfg
     thresh = cfg.test_vis_threshold if args.thresh is None else args.thresh
     return detector, label_categories(cfg, weights, args.dataset_dir), thresh

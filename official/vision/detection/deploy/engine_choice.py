@@ -1,8 +1,10 @@
-"""``--engine auto``: the faster of MegEngine Lite and ONNX Runtime for a model on this CPU.
+"""``--engine auto``: the fastest engine (MegEngine Lite, ONNX Runtime, OpenVINO) for a model
+and a precision on this CPU.
 
-Both engines are built from the model and its weights and time the network at the config's
-test size; the faster one runs. Which one won is remembered per (config file, weights, CPU,
-threads) in a small JSON file, so later runs build only that engine.
+The engines that run the precision are built from the model and its weights and time the
+network at the config's test size; the fastest one runs. Which one won is remembered per
+(config file, weights, CPU, threads, precision) in a small JSON file, so later runs build only
+that engine.
 """
 import json
 import os
@@ -20,21 +22,27 @@ logger = mge.get_logger(__name__)
 WARMUP_RUNS, TIMED_RUNS = 1, 3
 
 
-def default_cache_path():
-    """$XDG_CACHE_HOME/megengine-fcos/engine_choices.json (~/.cache by default)."""
+def package_cache_dir():
+    """$XDG_CACHE_HOME/megengine-fcos (~/.cache by default): what the engines keep between
+    runs."""
     cache = os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
-    return os.path.join(cache, "megengine-fcos", "engine_choices.json")
+    return os.path.join(cache, "megengine-fcos")
 
 
-def choice_key(config_file, weights, threads):
+def default_cache_path():
+    """<package cache>/engine_choices.json."""
+    return os.path.join(package_cache_dir(), "engine_choices.json")
+
+
+def choice_key(config_file, weights, threads, precision="fp32"):
     """What a choice holds for: the config, the weights (a file by path, size and time of its
-    last change), the CPU and the threads."""
+    last change; or a model file), the CPU, the threads and the precision."""
     if weights is not None and os.path.isfile(weights):
         stat = os.stat(weights)
         weights = "{} ({} bytes, changed {})".format(os.path.abspath(weights), stat.st_size,
                                                      stat.st_mtime_ns)
     return json.dumps([os.path.abspath(config_file), weights or "random weights",
-                       cpu_model_name(), threads])
+                       cpu_model_name(), threads, precision])
 
 
 def network_ms(detector, image, im_info):
