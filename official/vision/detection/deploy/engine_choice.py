@@ -20,20 +20,36 @@ logger = mge.get_logger(__name__)
 WARMUP_RUNS, TIMED_RUNS = 1, 3
 
 
-def default_cache_path():
-    """$XDG_CACHE_HOME/megengine-fcos/engine_choices.json (~/.cache by default)."""
+def cache_dir():
+    """$XDG_CACHE_HOME/megengine-fcos (~/.cache by default): what the package remembers."""
     cache = os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
-    return os.path.join(cache, "megengine-fcos", "engine_choices.json")
+    return os.path.join(cache, "megengine-fcos")
+
+
+def default_cache_path():
+    """engine_choices.json in ``cache_dir()``."""
+    return os.path.join(cache_dir(), "engine_choices.json")
+
+
+def file_identity(path):
+    """A file by absolute path, size and time of its last change: another file, or this one
+    rewritten, is another identity."""
+    stat = os.stat(path)
+    return "{} ({} bytes, changed {})".format(os.path.abspath(path), stat.st_size,
+                                              stat.st_mtime_ns)
+
+
+def weights_identity(weights):
+    """``file_identity`` of a weight file; a URL as given; "random weights" for None."""
+    if weights is not None and os.path.isfile(weights):
+        return file_identity(weights)
+    return weights or "random weights"
 
 
 def choice_key(config_file, weights, threads):
-    """What a choice holds for: the config, the weights (a file by path, size and time of its
-    last change), the CPU and the threads."""
-    if weights is not None and os.path.isfile(weights):
-        stat = os.stat(weights)
-        weights = "{} ({} bytes, changed {})".format(os.path.abspath(weights), stat.st_size,
-                                                     stat.st_mtime_ns)
-    return json.dumps([os.path.abspath(config_file), weights or "random weights",
+    """What a choice holds for: the config, the weights (``weights_identity``), the CPU and
+    the threads."""
+    return json.dumps([os.path.abspath(config_file), weights_identity(weights),
                        cpu_model_name(), threads])
 
 

@@ -1,0 +1,94 @@
+"""int8: post-training quantization calibrated on a dataset's training images, cached."""
+import logging
+import os
+
+import megengine as mge
+import numpy as np
+import pytest
+
+from official.vision.detection.data.synthetic import make_synthetic_coco
+from official.vision.detection.deploy.onnx_export import export_onnx
+from official.vision.detection.deploy.onnxruntime_detector import OnnxRuntimeDetector
+from official.vision.detection.deploy.quantize import (
+    DatasetCalibration, calibration_inputs, int8_model
+)
+from official.vision.detection.errors import DatasetError
+from official.vision.detection.predictor import Predictor
+from official.vision.detection.utils.config_file import load_config_module
+
+from conftest import TINY_CONFIG_FILE, run_tool, with_distinct_outputs
+from detection_matching import agreement
+
+CALIBRATION_COUNT = 4
+# int8 against fp32 on the random model below (see the test)
+MAX_SCORE_DIFF, MIN_MATCHED = 0.06, 0.3
+# at the test size of the demo's scale, with training images of the shapes the model sees
+SHAPES_CONFIG = TINY_CONFIG_FILE.replace("num_classes=3)\n", """num_classes=3,
+                    test_image_short_size=64, test_image_max_size=96,
+                    train_dataset=dict(name="shapes", root="train",
+                                       ann_file="annotations/train.json"),
+                    test_dataset=dict(name="shapes", root="val",
+                                      ann_file="annotations/val.json"))
+""")
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """(config module, weights file, dataset folder): the tiny detector with distinct outputs
+    and a few generated images of three shape classes."""
+    root = tmp_path_factory.mktemp("int8")
+    make_synthetic_coco(str(root / "data" / "shapes"), num_train=6, num_val=3,
+                        image_size=((56, 72), (80, 100)), num_classes=3, seed=4)
+    config = root / "shapes_fcos.py"
+    config.write_text(SHAPES_CONFIG)
+    module = load_config_module(str(config))
+    model = with_distinct_outputs(lambda: module.Net(module.Cfg()), seed=2)
+    weights = str(root / "weights.pkl")
+    mge.save(model.state_dict(), weights)
+    return module, weights, str(root / "data")
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_int8_model_finds_the_fp32_detections_and_is_calibrated_once(shapes, cache_home,
+                                                                      tmp_path, caplog, capfd):
+    module, weights, data = shapes
+    caplog.set_level(logging.INFO)
+    calibration = DatasetCalibration(data, CALIBRATION_COUNT)
+    path = int8_model(module, weights, calibration)
+    assert "calibrating on {} image(s)".format(CALIBRATION_COUNT) in caplog.text
+    assert "int8 calibration" in capfd.readouterr().err  # tqdm's progress bar
+    written = os.stat(path).st_mtime_ns
+    caplog.clear()
+    assert int8_model(module, weights, calibration) == path
+    assert "calibrated before" in caplog.text and "calibrating" not in caplog.text
+    assert os.stat(path).st_mtime_ns == written
+
+    model = module.Net(module.Cfg())
+    model.load_state_dict(mge.load(weights))
+    model.eval()
+    fp32 = OnnxRuntimeDetector(export_onnx(model, str(tmp_path / "fp32.onnx")), model.cfg)
+    int8 = OnnxRuntimeDetector(path, model.cfg)
+    inputs = calibration_inputs(model.cfg, data, CALIBRATION_COUNT)
+    outputs = [(fp32.inference(*pair), int8.inference(*pair)) for pair in inputs]
+    score_diff = max(np.abs(fp32_out[0] - int8_out[0]).max() for fp32_out, int8_out in outputs)
+    predictor = Predictor(fp32)
+    matched, _ = agreement([predictor.detections(*int8_out)[0] for _, int8_out in outputs],
+                           [predictor.detections(*fp32_out)[0] for fp32_out, _ in outputs])
+    # measured on this model: 0.026 and 0.43 (its 400 detections are near ties, so
+    # NMS keeps other boxes for small differences); calibrated on the images scaled by 0.05,
+    # 0.16 and 0.08. Trained models' agreement: docs/precision.md
+    assert score_diff < MAX_SCORE_DIFF and matched > MIN_MATCHED
+
+
+def test_calibration_without_images_is_a_one_line_error(shapes, tmp_path):
+    module, _, _ = shapes
+    make_synthetic_coco(str(tmp_path / "shapes"), num_train=0, num_val=1, image_size=64,
+                        num_classes=3, num_empty_train=0, seed=1)
+    (tmp_path / "shapes" / "train").mkdir(exist_ok=True)  # a folder without images
+    with pytest.raises(DatasetError, match="no images"):
+        calibration_inputs(module.Cfg(), str(tmp_path), CALIBRATION_COUNT)
