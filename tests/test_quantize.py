@@ -12,7 +12,6 @@ from official.vision.detection.deploy.onnxruntime_detector import OnnxRuntimeDet
 from official.vision.detection.deploy.quantize import (
     DatasetCalibration, calibration_inputs, int8_model
 )
-from official.vision.detection.errors import DatasetError
 from official.vision.detection.predictor import Predictor
 from official.vision.detection.utils.config_file import load_config_module
 
@@ -86,9 +85,26 @@ def test_int8_model_finds_the_fp32_detections_and_is_calibrated_once(shapes, cac
 
 
 def test_calibration_without_images_is_a_one_line_error(shapes, tmp_path):
-    module, _, _ = shapes
+    module, weights, _ = shapes
     make_synthetic_coco(str(tmp_path / "shapes"), num_train=0, num_val=1, image_size=64,
                         num_classes=3, num_empty_train=0, seed=1)
     (tmp_path / "shapes" / "train").mkdir(exist_ok=True)  # a folder without images
-    with pytest.raises(DatasetError, match="no images"):
-        calibration_inputs(module.Cfg(), str(tmp_path), CALIBRATION_COUNT)
+    result = run_tool("dump.py", "-f", module.__file__, "-w", weights, "-o",
+                      tmp_path / "int8.onnx", "--precision", "int8", "-d", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("error: ") and "lists no images" in (
+        result.stderr.splitlines()[-1])
+    assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_test_tool_evaluates_int8_and_caches_the_model_it_calibrated(shapes, cache_home,
+                                                                     caplog):
+    module, weights, data = shapes
+    result = run_tool("test.py", "-f", module.__file__, "-w", weights, "-d", data, "--engine",
+                      "auto", "--precision", "int8", "--workers", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "int8 calibration" in result.stderr and result.stdout.splitlines()[-1].startswith(
+        "mAP=")
+    caplog.set_level(logging.INFO)
+    int8_model(module, weights, DatasetCalibration(data))  # the tool's calibration
+    assert "calibrated before" in caplog.text

@@ -23,7 +23,12 @@ from official.vision.detection.benchmark.inference import (
     STAGES, benchmark, machine_peak_gflops, median_ms, stage_ms, use_eager_threads
 )
 from official.vision.detection.benchmark.training import PHASES, peak_rss_mb, time_training
-from official.vision.detection.deploy.detector import ENGINES, build_detector, engine_of
+from official.vision.detection.deploy.detector import (
+    ENGINES, PRECISIONS, build_detector, engine_of
+)
+from official.vision.detection.deploy.quantize import (
+    DatasetCalibration, ImageCalibration, cpu_has_vnni
+)
 from official.vision.detection.errors import ConfigError
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.cli import run_cli
@@ -61,6 +66,10 @@ def parse_args(argv=None):
     parser.add_argument("--model", help="lite / onnxruntime engine: a .mge / .onnx from "
                                         "tools/dump.py instead of writing the config's model "
                                         "to a temporary file")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="int8: quantized after training (onnxruntime), calibrated on the "
+                             "config's train split under -d, or on the timed image without -d")
+    parser.add_argument("-d", "--dataset-dir", help="int8: base of the config's dataset paths")
     parser.add_argument("--profile", metavar="JSON",
                         help="lite engine: write per-operator times there (read them with "
                              "python -m megengine.tools.profile_analyze JSON)")
@@ -135,8 +144,10 @@ def main():
     data, _ = DetEvaluator.process_inputs(img, args.short_size, args.max_size)
     # FLOPs depend on the architecture only
     flops = count_conv_flops(build_model(module), data.shape)
+    calibration = DatasetCalibration(args.dataset_dir) if args.dataset_dir else ImageCalibration(
+        [args.image])
     detector = build_detector(module, args.weights, args.engine, args.model, args.threads,
-                              args.profile)
+                              args.profile, precision=args.precision, calibration=calibration)
     engine = engine_of(detector)
     timings = benchmark(detector, img, args.short_size, args.max_size, args.runs, args.warmup)
     del detector  # Lite writes the profile when its network is destroyed
@@ -144,6 +155,11 @@ def main():
           "warm-up".format(engine, " (auto)" if args.engine == "auto" else "", args.threads,
                            os.environ.get("MKL_DEBUG_CPU_TYPE"), data.shape[2], data.shape[3],
                            args.runs, args.warmup))
+    if args.precision == "int8":
+        print("int8{}; this CPU {} VNNI (int8 dot products; without, int8 runs slower)".format(
+            "" if args.model or args.dataset_dir else
+            ", calibrated on the timed image (no -d DATA given)",
+            "has" if cpu_has_vnni() else "lacks"))
     report(timings, flops, args.peak_gflops)
 
 

@@ -5,13 +5,16 @@
     python tools/test.py -f CONFIG -w WEIGHTS -d /data/datasets --engine lite  # compiled
     python tools/test.py -f CONFIG --model fcos.mge -d /data/datasets --engine lite
     python tools/test.py -f CONFIG --model fcos.onnx -d /data/datasets --engine onnxruntime
+    python tools/test.py -f CONFIG -w WEIGHTS -d /data/datasets --engine auto --precision int8
 
 After the table of the 12 COCO metrics, a table per category (AP, AP50, ground-truth boxes),
 also saved beside the result file as <results>_per_class.json.
 """
 import argparse
+import functools
 
-from official.vision.detection.deploy.detector import ENGINES, build_detector
+from official.vision.detection.deploy.detector import ENGINES, PRECISIONS, build_detector
+from official.vision.detection.deploy.quantize import DatasetCalibration
 from official.vision.detection.engine.checkpoint import checkpoint_path, resolve_weights
 from official.vision.detection.engine.coco_evaluation import EvalOptions, run_test
 from official.vision.detection.errors import ConfigError
@@ -41,6 +44,10 @@ def parse_args(argv=None):
                         help="lite: MegEngine Lite, onnxruntime: the ONNX export, both on the "
                         "CPU, the weights written to a temporary file unless --model is given; "
                         "auto: the faster of the two here (timed once per model and CPU)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="int8: quantized after training (onnxruntime engine), calibrated "
+                        "once on images of the config's train split under -d and cached; "
+                        "or a --model from tools/dump.py --precision int8")
     return parser.parse_args(argv)
 
 
@@ -64,7 +71,9 @@ def main():
     options = EvalOptions(dataset_dir=args.dataset_dir, weights=weights,
                           batch_size=args.batch_size, tta=args.tta, results_path=args.out,
                           num_workers=args.workers, engine=args.engine, model_path=args.model)
-    table = run_test(args.file, options, args.devices, build_detector)
+    table = run_test(args.file, options, args.devices, functools.partial(
+        build_detector, precision=args.precision,
+        calibration=DatasetCalibration(args.dataset_dir)))
     print("mAP={:.4f}".format(list(table.values())[-1]["AP"]))
 
 

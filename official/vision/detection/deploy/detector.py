@@ -17,16 +17,20 @@ from .lite_detector import LiteDetector
 from .lite_export import dump_inference
 from .onnx_export import export_onnx
 from .onnxruntime_detector import OnnxRuntimeDetector
+from .quantize import int8_model
 from .trace import TracedDetector
 
 ENGINES = ("eager", "traced", "lite", "onnxruntime", "auto")
+PRECISIONS = ("fp32", "int8")
 # the engines that run a file, and the suffix of the file each one reads
 FILE_ENGINES = {"lite": ".mge", "onnxruntime": ".onnx"}
 
 
 def build_detector(config_module, weights=None, engine="eager", model_path=None,
-                   threads=None, profile_path=None, layout="auto"):
-    """The detector of a config module on ``engine``.
+                   threads=None, profile_path=None, layout="auto", precision="fp32",
+                   calibration=None):
+    """The detector of a config module on ``engine`` in ``precision`` (PRECISIONS; int8: see
+    ``_int8_detector``).
 
     With ``model_path`` (a .mge from ``dump_inference`` for the lite engine, a .onnx from
     ``export_onnx`` for onnxruntime) ``weights`` are not used. Otherwise the model gets
@@ -38,8 +42,12 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
     """
     if engine not in ENGINES:
         raise ConfigError("engine must be one of {}, got {!r}".format(ENGINES, engine))
+    if precision not in PRECISIONS:
+        raise ConfigError("precision must be one of {}, got {!r}".format(PRECISIONS, precision))
     prepare_cpu_process()  # before the first convolution of the process
     threads = threads or usable_cpus()
+    if precision == "int8":
+        return _int8_detector(config_module, weights, engine, model_path, threads, calibration)
     if engine == "auto" and model_path is not None:  # the file's kind decides
         engine = next((name for name, suffix in FILE_ENGINES.items()
                        if model_path.endswith(suffix)), "lite")
@@ -63,6 +71,26 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
         else:
             export_onnx(model, path)
         return _file_detector(model.cfg, engine, path, threads, profile_path)
+
+
+def _int8_detector(config_module, weights, engine, model_path, threads, calibration):
+    """The int8 model on onnxruntime ("auto" too: OpenVINO ran the same file in 0.84-1.02x
+    its time for FCOS-R50, docs/precision.md): ``model_path`` (from ``tools/dump.py
+    --precision int8``) or the model quantized with ``calibration`` (``deploy/quantize.py``;
+    calibrated once, then read from the cache)."""
+    if engine not in ("onnxruntime", "auto"):
+        raise ConfigError("int8 runs on the onnxruntime engine: use --engine onnxruntime or "
+                          "auto, not {}".format(engine))
+    if model_path is None:
+        if calibration is None:
+            raise ConfigError("int8 is calibrated on your images: give -d DATA (the config's "
+                              "train split is used) or --model MODEL.onnx from tools/dump.py "
+                              "--precision int8")
+        model_path = int8_model(config_module, weights, calibration)
+    elif not model_path.endswith(".onnx"):
+        raise ConfigError("an int8 model is an ONNX file from tools/dump.py --precision int8, "
+                          "not {}".format(model_path))
+    return OnnxRuntimeDetector(model_path, config_module.Cfg(), threads)
 
 
 def engine_of(detector):
