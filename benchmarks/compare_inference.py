@@ -1,14 +1,16 @@
 """This package's FCOS against torchvision's FCOS-R50 on one image, measured alternately.
 
-    python3 benchmarks/compare_inference.py -i cat.jpg [--rounds 3] [--modes auto lite onnxruntime]
+    python3 benchmarks/compare_inference.py -i cat.jpg [--rounds 3] \
+        [--modes auto lite onnxruntime openvino auto:bf16]
 
 Runs from any Python: it only starts processes. It sets up benchmarks/.venv (torchvision) if
 needed, measures the FMA peak with benchmarks/fma_peak.c when gcc is there (512-bit FMAs where
 the CPU has AVX-512), saves one set of random weights of the config's model and writes it once
 as a Lite file (--layout auto) and an ONNX file, then repeats rounds of `tools/benchmark.py`
-(each mode: lite and onnxruntime run those files, auto chooses and remembers its engine for the
-weights, traced and eager run them in MegEngine) and benchmarks/torchvision_fcos.py, both image
-to detections at 800/1333 with 80 classes. Prints every run's `median_ms`, then the median over
+(each mode: lite, onnxruntime and openvino run those files, auto chooses and remembers its engine
+for the weights, traced and eager run them in MegEngine; ENGINE:PRECISION runs the engine in
+that precision, e.g. auto:bf16) and benchmarks/torchvision_fcos.py, both image to detections at
+800/1333 with 80 classes. Prints every run's `median_ms`, then the median over
 rounds and the ratio to torchvision per mode, with the CPU it ran on.
 """
 import argparse
@@ -67,22 +69,33 @@ mge.save(build_model(load_config_module(sys.argv[1])).state_dict(), sys.argv[2])
 """
 
 
-def write_models(config, directory):
-    """Random weights of the config's model, and the Lite and ONNX files of them."""
-    files = {name: os.path.join(directory, name) for name in ("weights.pkl", "model.mge",
-                                                              "model.onnx")}
+def write_models(config, directory, modes):
+    """Random weights of the config's model, and the Lite and ONNX files of them that
+    ``modes`` run."""
+    engines = {mode.partition(":")[0] for mode in modes}
+    models = ["model.mge"] if "lite" in engines else []
+    models += ["model.onnx"] if engines & {"onnxruntime", "openvino"} else []
+    files = {name: os.path.join(directory, name) for name in ["weights.pkl"] + models}
     run([PROJECT_PYTHON, "-c", SAVE_RANDOM_WEIGHTS, config, files["weights.pkl"]])
-    for model in ("model.mge", "model.onnx"):
+    for model in models:
         print(run([PROJECT_PYTHON, "tools/dump.py", "-f", config, "-w", files["weights.pkl"],
                    "-o", files[model]]).strip().splitlines()[-1])
     return files
 
 
+ENGINES = ("auto", "lite", "onnxruntime", "openvino", "traced", "eager")
+PRECISIONS = ("fp32", "bf16", "int8")
+MODES = ENGINES + tuple("{}:{}".format(engine, precision) for engine in ("auto", "openvino")
+                        for precision in PRECISIONS[1:])
+
+
 def mode_arguments(mode, files):
-    """What tools/benchmark.py runs for ``mode``."""
-    if mode in ("lite", "onnxruntime"):
-        return ["--mode", mode, "--model", files["model.mge" if mode == "lite" else "model.onnx"]]
-    return ["--mode", mode, "-w", files["weights.pkl"]]
+    """What tools/benchmark.py runs for ``mode`` (ENGINE or ENGINE:PRECISION)."""
+    engine, _, precision = mode.partition(":")
+    arguments = ["--mode", engine, "--precision", precision or "fp32"]
+    if engine in ("lite", "onnxruntime", "openvino"):
+        return arguments + ["--model", files["model.mge" if engine == "lite" else "model.onnx"]]
+    return arguments + ["-w", files["weights.pkl"]]
 
 
 def main():
@@ -90,7 +103,7 @@ def main():
     parser.add_argument("-i", "--image", required=True)
     parser.add_argument("-f", "--config", default=DEFAULT_CONFIG)
     parser.add_argument("--modes", nargs="+", default=["auto", "lite", "onnxruntime"],
-                        choices=("auto", "lite", "onnxruntime", "traced", "eager"))
+                        choices=MODES)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-n", "--runs", type=int, default=5, help="timed runs per measurement")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -101,7 +114,7 @@ def main():
     with tempfile.TemporaryDirectory() as directory:
         peak = measured_peak(directory)
         print("FMA peak: {}".format("{:.1f} GFLOP/s".format(peak) if peak else "not measured"))
-        files = write_models(args.config, directory)
+        files = write_models(args.config, directory, args.modes)
         results = {mode: [] for mode in args.modes + ["torchvision"]}
         for round_index in range(args.rounds):
             for mode in args.modes:

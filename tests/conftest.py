@@ -24,6 +24,19 @@ def published_reference():
         return json.load(f)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def package_cache(tmp_path_factory):
+    """What the engines keep between runs (auto's choices, OpenVINO's compiled models) in a
+    temporary folder instead of the user's cache, for the tests and the tools they start."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield os.environ["XDG_CACHE_HOME"]
+    if before is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 def tiny_config(num_classes=3):
     """A ResNet-18 FCOS with a narrow pyramid: fast enough for many eager forwards."""
     cfg = FCOSConfig().update(

@@ -1,4 +1,5 @@
-"""--engine auto: the faster of Lite and onnxruntime for a model on this CPU, remembered."""
+"""--engine auto: the fastest of Lite, onnxruntime and OpenVINO for a model and a precision on
+this CPU, remembered."""
 import ast
 import json
 import logging
@@ -52,7 +53,8 @@ def test_auto_runs_the_engine_that_timed_fastest_and_remembers_it(small_config, 
         f.write("not json")
     detector = build_detector(module, weights, "auto", threads=1)
     times, chosen = logged_times(caplog.text)
-    assert set(times) == {"lite", "onnxruntime"} and min(times, key=times.get) == chosen
+    assert set(times) == {"lite", "onnxruntime", "openvino"}
+    assert min(times, key=times.get) == chosen
     assert engine_of(detector) == chosen
     remembered = {"engine": chosen, "times_ms": times}
     if chosen == "lite":  # and the layout its file was written in
@@ -92,8 +94,19 @@ def test_the_choice_is_kept_per_weight_file_and_thread_count(small_config, tmp_p
     assert choice_key(small_config, None, 2) == choice_key(small_config, None, 2)
 
 
-def test_auto_with_a_dumped_file_runs_the_engine_of_its_kind(small_config, tmp_path):
+def test_auto_with_a_dumped_file_times_the_engines_that_read_it(small_config, cache_home,
+                                                                tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     module = load_config_module(small_config)
     model = with_distinct_outputs(lambda: module.Net(module.Cfg()), seed=3)
     path = export_onnx(model, str(tmp_path / "small.onnx"))
-    assert engine_of(build_detector(module, engine="auto", model_path=path)) == "onnxruntime"
+    detector = build_detector(module, engine="auto", model_path=path, threads=1)
+    times, chosen = logged_times(caplog.text)
+    assert set(times) == {"onnxruntime", "openvino"} and engine_of(detector) == chosen
+    assert "engine auto: not lite: it does not read small.onnx" in caplog.text
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_choice_is_kept_per_precision(small_config, precision):
+    assert choice_key(small_config, None, 1, precision) != choice_key(
+        small_config, None, 1, "int8")

@@ -1,5 +1,5 @@
-"""ONNX export against eager inference, on onnxruntime; the onnxruntime engine in the tools; the
-error without the export packages."""
+"""ONNX export against eager inference, on onnxruntime and OpenVINO; their engines in the tools;
+the error without the export packages."""
 import collections
 import json
 import os
@@ -21,6 +21,7 @@ from official.vision.detection.data.synthetic import make_synthetic_coco
 from official.vision.detection.deploy.detector import build_detector
 from official.vision.detection.deploy.onnx_export import OPSET, export_onnx
 from official.vision.detection.deploy.onnxruntime_detector import OnnxRuntimeDetector
+from official.vision.detection.deploy.openvino_detector import OpenVINODetector
 from official.vision.detection.deploy.trace import EXAMPLE_HW
 from official.vision.detection.engine.coco_evaluation import EvalOptions, run_test
 from official.vision.detection.errors import ConfigError
@@ -38,6 +39,8 @@ SCORE_TOLERANCE = 1e-4
 BOX_TOLERANCE = 0.05  # pixels
 # neither side a multiple of 32 in one of them; one export serves both and batches of 2
 SIZES = [(64, 96), (96, 64)]
+# the engines that run an ONNX file, both held to the tolerances above in fp32
+ONNX_DETECTORS = (OnnxRuntimeDetector, OpenVINODetector)
 
 
 def random_batch(height, width, seed):
@@ -49,8 +52,13 @@ def random_batch(height, width, seed):
 
 
 def assert_onnx_runs_like_eager(model, path, seed):
-    """At every size of SIZES, batch 2: scores, boxes and the detections of each image."""
-    detector = OnnxRuntimeDetector(path, model.cfg)
+    """On each engine of ONNX_DETECTORS, at every size of SIZES, batch 2: scores, boxes and the
+    detections of each image."""
+    for detector_class in ONNX_DETECTORS:
+        assert_detector_runs_like_eager(detector_class(path, model.cfg), model, seed)
+
+
+def assert_detector_runs_like_eager(detector, model, seed):
     for height, width in SIZES:
         image, im_info = random_batch(height, width, seed)
         scores, boxes = detector.inference(image, im_info)
@@ -198,11 +206,13 @@ def test_onnxruntime_loads_the_file_and_runs_it_on_the_given_threads(frozen_bn_m
 
 
 # ------------------------------ building detectors ----------------------------- #
-def test_an_onnx_file_runs_on_onnxruntime_only(tiny_config_file, onnx_path):
+def test_an_onnx_file_runs_on_onnxruntime_and_openvino_only(tiny_config_file, onnx_path):
     module = load_config_module(tiny_config_file)
-    assert isinstance(build_detector(module, engine="onnxruntime", model_path=onnx_path),
-                      OnnxRuntimeDetector)
-    with pytest.raises(ValueError, match="is a .onnx file, which the onnxruntime engine runs"):
+    for engine, detector_class in zip(("onnxruntime", "openvino"), ONNX_DETECTORS):
+        assert isinstance(build_detector(module, engine=engine, model_path=onnx_path),
+                          detector_class)
+    with pytest.raises(ValueError, match=r"the lite engine reads \.mge files, not .*tiny.onnx: "
+                                         "use --engine onnxruntime or openvino$"):
         build_detector(module, engine="lite", model_path=onnx_path)
     with pytest.raises(FileNotFoundError, match="ONNX model not found: .*nowhere.onnx"):
         build_detector(module, engine="onnxruntime", model_path=onnx_path + ".nowhere.onnx")
@@ -222,6 +232,31 @@ def test_dump_tool_writes_onnx_of_the_given_weights(frozen_bn_model, tiny_config
     scores, _ = OnnxRuntimeDetector(output, frozen_bn_model.cfg).inference(image, im_info)
     expected = frozen_bn_model.inference(image, im_info)[0].numpy()
     np.testing.assert_allclose(scores, expected, rtol=0, atol=SCORE_TOLERANCE)
+
+
+def test_dump_tool_writes_an_openvino_ir_that_runs_like_eager(frozen_bn_model, tiny_config_file,
+                                                             tmp_path):
+    weights = str(tmp_path / "weights.pkl")
+    mge.save(frozen_bn_model.state_dict(), weights)
+    output = str(tmp_path / "tiny.xml")
+    result = run_tool("dump.py", "-f", tiny_config_file, "-w", weights, "-o", output)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "wrote {} and its .bin (OpenVINO IR)".format(
+        output)
+    assert sorted(os.listdir(tmp_path)) == ["tiny.bin", "tiny.xml", "weights.pkl"]
+    module = load_config_module(tiny_config_file)
+    detector = build_detector(module, engine="openvino", model_path=output)
+    assert_detector_runs_like_eager(detector, frozen_bn_model, seed=4)
+
+
+def test_openvino_loads_its_compiled_model_from_the_cache_the_second_time(
+        frozen_bn_model, onnx_path, tmp_path):
+    cache = str(tmp_path / "compiled")
+    first = OpenVINODetector(onnx_path, frozen_bn_model.cfg, threads=1, cache_dir=cache)
+    assert not first.loaded_from_cache and os.listdir(cache)
+    second = OpenVINODetector(onnx_path, frozen_bn_model.cfg, threads=1, cache_dir=cache)
+    assert second.loaded_from_cache
+    assert_detector_runs_like_eager(second, frozen_bn_model, seed=5)
 
 
 def test_benchmark_and_inference_tools_run_the_onnx_file(tiny_config_file, onnx_path,

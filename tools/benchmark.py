@@ -1,9 +1,10 @@
-"""Time FCOS from an image to detections (eager, traced, MegEngine Lite or onnxruntime), or
-its training step.
+"""Time FCOS from an image to detections (eager, traced, MegEngine Lite, onnxruntime or
+OpenVINO; fp32, bf16 or int8), or its training step.
 
     python tools/benchmark.py -f official/vision/detection/configs/fcos_res50_coco_3x_800size.py \
         -i cat.jpg --mode lite -n 5
     python tools/benchmark.py -f CONFIG -i cat.jpg --mode onnxruntime --model fcos_res50.onnx
+    python tools/benchmark.py -f CONFIG -i cat.jpg --mode auto --precision bf16
     python tools/benchmark.py -f official/vision/detection/configs/fcos_res18_synthetic_demo.py \
         --train -b 8 -n 20 --short-size 96 --max-size 128
 
@@ -23,9 +24,8 @@ from official.vision.detection.benchmark.inference import (
     STAGES, benchmark, machine_peak_gflops, median_ms, stage_ms, use_eager_threads
 )
 from official.vision.detection.benchmark.training import PHASES, peak_rss_mb, time_training
-from official.vision.detection.deploy.detector import (
-    ENGINES, PRECISIONS, build_detector, engine_of
-)
+from official.vision.detection.deploy.detector import ENGINES, build_detector, engine_of
+from official.vision.detection.deploy.precision import PRECISION_HELP, PRECISIONS
 from official.vision.detection.deploy.quantize import (
     DatasetCalibration, ImageCalibration, cpu_has_vnni
 )
@@ -52,7 +52,12 @@ def parse_args(argv=None):
                         "(--train)")
     parser.add_argument("--mode", "--engine", dest="engine", choices=ENGINES, default="auto",
                         help="what runs the network (--engine as in test.py and inference.py); "
-                             "auto: the faster of lite and onnxruntime here")
+                             "auto: the fastest here of lite, onnxruntime and openvino that run "
+                             "--precision")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
+    parser.add_argument("-d", "--dataset-dir",
+                        help="int8: calibrate on the config's train split there (default: on "
+                             "the timed image)")
     parser.add_argument("-n", "--runs", type=int, default=5, help="timed runs (or steps)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     parser.add_argument("--threads", type=int,
@@ -63,13 +68,9 @@ def parse_args(argv=None):
                              "the CPU)")
     parser.add_argument("--short-size", type=int, default=800)
     parser.add_argument("--max-size", type=int, default=1333)
-    parser.add_argument("--model", help="lite / onnxruntime engine: a .mge / .onnx from "
-                                        "tools/dump.py instead of writing the config's model "
-                                        "to a temporary file")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="int8: quantized after training (onnxruntime), calibrated on the "
-                             "config's train split under -d, or on the timed image without -d")
-    parser.add_argument("-d", "--dataset-dir", help="int8: base of the config's dataset paths")
+    parser.add_argument("--model", help="lite / onnxruntime / openvino engine: a .mge / .onnx "
+                                        "/ .onnx or .xml from tools/dump.py instead of writing "
+                                        "the config's model to a temporary file")
     parser.add_argument("--profile", metavar="JSON",
                         help="lite engine: write per-operator times there (read them with "
                              "python -m megengine.tools.profile_analyze JSON)")
@@ -80,7 +81,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def report(timings, flops, measured_peak_gflops=None):
+def report(timings, flops, measured_peak_gflops=None, precision="fp32"):
     medians, runs = median_ms(timings), stage_ms(timings)
     for stage in STAGES + ("total",):
         # min and max show when other processes disturbed some runs
@@ -88,8 +89,9 @@ def report(timings, flops, measured_peak_gflops=None):
             stage, medians[stage], min(runs[stage]), max(runs[stage])))
     gflops = flops / 1e9 / (medians["network"] / 1000)
     line = "network: {:.1f} conv GFLOPs (2 x MACs), {:.1f} GFLOP/s".format(flops / 1e9, gflops)
-    nominal_peak_gflops = machine_peak_gflops()
-    if measured_peak_gflops:
+    nominal_peak_gflops = machine_peak_gflops() if precision == "fp32" else None
+    # the limits are those of fp32 FMAs: no share of them is printed for bf16 or int8
+    if measured_peak_gflops and precision == "fp32":
         line += ", {:.0%} of the measured {:.0f} GFLOP/s limit".format(
             gflops / measured_peak_gflops, measured_peak_gflops)
     elif nominal_peak_gflops:
@@ -151,8 +153,9 @@ def main():
     engine = engine_of(detector)
     timings = benchmark(detector, img, args.short_size, args.max_size, args.runs, args.warmup)
     del detector  # Lite writes the profile when its network is destroyed
-    print("{} engine{}, {} thread(s), MKL_DEBUG_CPU_TYPE={}, input {}x{}, {} runs after {} "
+    print("{} engine{}, {} thread(s), {}, MKL_DEBUG_CPU_TYPE={}, input {}x{}, {} runs after {} "
           "warm-up".format(engine, " (auto)" if args.engine == "auto" else "", args.threads,
+                           args.precision,
                            os.environ.get("MKL_DEBUG_CPU_TYPE"), data.shape[2], data.shape[3],
                            args.runs, args.warmup))
     if args.precision == "int8":
@@ -160,7 +163,7 @@ def main():
             "" if args.model or args.dataset_dir else
             ", calibrated on the timed image (no -d DATA given)",
             "has" if cpu_has_vnni() else "lacks"))
-    report(timings, flops, args.peak_gflops)
+    report(timings, flops, args.peak_gflops, args.precision)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
         --pretrained -i cat.jpg -o outputs [--engine lite]
     python tools/inference.py -f CONFIG --model fcos_res50.mge --engine lite -i images/
     python tools/inference.py -f CONFIG --model fcos_res50.onnx --engine onnxruntime -i images/
+    python tools/inference.py -f CONFIG -w WEIGHTS --engine openvino --precision bf16 -i images/
     python tools/inference.py -f CONFIG -w WEIGHTS -i street.mp4 -o outputs -b 4
 
 A video is recognized by its extension (.mp4, .m4v, .mov, .mkv, .avi): outputs/street.mp4 gets
@@ -16,6 +17,8 @@ import argparse
 import os
 
 from official.vision.detection.deploy.detector import ENGINES, build_detector
+from official.vision.detection.deploy.precision import PRECISION_HELP, PRECISIONS
+from official.vision.detection.deploy.quantize import DatasetCalibration
 from official.vision.detection.engine.checkpoint import resolve_weights
 from official.vision.detection.engine.file_inference import class_names, detect_files, image_paths
 from official.vision.detection.engine.video_inference import (
@@ -34,12 +37,14 @@ def parse_args(argv=None):
                          "output folder stands for its newest checkpoint)")
     weights.add_argument("--pretrained", action="store_true",
                          help="the published weights of the config's hub entry")
-    weights.add_argument("--model", help="a .mge (with --engine lite) or .onnx (with --engine "
-                         "onnxruntime) from tools/dump.py")
+    weights.add_argument("--model", help="a .mge (with --engine lite), .onnx (with --engine "
+                         "onnxruntime or openvino) or .xml (openvino) from tools/dump.py")
     parser.add_argument("--engine", choices=ENGINES, default="eager",
-                        help="lite: MegEngine Lite, onnxruntime: the ONNX export, both on the "
-                        "CPU, the weights written to a temporary file unless --model is given; "
-                        "auto: the faster of the two here (timed once per model and CPU)")
+                        help="lite: MegEngine Lite, onnxruntime / openvino: the ONNX export, "
+                        "all on the CPU, the weights written to a temporary file unless --model "
+                        "is given; auto: the fastest of them here for --precision (timed once "
+                        "per model and CPU)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     parser.add_argument("-i", "--input", required=True,
                         help="image file, folder or glob, or a video file")
     parser.add_argument("-o", "--output-dir", default="outputs")
@@ -49,7 +54,8 @@ def parse_args(argv=None):
                         help="images (or video frames) per forward")
     parser.add_argument("--tta", action="store_true", help="flip and extra scales, merged")
     parser.add_argument("-d", "--dataset-dir", default="",
-                        help="where the config's test annotations are (for class names)")
+                        help="where the config's test annotations are (for class names); "
+                             "int8: its train split calibrates the quantization")
     return parser.parse_args(argv)
 
 
@@ -64,8 +70,9 @@ def weight_source(args):
 
 def detector_of(args):
     """(detector, class names, picture score threshold) of the arguments."""
+    calibration = DatasetCalibration(args.dataset_dir) if args.dataset_dir else None
     detector = build_detector(load_config_module(args.file), weight_source(args), args.engine,
-                              args.model)
+                              args.model, precision=args.precision, calibration=calibration)
     cfg = detector.cfg
     thresh = cfg.test_vis_threshold if args.thresh is None else args.thresh
     return detector, class_names(cfg, args.dataset_dir), thresh

@@ -5,6 +5,7 @@
     python tools/test.py -f CONFIG -w WEIGHTS -d /data/datasets --engine lite  # compiled
     python tools/test.py -f CONFIG --model fcos.mge -d /data/datasets --engine lite
     python tools/test.py -f CONFIG --model fcos.onnx -d /data/datasets --engine onnxruntime
+    python tools/test.py -f CONFIG -w WEIGHTS -d /data/datasets --engine auto --precision bf16
     python tools/test.py -f CONFIG -w WEIGHTS -d /data/datasets --engine auto --precision int8
 
 After the table of the 12 COCO metrics, a table per category (AP, AP50, ground-truth boxes),
@@ -13,7 +14,8 @@ also saved beside the result file as <results>_per_class.json.
 import argparse
 import functools
 
-from official.vision.detection.deploy.detector import ENGINES, PRECISIONS, build_detector
+from official.vision.detection.deploy.detector import ENGINES, build_detector
+from official.vision.detection.deploy.precision import PRECISION_HELP, PRECISIONS
 from official.vision.detection.deploy.quantize import DatasetCalibration
 from official.vision.detection.engine.checkpoint import checkpoint_path, resolve_weights
 from official.vision.detection.engine.coco_evaluation import EvalOptions, run_test
@@ -30,8 +32,8 @@ def parse_args(argv=None):
                            help="state_dicts or training checkpoints; a training output folder "
                            "stands for its newest checkpoint")
     evaluated.add_argument("-se", "--start-epoch", type=int, help="first epoch checkpoint")
-    evaluated.add_argument("--model", help="a .mge (with --engine lite) or .onnx (with --engine "
-                           "onnxruntime) from tools/dump.py")
+    evaluated.add_argument("--model", help="a .mge (with --engine lite), .onnx (with --engine "
+                           "onnxruntime or openvino) or .xml (openvino) from tools/dump.py")
     parser.add_argument("-ee", "--end-epoch", type=int, help="last epoch checkpoint")
     parser.add_argument("--log-dir", help="where -se/-ee look (default log-of-<config name>)")
     parser.add_argument("-d", "--dataset-dir", default="", help="base of relative dataset paths")
@@ -41,13 +43,11 @@ def parse_args(argv=None):
     parser.add_argument("--tta", action="store_true", help="flip and extra scales, merged")
     parser.add_argument("--workers", type=int, default=2, help="image-loading processes")
     parser.add_argument("--engine", choices=ENGINES, default="eager",
-                        help="lite: MegEngine Lite, onnxruntime: the ONNX export, both on the "
-                        "CPU, the weights written to a temporary file unless --model is given; "
-                        "auto: the faster of the two here (timed once per model and CPU)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="int8: quantized after training (onnxruntime engine), calibrated "
-                        "once on images of the config's train split under -d and cached; "
-                        "or a --model from tools/dump.py --precision int8")
+                        help="lite: MegEngine Lite, onnxruntime / openvino: the ONNX export, "
+                        "all on the CPU, the weights written to a temporary file unless --model "
+                        "is given; auto: the fastest of them here for --precision (timed once "
+                        "per model and CPU)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     return parser.parse_args(argv)
 
 
@@ -70,10 +70,11 @@ def main():
         raise ConfigError("--out names one result file; it cannot take several weight files")
     options = EvalOptions(dataset_dir=args.dataset_dir, weights=weights,
                           batch_size=args.batch_size, tta=args.tta, results_path=args.out,
-                          num_workers=args.workers, engine=args.engine, model_path=args.model)
+                          num_workers=args.workers, engine=args.engine, model_path=args.model,
+                          precision=args.precision)
+    # int8: calibrated on the train split of the same dataset folder, once (then cached)
     table = run_test(args.file, options, args.devices, functools.partial(
-        build_detector, precision=args.precision,
-        calibration=DatasetCalibration(args.dataset_dir)))
+        build_detector, calibration=DatasetCalibration(args.dataset_dir)))
     print("mAP={:.4f}".format(list(table.values())[-1]["AP"]))
 
 

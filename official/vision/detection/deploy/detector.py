@@ -1,11 +1,13 @@
-"""A config's detector run by one engine: the eager model, its traced graph, MegEngine Lite or
-onnxruntime.
+"""A config's detector run by one engine: the eager model, its traced graph, MegEngine Lite,
+onnxruntime or OpenVINO, in a precision (deploy/precision.py).
 
 Every one has ``cfg`` and ``inference(image, im_info)``, so ``DetEvaluator``, the COCO evaluation
 and the inference over image files take any of them.
 """
 import os
 import tempfile
+
+import megengine as mge
 
 from ..cpu import prepare_cpu_process
 from ..errors import ConfigError
@@ -17,96 +19,118 @@ from .lite_detector import LiteDetector
 from .lite_export import dump_inference
 from .onnx_export import export_onnx
 from .onnxruntime_detector import OnnxRuntimeDetector
+from .openvino_detector import OpenVINODetector
+from .precision import PRECISION_ENGINES, check_precision
 from .quantize import int8_model
 from .trace import TracedDetector
 
-ENGINES = ("eager", "traced", "lite", "onnxruntime", "auto")
-PRECISIONS = ("fp32", "int8")
-# the engines that run a file, and the suffix of the file each one reads
-FILE_ENGINES = {"lite": ".mge", "onnxruntime": ".onnx"}
+logger = mge.get_logger(__name__)
+
+ENGINES = ("eager", "traced", "lite", "onnxruntime", "openvino", "auto")
+# the engines that run a file, and the suffixes of the files each one reads (the first: the
+# file build_detector writes for it)
+FILE_ENGINES = {"lite": (".mge",), "onnxruntime": (".onnx",), "openvino": (".onnx", ".xml")}
 
 
 def build_detector(config_module, weights=None, engine="eager", model_path=None,
                    threads=None, profile_path=None, layout="auto", precision="fp32",
                    calibration=None):
-    """The detector of a config module on ``engine`` in ``precision`` (PRECISIONS; int8: see
-    ``_int8_detector``).
+    """The detector of a config module on ``engine`` in ``precision`` ("fp32", "bf16" or
+    "int8": see ``precision.py``; refused with one line where the engine or the CPU cannot).
+    int8 without ``model_path`` is the model quantized on ``calibration``'s images
+    (``quantize.DatasetCalibration`` or ``ImageCalibration``): once, then read from the cache.
 
     With ``model_path`` (a .mge from ``dump_inference`` for the lite engine, a .onnx from
-    ``export_onnx`` for onnxruntime) ``weights`` are not used. Otherwise the model gets
-    ``weights`` (random without them) and the lite and onnxruntime engines run it from a
-    temporary file (Lite's in ``layout``, by default the one ``dump_inference`` chooses for this
-    CPU); "auto" is the faster of these two here (``engine_choice.py``; with ``model_path``, the
-    one that runs that kind of file). ``threads``: of Lite and onnxruntime, by default the CPUs this process
-    may use; ``profile_path``: Lite's (see ``LiteDetector``).
+    ``export_onnx`` for onnxruntime or openvino, a .xml IR for openvino) ``weights`` are not
+    used. Otherwise the model gets ``weights`` (random without them) and the file engines run
+    it from a temporary file (Lite's in ``layout``, by default the one ``dump_inference``
+    chooses for this CPU). "auto" is the fastest here of the file engines that run
+    ``precision`` (and that file, with ``model_path``; ``engine_choice.py``). ``threads``: of
+    the file engines, by default the CPUs this process may use; ``profile_path``: Lite's (see
+    ``LiteDetector``).
     """
     if engine not in ENGINES:
         raise ConfigError("engine must be one of {}, got {!r}".format(ENGINES, engine))
-    if precision not in PRECISIONS:
-        raise ConfigError("precision must be one of {}, got {!r}".format(PRECISIONS, precision))
+    check_precision(precision, engine)
     prepare_cpu_process()  # before the first convolution of the process
     threads = threads or usable_cpus()
-    if precision == "int8":
-        return _int8_detector(config_module, weights, engine, model_path, threads, calibration)
-    if engine == "auto" and model_path is not None:  # the file's kind decides
-        engine = next((name for name, suffix in FILE_ENGINES.items()
-                       if model_path.endswith(suffix)), "lite")
-    if model_path is not None:
-        return _file_detector(config_module.Cfg(), engine, model_path, threads, profile_path)
     if engine == "auto":
-        return fastest_detector(
-            lambda chosen, layout: build_detector(config_module, weights, chosen, threads=threads,
-                                                  profile_path=profile_path, layout=layout),
-            list(FILE_ENGINES), choice_key(config_module.__file__, weights, threads))
+        return _fastest_detector(config_module, weights, model_path, threads, profile_path,
+                                 precision, calibration)
+    if model_path is None and precision == "int8":
+        model_path = int8_model(config_module, weights, _int8_calibration(calibration))
+    if model_path is not None:
+        return _file_detector(config_module.Cfg(), engine, model_path, threads, profile_path,
+                              precision)
     model = build_model(config_module, weights)
     if engine == "eager":
         return model
     if engine == "traced":
         return TracedDetector(fold_frozen_bn(model))
-    # both engines read the whole file when they load it
+    # the engines read the whole file when they load it
     with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "model" + FILE_ENGINES[engine])
+        path = os.path.join(directory, "model" + FILE_ENGINES[engine][0])
         if engine == "lite":
             dump_inference(model, path, layout=layout)
         else:
             export_onnx(model, path)
-        return _file_detector(model.cfg, engine, path, threads, profile_path)
+        return _file_detector(model.cfg, engine, path, threads, profile_path, precision)
 
 
-def _int8_detector(config_module, weights, engine, model_path, threads, calibration):
-    """The int8 model on onnxruntime ("auto" too: OpenVINO ran the same file in 0.84-1.02x
-    its time for FCOS-R50, docs/precision.md): ``model_path`` (from ``tools/dump.py
-    --precision int8``) or the model quantized with ``calibration`` (``deploy/quantize.py``;
-    calibrated once, then read from the cache)."""
-    if engine not in ("onnxruntime", "auto"):
-        raise ConfigError("int8 runs on the onnxruntime engine: use --engine onnxruntime or "
-                          "auto, not {}".format(engine))
-    if model_path is None:
-        if calibration is None:
-            raise ConfigError("int8 is calibrated on your images: give -d DATA (the config's "
-                              "train split is used) or --model MODEL.onnx from tools/dump.py "
-                              "--precision int8")
-        model_path = int8_model(config_module, weights, calibration)
-    elif not model_path.endswith(".onnx"):
-        raise ConfigError("an int8 model is an ONNX file from tools/dump.py --precision int8, "
-                          "not {}".format(model_path))
-    return OnnxRuntimeDetector(model_path, config_module.Cfg(), threads)
+def _int8_calibration(calibration):
+    if calibration is None:
+        raise ConfigError("int8 is calibrated on your images: give -d DATA (the config's train "
+                          "split is used) or --model MODEL.onnx from tools/dump.py --precision "
+                          "int8")
+    return calibration
+
+
+def _fastest_detector(config_module, weights, model_path, threads, profile_path, precision,
+                      calibration):
+    """"auto": the fastest of the file engines that run ``precision`` (and ``model_path``);
+    the others are named in the log with the reason."""
+    reasons = {}
+    for engine, suffixes in FILE_ENGINES.items():
+        if engine not in PRECISION_ENGINES[precision]:
+            reasons[engine] = "it does not run " + precision
+        elif model_path is not None and not model_path.endswith(suffixes):
+            reasons[engine] = "it does not read " + os.path.basename(model_path)
+    for engine, reason in reasons.items():
+        logger.info("engine auto: not %s: %s", engine, reason)
+    engines = [engine for engine in FILE_ENGINES if engine not in reasons]
+    if not engines:
+        raise ConfigError("no engine runs {} in {}: use --precision fp32".format(
+            os.path.basename(model_path), precision))
+    if len(engines) == 1:
+        return build_detector(config_module, weights, engines[0], model_path, threads,
+                              profile_path, precision=precision, calibration=calibration)
+    return fastest_detector(
+        lambda chosen, layout: build_detector(config_module, weights, chosen, model_path,
+                                              threads, profile_path, layout, precision,
+                                              calibration),
+        engines, choice_key(config_module.__file__, model_path or weights, threads, precision))
 
 
 def engine_of(detector):
     """The name in ENGINES of the engine running ``detector`` (what "auto" chose)."""
-    kinds = {LiteDetector: "lite", OnnxRuntimeDetector: "onnxruntime", TracedDetector: "traced"}
+    kinds = {LiteDetector: "lite", OnnxRuntimeDetector: "onnxruntime",
+             OpenVINODetector: "openvino", TracedDetector: "traced"}
     return kinds.get(type(detector), "eager")
 
 
-def _file_detector(cfg, engine, model_path, threads, profile_path):
+def _file_detector(cfg, engine, model_path, threads, profile_path, precision):
     if engine not in FILE_ENGINES:
-        raise ConfigError("a dumped model (--model) runs on the lite or onnxruntime engine: add "
-                          "--engine lite for a .mge file, --engine onnxruntime for a .onnx file")
-    for other, suffix in FILE_ENGINES.items():
-        if other != engine and model_path.endswith(suffix):
-            raise ConfigError("{} is a {} file, which the {} engine runs: use --engine {}".format(
-                model_path, suffix, other, other))
+        raise ConfigError("a dumped model (--model) runs on a file engine: add --engine lite "
+                          "for a .mge file, onnxruntime or openvino for a .onnx file, openvino "
+                          "for a .xml file")
+    if not model_path.endswith(FILE_ENGINES[engine]):
+        readers = [other for other, suffixes in FILE_ENGINES.items()
+                   if model_path.endswith(suffixes)]
+        raise ConfigError("the {} engine reads {} files, not {}: {}".format(
+            engine, " or ".join(FILE_ENGINES[engine]), model_path,
+            "use --engine " + " or ".join(readers) if readers else "write one with tools/dump.py"))
+    if engine == "openvino":
+        return OpenVINODetector(model_path, cfg, threads, precision)
     if engine == "onnxruntime":
         return OnnxRuntimeDetector(model_path, cfg, threads)
     return LiteDetector(model_path, cfg, threads, profile_path)

@@ -1,8 +1,10 @@
-"""``--engine auto``: the faster of MegEngine Lite and ONNX Runtime for a model on this CPU.
+"""``--engine auto``: the fastest engine (MegEngine Lite, ONNX Runtime, OpenVINO) for a model
+and a precision on this CPU.
 
-Both engines are built from the model and its weights and time the network at the config's
-test size; the faster one runs. Which one won is remembered per (config file, weights, CPU,
-threads) in a small JSON file, so later runs build only that engine.
+The engines that run the precision are built from the model and its weights and time the
+network at the config's test size; the fastest one runs. Which one won is remembered per
+(config file, weights, CPU, threads, precision) in a small JSON file, so later runs build only
+that engine.
 """
 import json
 import os
@@ -20,15 +22,16 @@ logger = mge.get_logger(__name__)
 WARMUP_RUNS, TIMED_RUNS = 1, 3
 
 
-def cache_dir():
-    """$XDG_CACHE_HOME/megengine-fcos (~/.cache by default): what the package remembers."""
+def package_cache_dir():
+    """$XDG_CACHE_HOME/megengine-fcos (~/.cache by default): what the engines keep between
+    runs."""
     cache = os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
     return os.path.join(cache, "megengine-fcos")
 
 
 def default_cache_path():
-    """engine_choices.json in ``cache_dir()``."""
-    return os.path.join(cache_dir(), "engine_choices.json")
+    """<package cache>/engine_choices.json."""
+    return os.path.join(package_cache_dir(), "engine_choices.json")
 
 
 def file_identity(path):
@@ -40,17 +43,18 @@ def file_identity(path):
 
 
 def weights_identity(weights):
-    """``file_identity`` of a weight file; a URL as given; "random weights" for None."""
+    """``file_identity`` of a weight (or model) file; a URL as given; "random weights" for
+    None."""
     if weights is not None and os.path.isfile(weights):
         return file_identity(weights)
     return weights or "random weights"
 
 
-def choice_key(config_file, weights, threads):
-    """What a choice holds for: the config, the weights (``weights_identity``), the CPU and
-    the threads."""
+def choice_key(config_file, weights, threads, precision="fp32"):
+    """What a choice holds for: the config, the weights (``weights_identity``; or a model
+    file), the CPU, the threads and the precision."""
     return json.dumps([os.path.abspath(config_file), weights_identity(weights),
-                       cpu_model_name(), threads])
+                       cpu_model_name(), threads, precision])
 
 
 def network_ms(detector, image, im_info):

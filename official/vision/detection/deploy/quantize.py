@@ -28,7 +28,7 @@ from ..errors import DatasetError
 from ..predictor import process_inputs
 from ..utils.files import atomic_target, write_json_atomic
 from ..weights import build_model
-from .engine_choice import cache_dir, file_identity, weights_identity
+from .engine_choice import file_identity, package_cache_dir, weights_identity
 from .onnx_export import export_onnx
 from .optional_packages import import_optional
 from .trace import INPUT_NAMES
@@ -164,12 +164,12 @@ class ImageCalibration:
 def int8_model(config_module, weights, calibration, settings=DEFAULT_SETTINGS, cache=None):
     """The path of the int8 ONNX model of a config module with ``weights`` (random without),
     calibrated on ``calibration`` (``DatasetCalibration`` or ``ImageCalibration``): written
-    under ``cache`` (default ``cache_dir()/int8``) the first time, read from there later."""
+    under ``cache`` (default ``package_cache_dir()/int8``) the first time, read from there later."""
     cfg = config_module.Cfg()
     key = [os.path.abspath(config_module.__file__), weights_identity(weights),
            calibration.identity(cfg), [cfg.test_image_short_size, cfg.test_image_max_size],
            dataclasses.asdict(settings), "onnxruntime " + _onnxruntime_version()]
-    directory = cache or os.path.join(cache_dir(), "int8")
+    directory = cache or os.path.join(package_cache_dir(), "int8")
     name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
     path = os.path.join(directory, name + ".onnx")
     if os.path.isfile(path):

@@ -206,8 +206,9 @@ class EvalOptions:
     tta: bool = False
     results_path: str = None  # default: beside each evaluated file
     num_workers: int = 2
-    engine: str = "eager"  # or "traced" / "lite" / "onnxruntime": see build_detector below
-    model_path: str = None  # a dumped Lite or ONNX model, evaluated instead of weight files
+    engine: str = "eager"  # or "traced" / "lite" / "onnxruntime" / "openvino" / "auto"
+    model_path: str = None  # a dumped Lite, ONNX or OpenVINO model, instead of weight files
+    precision: str = "fp32"  # or "bf16" / "int8": see deploy/precision.py
 
 
 def results_path_for(evaluated_path, explicit=None):
@@ -216,11 +217,13 @@ def results_path_for(evaluated_path, explicit=None):
     return os.path.splitext(evaluated_path)[0] + "_coco_results.json"
 
 
-def eager_detector(config_module, weights=None, engine="eager", model_path=None):
+def eager_detector(config_module, weights=None, engine="eager", model_path=None,
+                   precision="fp32"):
     """The eager model with ``weights``: the only engine without ``deploy``'s
     ``build_detector``, which takes the same arguments and any engine."""
-    if engine != "eager" or model_path is not None:
-        raise ConfigError("the {} engine needs deploy.detector.build_detector".format(engine))
+    if engine != "eager" or model_path is not None or precision != "fp32":
+        raise ConfigError("the {} engine in {} needs deploy.detector.build_detector".format(
+            engine, precision))
     return build_model(config_module, weights)
 
 
@@ -231,8 +234,9 @@ def evaluated_detectors(config_module, options, build_detector=eager_detector):
     if options.model_path is not None:
         return [(options.model_path, functools.partial(
             build_detector, config_module, engine=options.engine,
-            model_path=options.model_path))]
-    return [(weights, functools.partial(build_detector, config_module, weights, options.engine))
+            model_path=options.model_path, precision=options.precision))]
+    return [(weights, functools.partial(build_detector, config_module, weights, options.engine,
+                                        precision=options.precision))
             for weights in options.weights]
 
 
