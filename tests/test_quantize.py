@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 
 from official.vision.detection.data.synthetic import make_synthetic_coco
+from official.vision.detection.deploy.detector import build_detector
 from official.vision.detection.deploy.onnx_export import export_onnx
 from official.vision.detection.deploy.onnxruntime_detector import OnnxRuntimeDetector
 from official.vision.detection.deploy.quantize import (
     DatasetCalibration, calibration_inputs, int8_model
 )
+from official.vision.detection.errors import ConfigError
 from official.vision.detection.predictor import Predictor
 from official.vision.detection.utils.config_file import load_config_module
 
@@ -70,7 +72,10 @@ def test_int8_model_finds_the_fp32_detections_and_is_calibrated_once(shapes, cac
     model = module.Net(module.Cfg())
     model.load_state_dict(mge.load(weights))
     model.eval()
-    fp32 = OnnxRuntimeDetector(export_onnx(model, str(tmp_path / "fp32.onnx")), model.cfg)
+    fp32_path = export_onnx(model, str(tmp_path / "fp32.onnx"))
+    with pytest.raises(ConfigError, match="is not quantized"):  # never a silent fp32 run
+        build_detector(module, model_path=fp32_path, engine="onnxruntime", precision="int8")
+    fp32 = OnnxRuntimeDetector(fp32_path, model.cfg)
     int8 = OnnxRuntimeDetector(path, model.cfg)
     inputs = calibration_inputs(model.cfg, data, CALIBRATION_COUNT)
     outputs = [(fp32.inference(*pair), int8.inference(*pair)) for pair in inputs]

@@ -21,7 +21,7 @@ from .onnx_export import export_onnx
 from .onnxruntime_detector import OnnxRuntimeDetector
 from .openvino_detector import OpenVINODetector
 from .precision import PRECISION_ENGINES, check_precision
-from .quantize import int8_model
+from .quantize import int8_model, is_quantized
 from .trace import TracedDetector
 
 logger = mge.get_logger(__name__)
@@ -129,6 +129,10 @@ def _file_detector(cfg, engine, model_path, threads, profile_path, precision):
         raise ConfigError("the {} engine reads {} files, not {}: {}".format(
             engine, " or ".join(FILE_ENGINES[engine]), model_path,
             "use --engine " + " or ".join(readers) if readers else "write one with tools/dump.py"))
+    if precision == "int8" and model_path.endswith(".onnx") and not is_quantized(model_path):
+        raise ConfigError("{} is not quantized: write an int8 model with tools/dump.py "
+                          "--precision int8 -d DATA, or give -w WEIGHTS and -d DATA".format(
+                              model_path))
     if engine == "openvino":
         return OpenVINODetector(model_path, cfg, threads, precision)
     if engine == "onnxruntime":

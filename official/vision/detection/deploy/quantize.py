@@ -123,6 +123,13 @@ def quantize_onnx(fp32_path, int8_path, inputs, settings=DEFAULT_SETTINGS):
     return int8_path
 
 
+def is_quantized(onnx_path):
+    """Whether an ONNX file holds quantized operators (an fp32 export holds none)."""
+    onnx = import_optional("onnx", PURPOSE)
+    return any(node.op_type in ("DequantizeLinear", "QLinearConv", "ConvInteger")
+               for node in onnx.load(onnx_path, load_external_data=False).graph.node)
+
+
 def quantize_model(model, int8_path, inputs, settings=DEFAULT_SETTINGS):
     """Export ``model`` to ONNX and write its int8 model to ``int8_path``."""
     with tempfile.TemporaryDirectory() as directory:
