@@ -21,7 +21,7 @@ from official.vision.detection.data.synthetic import make_synthetic_coco
 from official.vision.detection.deploy.detector import build_detector
 from official.vision.detection.deploy.onnx_export import OPSET, export_onnx
 from official.vision.detection.deploy.onnxruntime_detector import OnnxRuntimeDetector
-from official.vision.detection.deploy.openvino_detector import OpenVINODetector
+from official.vision.detection.deploy.openvino_detector import OpenVINODetector, openvino_cache_dir
 from official.vision.detection.deploy.trace import EXAMPLE_HW
 from official.vision.detection.engine.coco_evaluation import EvalOptions, run_test
 from official.vision.detection.errors import ConfigError
@@ -249,12 +249,16 @@ def test_dump_tool_writes_an_openvino_ir_that_runs_like_eager(frozen_bn_model, t
     assert_detector_runs_like_eager(detector, frozen_bn_model, seed=4)
 
 
-def test_openvino_loads_its_compiled_model_from_the_cache_the_second_time(
-        frozen_bn_model, onnx_path, tmp_path):
-    cache = str(tmp_path / "compiled")
-    first = OpenVINODetector(onnx_path, frozen_bn_model.cfg, threads=1, cache_dir=cache)
-    assert not first.loaded_from_cache and os.listdir(cache)
-    second = OpenVINODetector(onnx_path, frozen_bn_model.cfg, threads=1, cache_dir=cache)
+def test_openvino_loads_its_compiled_model_from_the_cache_on_the_second_build(
+        frozen_bn_model, tiny_config_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    weights = str(tmp_path / "weights.pkl")
+    mge.save(frozen_bn_model.state_dict(), weights)
+    module = load_config_module(tiny_config_file)
+    # each build writes the model to a new temporary file
+    first = build_detector(module, weights, "openvino", threads=1)
+    assert not first.loaded_from_cache and os.listdir(openvino_cache_dir())
+    second = build_detector(module, weights, "openvino", threads=1)
     assert second.loaded_from_cache
     assert_detector_runs_like_eager(second, frozen_bn_model, seed=5)
 
@@ -359,14 +363,15 @@ def test_export_without_its_packages_is_a_one_line_error_naming_them(
     assert not output.exists()
 
 
-def test_the_onnxruntime_engine_without_onnxruntime_is_a_one_line_error(tiny_config_file,
-                                                                       onnx_path, tmp_path):
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_an_onnx_engine_without_its_package_is_a_one_line_error(tiny_config_file, onnx_path,
+                                                                 tmp_path, engine):
     image_path = str(tmp_path / "image.png")
     cv2.imwrite(image_path, np.zeros((40, 60, 3), np.uint8))
-    for script, args in (("benchmark.py", ["--mode", "onnxruntime", "-n", "1"]),
-                         ("inference.py", ["--engine", "onnxruntime", "-o", tmp_path])):
-        result = run_without("onnxruntime", script, "-f", tiny_config_file, "-i", image_path,
+    for script, args in (("benchmark.py", ["--mode", engine, "-n", "1"]),
+                         ("inference.py", ["--engine", engine, "-o", tmp_path])):
+        result = run_without(engine, script, "-f", tiny_config_file, "-i", image_path,
                              "--model", onnx_path, *args)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith(
-            "error: the onnxruntime engine needs the Python package onnxruntime,")
+            "error: the {} engine needs the Python package {},".format(engine, engine))

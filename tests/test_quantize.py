@@ -11,7 +11,7 @@ from official.vision.detection.deploy.detector import build_detector
 from official.vision.detection.deploy.onnx_export import export_onnx
 from official.vision.detection.deploy.onnxruntime_detector import OnnxRuntimeDetector
 from official.vision.detection.deploy.quantize import (
-    DatasetCalibration, calibration_inputs, int8_model
+    DatasetCalibration, calibration_inputs, cpu_has_vnni, int8_model
 )
 from official.vision.detection.errors import ConfigError
 from official.vision.detection.predictor import Predictor
@@ -115,3 +115,27 @@ def test_test_tool_evaluates_int8_and_caches_the_model_it_calibrated(shapes, cac
     caplog.set_level(logging.INFO)
     int8_model(module, weights, DatasetCalibration(data))  # the tool's calibration
     assert "calibrated before" in caplog.text
+
+
+def test_benchmark_without_a_dataset_calibrates_on_the_timed_image_and_says_so(
+        shapes, cache_home, tmp_path):
+    module, weights, data = shapes
+    image = os.path.join(data, "shapes", "val", sorted(os.listdir(
+        os.path.join(data, "shapes", "val")))[0])
+    result = run_tool("benchmark.py", "-f", module.__file__, "-w", weights, "-i", image,
+                      "--mode", "onnxruntime", "--precision", "int8", "-n", "1", "--warmup", "0",
+                      "--short-size", "64", "--max-size", "96")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "calibrating on 1 image(s) (images {}".format(os.path.abspath(image)) in result.stderr
+    said = [line for line in result.stdout.splitlines() if line.startswith("int8")]
+    assert said == ["int8, calibrated on the timed image (no -d DATA given); this CPU {} VNNI "
+                    "(int8 dot products; without, int8 runs slower)".format(
+                        "has" if cpu_has_vnni() else "lacks")]
+
+
+@pytest.mark.parametrize("flags, has_vnni", [("fma avx2", False), ("avx2 avx_vnni", True),
+                                             ("avx512f avx512_vnni", True), ("amx_int8", True)])
+def test_vnni_is_read_from_the_cpu_flags(tmp_path, flags, has_vnni):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("vendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 {}\n".format(flags))
+    assert cpu_has_vnni(str(cpuinfo)) == has_vnni

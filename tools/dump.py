@@ -9,8 +9,6 @@ any input size).
 """
 import argparse
 import functools
-import os
-import tempfile
 
 import megengine as mge
 
@@ -18,7 +16,7 @@ from official.vision.detection.benchmark.flops import count_conv_flops, count_pa
 from official.vision.detection.deploy.layout import LAYOUTS
 from official.vision.detection.deploy.lite_export import dump_inference
 from official.vision.detection.deploy.onnx_export import OPSET, export_onnx
-from official.vision.detection.deploy.openvino_detector import write_openvino_ir
+from official.vision.detection.deploy.openvino_detector import export_openvino_ir
 from official.vision.detection.deploy.precision import PRECISIONS
 from official.vision.detection.deploy.quantize import (
     CALIBRATION_IMAGES, DatasetCalibration, quantize_model
@@ -87,10 +85,9 @@ def main():
         print("wrote {} (ONNX opset {}{})".format(args.output, OPSET, INT8_NOTE[args.precision]))
         return
     if args.output.endswith(".xml"):
-        with tempfile.TemporaryDirectory() as directory:
-            onnx_path = write_onnx(model, os.path.join(directory, "model.onnx"))
-            write_openvino_ir(onnx_path, args.output)
-        print("wrote {} and its .bin (OpenVINO IR{})".format(args.output, INT8_NOTE[args.precision]))
+        export_openvino_ir(model, args.output, write_onnx)
+        print("wrote {} and its .bin (OpenVINO IR{})".format(args.output,
+                                                            INT8_NOTE[args.precision]))
         return
     layout = dump_inference(model, args.output, layout=args.layout)
     print("wrote {} ({} layout)".format(args.output, layout))

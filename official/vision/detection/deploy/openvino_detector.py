@@ -27,7 +27,7 @@ def openvino_cache_dir():
 
 
 class OpenVINODetector:
-    """A ``.onnx`` file from ``export_onnx`` or a ``.xml`` IR from ``write_openvino_ir`` as a
+    """A ``.onnx`` file from ``export_onnx`` or a ``.xml`` IR from ``export_openvino_ir`` as a
     detector: ``DetEvaluator(OpenVINODetector(path, cfg))`` works as with the eager model.
 
     Runs on the CPU with ``threads`` inference threads (by default the CPUs this process may
@@ -67,9 +67,18 @@ class OpenVINODetector:
         return tuple(results[name] for name in OUTPUT_NAMES)
 
 
+def export_openvino_ir(model, path, write_onnx):
+    """Write ``model.inference`` as OpenVINO's IR: ``path`` (.xml) and its weights beside it
+    (.bin), converted from the ONNX model that ``write_onnx(model, onnx_path)`` writes
+    (``export_onnx``, or ``quantize.quantize_model`` with its calibration inputs), weights as in it; return ``path``."""
+    with tempfile.TemporaryDirectory() as directory:
+        onnx_path = write_onnx(model, os.path.join(directory, "model.onnx"))
+        return write_openvino_ir(onnx_path, path)
+
+
 def write_openvino_ir(onnx_path, path):
-    """Convert an ONNX model from ``export_onnx`` to OpenVINO's IR: ``path`` (.xml) and its
-    weights beside it (.bin), fp32 as exported; return ``path``."""
+    """Convert an ONNX model to OpenVINO's IR: ``path`` (.xml) and its weights beside it
+    (.bin), fp32 as in the ONNX file; return ``path``."""
     openvino = import_optional("openvino", PURPOSE)
     model = openvino.convert_model(onnx_path)
     weights_path = os.path.splitext(path)[0] + ".bin"  # OpenVINO reads the .bin of the .xml
