@@ -58,7 +58,9 @@ def cpu_has_vnni(cpuinfo="/proc/cpuinfo"):
 @dataclasses.dataclass(frozen=True)
 class QuantizerSettings:
     """What ``quantize_static`` is asked for; part of the cache key."""
-    method: str = "MinMax"  # onnxruntime's CalibrationMethod: MinMax, Entropy or Percentile
+    # onnxruntime's CalibrationMethod. Its Entropy and Percentile (1.23.2) stack all images'
+    # activations into one array and fail on images of different sizes: MinMax
+    method: str = "MinMax"
     per_channel: bool = True
     # convolutions left in fp32: starts of their output's names (see KEEP_FP32)
     keep_fp32: tuple = ()
