@@ -100,3 +100,13 @@ def assert_same_detections(found, expected, box_atol, score_atol):
         raise AssertionError("{} found and {} expected detections differ (score tolerance {}):"
                              "\n".format(len(found), len(expected), score_atol)
                              + "\n".join(problems))
+
+
+def agreement(found, expected):
+    """How far two runs' detections agree where their numbers differ by design (int8 against
+    fp32): (the fraction of ``expected`` rows paired in ``found`` by image, class and IoU >=
+    PAIRING_IOU, whatever their scores; the largest score difference of those pairs)."""
+    found, expected = detection_table(found), detection_table(expected)
+    pairs = pair_detections(found, expected, box_atol=0.0, score_atol=1.0)
+    score_diff = max((abs(found[i, SCORE] - expected[j, SCORE]) for i, j in pairs), default=0.0)
+    return len(pairs) / max(len(expected), 1), float(score_diff)

@@ -1,5 +1,5 @@
 """--precision: bf16 where the CPU has bf16 units and refused with one line elsewhere, on the
-engines that run it; int8's hook; auto's choice per precision."""
+engines that run it; int8 without calibration images; auto's choice per precision."""
 import logging
 
 import cv2
@@ -89,9 +89,9 @@ def test_bf16_runs_where_the_cpu_has_the_units_and_is_refused_elsewhere(
     assert len(pairs) == len(expected) == 2 * TOP_DETECTIONS
 
 
-def test_int8_is_a_one_line_error_until_quantization_is_built(tiny_config_file):
+def test_int8_without_calibration_images_is_a_one_line_error(tiny_config_file):
     module = load_config_module(tiny_config_file)
-    with pytest.raises(ConfigError, match="^--precision int8 is not available yet"):
+    with pytest.raises(ConfigError, match="^int8 is calibrated on your images: give -d DATA"):
         build_detector(module, engine="auto", precision="int8")
 
 

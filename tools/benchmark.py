@@ -26,6 +26,9 @@ from official.vision.detection.benchmark.inference import (
 from official.vision.detection.benchmark.training import PHASES, peak_rss_mb, time_training
 from official.vision.detection.deploy.detector import ENGINES, build_detector, engine_of
 from official.vision.detection.deploy.precision import PRECISION_HELP, PRECISIONS
+from official.vision.detection.deploy.quantize import (
+    DatasetCalibration, ImageCalibration, cpu_has_vnni
+)
 from official.vision.detection.errors import ConfigError
 from official.vision.detection.evaluator import DetEvaluator
 from official.vision.detection.cli import run_cli
@@ -52,6 +55,9 @@ def parse_args(argv=None):
                              "auto: the fastest here of lite, onnxruntime and openvino that run "
                              "--precision")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
+    parser.add_argument("-d", "--dataset-dir",
+                        help="int8: calibrate on the config's train split there (default: on "
+                             "the timed image)")
     parser.add_argument("-n", "--runs", type=int, default=5, help="timed runs (or steps)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     parser.add_argument("--threads", type=int,
@@ -140,8 +146,10 @@ def main():
     data, _ = DetEvaluator.process_inputs(img, args.short_size, args.max_size)
     # FLOPs depend on the architecture only
     flops = count_conv_flops(build_model(module), data.shape)
+    calibration = DatasetCalibration(args.dataset_dir) if args.dataset_dir else ImageCalibration(
+        [args.image])
     detector = build_detector(module, args.weights, args.engine, args.model, args.threads,
-                              args.profile, precision=args.precision)
+                              args.profile, precision=args.precision, calibration=calibration)
     engine = engine_of(detector)
     timings = benchmark(detector, img, args.short_size, args.max_size, args.runs, args.warmup)
     del detector  # Lite writes the profile when its network is destroyed
@@ -150,6 +158,11 @@ def main():
                            args.precision,
                            os.environ.get("MKL_DEBUG_CPU_TYPE"), data.shape[2], data.shape[3],
                            args.runs, args.warmup))
+    if args.precision == "int8":
+        print("int8{}; this CPU {} VNNI (int8 dot products; without, int8 runs slower)".format(
+            "" if args.model or args.dataset_dir else
+            ", calibrated on the timed image (no -d DATA given)",
+            "has" if cpu_has_vnni() else "lacks"))
     report(timings, flops, args.peak_gflops, args.precision)
 
 

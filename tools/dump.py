@@ -5,9 +5,10 @@ any input size).
         -w fcos_res18.pkl -o fcos_res18.mge [--layout auto]
     python tools/dump.py -f CONFIG -w WEIGHTS -o fcos_res18.onnx   # for onnxruntime, openvino
     python tools/dump.py -f CONFIG -w WEIGHTS -o fcos_res18.xml    # OpenVINO IR (+ .bin)
-    python tools/dump.py -f CONFIG -w WEIGHTS -o fcos_res18.onnx --precision int8
+    python tools/dump.py -f CONFIG -w WEIGHTS -o fcos_int8.onnx --precision int8 -d DATA
 """
 import argparse
+import functools
 
 import megengine as mge
 
@@ -16,7 +17,10 @@ from official.vision.detection.deploy.layout import LAYOUTS
 from official.vision.detection.deploy.lite_export import dump_inference
 from official.vision.detection.deploy.onnx_export import OPSET, export_onnx
 from official.vision.detection.deploy.openvino_detector import export_openvino_ir
-from official.vision.detection.deploy.precision import PRECISIONS, int8_onnx
+from official.vision.detection.deploy.precision import PRECISIONS
+from official.vision.detection.deploy.quantize import (
+    CALIBRATION_IMAGES, DatasetCalibration, quantize_model
+)
 from official.vision.detection.errors import ConfigError
 from official.vision.detection.cli import run_cli
 from official.vision.detection.utils.config_file import load_config_module
@@ -39,6 +43,11 @@ def parse_args(argv=None):
                         help="int8: the post-training quantized ONNX model or IR; bf16 is "
                              "chosen where the model runs (--precision bf16 of test.py, "
                              "inference.py, benchmark.py), its file is the fp32 one")
+    parser.add_argument("-d", "--dataset-dir",
+                        help="int8: base of the config's dataset paths; its train split's "
+                             "images calibrate the quantization")
+    parser.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES,
+                        help="int8: training images to calibrate on")
     parser.add_argument("--layout", choices=LAYOUTS, default="auto",
                         help="Lite only: auto: NCHW88 if this model's NCHW88 graph runs right "
                              "on this CPU (tried in a child process), else NCHW")
@@ -56,6 +65,9 @@ def main():
     if args.precision == "int8" and not args.output.endswith((".onnx", ".xml")):
         raise ConfigError("an int8 model is an ONNX model or OpenVINO IR: give -o MODEL.onnx or "
                           "MODEL.xml")
+    if args.precision == "int8" and not args.dataset_dir:
+        raise ConfigError("int8 is calibrated on your images: give -d DATA (the config's train "
+                          "split is used)")
     if args.weights is None:
         logger.warning("no weights given (-w): dumping random weights, fit for timing only")
     model = build_model(load_config_module(args.file), args.weights)
@@ -64,7 +76,10 @@ def main():
     flops = count_conv_flops(model, (1, 3, height, width))
     print("conv GFLOPs (2 x MACs) at 1x3x{}x{}: {:.1f}".format(height, width, flops / 1e9))
     print("parameters: {:.2f} M".format(count_parameters(model) / 1e6))
-    write_onnx = int8_onnx if args.precision == "int8" else export_onnx
+    write_onnx = export_onnx
+    if args.precision == "int8":
+        write_onnx = functools.partial(quantize_model, inputs=DatasetCalibration(
+            args.dataset_dir, args.calibration_images).inputs(model.cfg))
     if args.output.endswith(".onnx"):
         write_onnx(model, args.output)
         print("wrote {} (ONNX opset {}{})".format(args.output, OPSET, INT8_NOTE[args.precision]))

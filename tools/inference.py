@@ -20,6 +20,7 @@ import os
 
 from official.vision.detection.deploy.detector import ENGINES, build_detector
 from official.vision.detection.deploy.precision import PRECISION_HELP, PRECISIONS
+from official.vision.detection.deploy.quantize import DatasetCalibration
 from official.vision.detection.engine.checkpoint import resolve_weights
 from official.vision.detection.engine.file_inference import (
     detect_files, image_paths, label_categories
@@ -58,7 +59,8 @@ def parse_args(argv=None):
     parser.add_argument("--tta", action="store_true", help="flip and extra scales, merged")
     parser.add_argument("-d", "--dataset-dir", default="",
                         help="where the config's test annotations are, for the class names of "
-                        "weights that do not keep them (a training checkpoint keeps them)")
+                        "weights that do not keep them (a training checkpoint keeps them); "
+                        "int8: its train split calibrates the quantization")
     return parser.parse_args(argv)
 
 
@@ -74,8 +76,9 @@ def weight_source(args):
 def detector_of(args):
     """(detector, label categories, picture score threshold) of the arguments."""
     weights = weight_source(args)
+    calibration = DatasetCalibration(args.dataset_dir) if args.dataset_dir else None
     detector = build_detector(load_config_module(args.file), weights, args.engine, args.model,
-                              precision=args.precision)
+                              precision=args.precision, calibration=calibration)
     cfg = detector.cfg
     thresh = cfg.test_vis_threshold if args.thresh is None else args.thresh
     return detector, label_categories(cfg, weights, args.dataset_dir), thresh

@@ -6,14 +6,17 @@
     python tools/test.py -f CONFIG --model fcos.mge -d /data/datasets --engine lite
     python tools/test.py -f CONFIG --model fcos.onnx -d /data/datasets --engine onnxruntime
     python tools/test.py -f CONFIG -w WEIGHTS -d /data/datasets --engine auto --precision bf16
+    python tools/test.py -f CONFIG -w WEIGHTS -d /data/datasets --engine auto --precision int8
 
 After the table of the 12 COCO metrics, a table per category (AP, AP50, ground-truth boxes),
 also saved beside the result file as <results>_per_class.json.
 """
 import argparse
+import functools
 
 from official.vision.detection.deploy.detector import ENGINES, build_detector
 from official.vision.detection.deploy.precision import PRECISION_HELP, PRECISIONS
+from official.vision.detection.deploy.quantize import DatasetCalibration
 from official.vision.detection.engine.checkpoint import checkpoint_path, resolve_weights
 from official.vision.detection.engine.coco_evaluation import EvalOptions, run_test
 from official.vision.detection.errors import ConfigError
@@ -69,7 +72,9 @@ def main():
                           batch_size=args.batch_size, tta=args.tta, results_path=args.out,
                           num_workers=args.workers, engine=args.engine, model_path=args.model,
                           precision=args.precision)
-    table = run_test(args.file, options, args.devices, build_detector)
+    # int8: calibrated on the train split of the same dataset folder, once (then cached)
+    table = run_test(args.file, options, args.devices, functools.partial(
+        build_detector, calibration=DatasetCalibration(args.dataset_dir)))
     print("mAP={:.4f}".format(list(table.values())[-1]["AP"]))
 
 

@@ -20,7 +20,8 @@ from .lite_export import dump_inference
 from .onnx_export import export_onnx
 from .onnxruntime_detector import OnnxRuntimeDetector
 from .openvino_detector import OpenVINODetector
-from .precision import PRECISION_ENGINES, check_precision, int8_onnx
+from .precision import PRECISION_ENGINES, check_precision
+from .quantize import int8_model, is_quantized
 from .trace import TracedDetector
 
 logger = mge.get_logger(__name__)
@@ -32,9 +33,12 @@ FILE_ENGINES = {"lite": (".mge",), "onnxruntime": (".onnx",), "openvino": (".onn
 
 
 def build_detector(config_module, weights=None, engine="eager", model_path=None,
-                   threads=None, profile_path=None, layout="auto", precision="fp32"):
+                   threads=None, profile_path=None, layout="auto", precision="fp32",
+                   calibration=None):
     """The detector of a config module on ``engine`` in ``precision`` ("fp32", "bf16" or
     "int8": see ``precision.py``; refused with one line where the engine or the CPU cannot).
+    int8 without ``model_path`` is the model quantized on ``calibration``'s images
+    (``quantize.DatasetCalibration`` or ``ImageCalibration``): once, then read from the cache.
 
     With ``model_path`` (a .mge from ``dump_inference`` for the lite engine, a .onnx from
     ``export_onnx`` for onnxruntime or openvino, a .xml IR for openvino) ``weights`` are not
@@ -52,7 +56,9 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
     threads = threads or usable_cpus()
     if engine == "auto":
         return _fastest_detector(config_module, weights, model_path, threads, profile_path,
-                                 precision)
+                                 precision, calibration)
+    if model_path is None and precision == "int8":
+        model_path = int8_model(config_module, weights, _int8_calibration(calibration))
     if model_path is not None:
         return _file_detector(config_module.Cfg(), engine, model_path, threads, profile_path,
                               precision)
@@ -66,14 +72,21 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
         path = os.path.join(directory, "model" + FILE_ENGINES[engine][0])
         if engine == "lite":
             dump_inference(model, path, layout=layout)
-        elif precision == "int8":
-            int8_onnx(model, path)
         else:
             export_onnx(model, path)
         return _file_detector(model.cfg, engine, path, threads, profile_path, precision)
 
 
-def _fastest_detector(config_module, weights, model_path, threads, profile_path, precision):
+def _int8_calibration(calibration):
+    if calibration is None:
+        raise ConfigError("int8 is calibrated on your images: give -d DATA (the config's train "
+                          "split is used) or --model MODEL.onnx from tools/dump.py --precision "
+                          "int8")
+    return calibration
+
+
+def _fastest_detector(config_module, weights, model_path, threads, profile_path, precision,
+                      calibration):
     """"auto": the fastest of the file engines that run ``precision`` (and ``model_path``);
     the others are named in the log with the reason."""
     reasons = {}
@@ -90,10 +103,11 @@ def _fastest_detector(config_module, weights, model_path, threads, profile_path,
             os.path.basename(model_path), precision))
     if len(engines) == 1:
         return build_detector(config_module, weights, engines[0], model_path, threads,
-                              profile_path, precision=precision)
+                              profile_path, precision=precision, calibration=calibration)
     return fastest_detector(
         lambda chosen, layout: build_detector(config_module, weights, chosen, model_path,
-                                              threads, profile_path, layout, precision),
+                                              threads, profile_path, layout, precision,
+                                              calibration),
         engines, choice_key(config_module.__file__, model_path or weights, threads, precision))
 
 
@@ -115,6 +129,10 @@ def _file_detector(cfg, engine, model_path, threads, profile_path, precision):
         raise ConfigError("the {} engine reads {} files, not {}: {}".format(
             engine, " or ".join(FILE_ENGINES[engine]), model_path,
             "use --engine " + " or ".join(readers) if readers else "write one with tools/dump.py"))
+    if precision == "int8" and model_path.endswith(".onnx") and not is_quantized(model_path):
+        raise ConfigError("{} is not quantized: write an int8 model with tools/dump.py "
+                          "--precision int8 -d DATA, or give -w WEIGHTS and -d DATA".format(
+                              model_path))
     if engine == "openvino":
         return OpenVINODetector(model_path, cfg, threads, precision)
     if engine == "onnxruntime":

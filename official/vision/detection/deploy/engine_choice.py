@@ -34,14 +34,26 @@ def default_cache_path():
     return os.path.join(package_cache_dir(), "engine_choices.json")
 
 
-def choice_key(config_file, weights, threads, precision="fp32"):
-    """What a choice holds for: the config, the weights (a file by path, size and time of its
-    last change; or a model file), the CPU, the threads and the precision."""
+def file_identity(path):
+    """A file by absolute path, size and time of its last change: another file, or this one
+    rewritten, is another identity."""
+    stat = os.stat(path)
+    return "{} ({} bytes, changed {})".format(os.path.abspath(path), stat.st_size,
+                                              stat.st_mtime_ns)
+
+
+def weights_identity(weights):
+    """``file_identity`` of a weight (or model) file; a URL as given; "random weights" for
+    None."""
     if weights is not None and os.path.isfile(weights):
-        stat = os.stat(weights)
-        weights = "{} ({} bytes, changed {})".format(os.path.abspath(weights), stat.st_size,
-                                                     stat.st_mtime_ns)
-    return json.dumps([os.path.abspath(config_file), weights or "random weights",
+        return file_identity(weights)
+    return weights or "random weights"
+
+
+def choice_key(config_file, weights, threads, precision="fp32"):
+    """What a choice holds for: the config, the weights (``weights_identity``; or a model
+    file), the CPU, the threads and the precision."""
+    return json.dumps([os.path.abspath(config_file), weights_identity(weights),
                        cpu_model_name(), threads, precision])
 
 

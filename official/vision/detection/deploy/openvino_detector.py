@@ -70,7 +70,7 @@ class OpenVINODetector:
 def export_openvino_ir(model, path, write_onnx):
     """Write ``model.inference`` as OpenVINO's IR: ``path`` (.xml) and its weights beside it
     (.bin), converted from the ONNX model that ``write_onnx(model, onnx_path)`` writes
-    (``export_onnx``, or ``precision.int8_onnx``), weights as in it; return ``path``."""
+    (``export_onnx``, or ``quantize.quantize_model`` with its calibration inputs), weights as in it; return ``path``."""
     with tempfile.TemporaryDirectory() as directory:
         onnx_path = write_onnx(model, os.path.join(directory, "model.onnx"))
         return write_openvino_ir(onnx_path, path)

@@ -6,8 +6,8 @@
   hint. Elsewhere it is refused: without the units bf16 would be slow emulation or an fp32
   run under the bf16 name.
   onnxruntime has no bf16 path on x86 CPUs (its CPU provider's bf16 GEMM is for ARM64 only).
-- int8: a post-training quantized ONNX model, run by onnxruntime or OpenVINO; ``int8_onnx``
-  below writes it (the hook for deploy/quantize.py).
+- int8: a post-training quantized ONNX model (QDQ), run by onnxruntime or OpenVINO;
+  deploy/quantize.py writes it, calibrated on the user's images, and caches it.
 """
 from ..cpu.mkl import cpu_vendor_and_flags
 from ..errors import ConfigError
@@ -41,14 +41,3 @@ def check_precision(precision, engine, cpuinfo="/proc/cpuinfo"):
                 "--precision bf16 needs a CPU with bf16 units ({}), which this CPU lacks (no "
                 "{} in /proc/cpuinfo flags): use --precision fp32".format(
                     " or ".join(BF16_FLAGS.values()), " or ".join(BF16_FLAGS)))
-
-
-def int8_onnx(model, path):
-    """Write the int8 (post-training quantized) ONNX model of ``model`` to ``path``, as
-    ``export_onnx`` writes the fp32 one; ``build_detector`` calls it for --precision int8.
-
-    The hook for deploy/quantize.py (calibration, the quantized model's cache): until that
-    exists, int8 is refused with one line.
-    """
-    raise ConfigError("--precision int8 is not available yet (post-training quantization is "
-                      "being built): use --precision fp32 or bf16")
