@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 
 import numpy as np
 import megengine as mge
+import megengine.module as M
 import pytest
 
 from official.vision.detection.data.coco import COCODetection
@@ -181,6 +183,21 @@ def test_a_truncated_newest_checkpoint_is_reported_and_the_previous_one_resumed(
     assert "resumed from {}: epoch 1, step 1, iteration 9".format(
         checkpoint_path(output_dir, 1, 1)) in caplog.text
     assert_same_weights(resumed, expected)
+
+
+def test_a_step_checkpoint_replaces_the_older_ones_but_one_and_those_past_it(tmp_path):
+    output_dir = str(tmp_path)
+    model = M.Linear(2, 2)
+    optimizer = InplaceSGD(model.parameters(), lr=0.1)
+    for step in (2, 4):
+        save_checkpoint(output_dir, model, optimizer, 0, step, step)
+    save_checkpoint(output_dir, model, optimizer, 0, 8)
+    shutil.copy(checkpoint_path(output_dir, 0, 2), checkpoint_path(output_dir, 1, 2))  # past
+    (tmp_path / ".tmp-abc-epoch_0_step_8.pkl").write_bytes(b"a write cut short by a kill")
+    save_checkpoint(output_dir, model, optimizer, 0, 6, 6)
+    assert sorted(os.listdir(output_dir)) == [
+        "epoch_0.pkl", "epoch_0_step_4.pkl", "epoch_0_step_6.pkl"]
+    assert newest_checkpoint(output_dir)[0] == checkpoint_path(output_dir, 0)
 
 
 def test_no_readable_checkpoint_is_a_one_line_error_naming_each_file(tmp_path, caplog):
