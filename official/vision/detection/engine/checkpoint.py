@@ -65,10 +65,10 @@ def save_checkpoint(output_dir, model, optimizer, epoch, iteration, step=None):
 
 
 def keep_newest_step_checkpoints(output_dir, position):
-    """Delete the step checkpoints past ``position`` (epoch, step), the one just written (they
-    are another run's, or unreadable ones this run went back from), all but the newest
-    ``STEP_CHECKPOINTS_KEPT`` before it, and the unfinished checkpoints of a killed run.
-    Epoch checkpoints stay."""
+    """Once the step checkpoint at ``position`` (epoch, step) is written, delete the step
+    checkpoints past it (another run's, or unreadable ones this run went back from), all but
+    the newest ``STEP_CHECKPOINTS_KEPT`` up to it, and the unfinished checkpoints of a killed
+    run. Epoch checkpoints stay."""
     found = step_checkpoints(output_dir)
     kept = sorted((p for p in found if p <= position), reverse=True)[:STEP_CHECKPOINTS_KEPT]
     unfinished = [path for _, path in _matching_files(output_dir, _UNFINISHED_NAME)]
