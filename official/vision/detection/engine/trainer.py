@@ -183,13 +183,16 @@ def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_
     repeat of an epoch ending in NaN/Inf and, with ``options.cpu_kernels``, the fast training
     modules and in-place SGD (``cpu.prepare_training``)."""
     sgd = SGD
-    hooks = [LearningRateSchedule(), StepCheckpoint(), EpochCheckpoint(), ProgressLog()]
+    hooks = [LearningRateSchedule(), EpochCheckpoint(), ProgressLog()]
     if on_cpu:
         hooks.append(cpu.RepeatNonFiniteEpoch(options.non_finite_retries, world_size))
         if options.cpu_kernels:
             sgd = cpu.prepare_training(model)
     hooks += training_log_hooks(options.output_dir, rank, eval_dataset, options.batch_size,
                                 options.num_workers)
+    # after the log hooks: a step's record is in metrics.jsonl before its checkpoint exists, so
+    # a run killed in between and resumed from that checkpoint still has the record
+    hooks.append(StepCheckpoint())
     hooks += list(options.extra_hooks)
     total_batch_size = options.batch_size * world_size
     optimizer = sgd(model.trainable_parameters(), lr=learning_rate(cfg, 0, 0, total_batch_size),
