@@ -1,18 +1,25 @@
 """Training end to end on a tiny synthetic COCO-format dataset, with an official-style config."""
+import json
+import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
 import megengine as mge
+import megengine.module as M
 import pytest
 
 from official.vision.detection.data.coco import COCODetection
 from official.vision.detection.data.synthetic import make_synthetic_coco
 from official.vision.detection.data.transforms import TrainTransform
+from official.vision.detection.engine import checkpoint as checkpoint_module
 from official.vision.detection.engine.checkpoint import (
-    checkpoint_path, epoch_checkpoints, load_checkpoint, save_checkpoint
+    STEP_CHECKPOINTS_KEPT, checkpoint_path, epoch_checkpoints, load_checkpoint, newest_checkpoint,
+    save_checkpoint, step_checkpoints
 )
 from official.vision.detection.engine.coco_evaluation import COCO_METRICS, EvalOptions, run_test
 from official.vision.detection.engine.hooks import HookBase
@@ -78,34 +85,140 @@ def test_cpu_steps_run_at_the_asked_async_level_and_by_default_operator_by_opera
     assert mge.config.async_level == before  # restored after training
 
 
-def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(dataset_dir, tmp_path):
-    # at the trainer's default async level on the CPU, which repeats runs exactly (cpu/device.py)
-    config = write_config(tmp_path / "resumable.py", nr_images=24)
+# write_config(nr_images=16) at batch 2: 8 steps in each of 2 epochs; a step checkpoint every
+# 3 steps of the run (iterations 3, 6, 9, 12, 15) is 3 and 6 steps into epoch 0 and 1, 4 and 7
+# steps into epoch 1
+CHECKPOINT_EVERY = 3
+
+
+def assert_same_weights(checkpoint, expected):
+    """Equal within 1e-6: the runs are deterministic at the trainer's CPU async level 0
+    (cpu/device.py), so a resumed run matches the uninterrupted one."""
+    assert checkpoint["iteration"] == expected["iteration"] == 16
+    for name, value in expected["state_dict"].items():
+        np.testing.assert_allclose(checkpoint["state_dict"][name], value, rtol=0, atol=1e-6,
+                                   err_msg=name)
+
+
+def step_records(output_dir):
+    """metrics.jsonl without the throughput, which is wall time."""
+    with open(os.path.join(output_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    return [{k: v for k, v in record.items() if k != "images_per_second"} for record in records]
+
+
+def test_resume_after_a_kill_at_a_step_matches_an_uninterrupted_run(dataset_dir, tmp_path):
+    config = write_config(tmp_path / "resumable.py", nr_images=16)
     straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
-    subprocess.run(train_command(config, dataset_dir, straight), check=True,
+    every = ("--checkpoint-every", str(CHECKPOINT_EVERY))
+    subprocess.run(train_command(config, dataset_dir, straight, *every), check=True,
                    capture_output=True, timeout=600)
+    # the last STEP_CHECKPOINTS_KEPT step checkpoints stay, with every epoch checkpoint
+    assert STEP_CHECKPOINTS_KEPT == 2
+    assert sorted(step_checkpoints(straight)) == [(1, 4), (1, 7)]
+    assert sorted(epoch_checkpoints(straight)) == [0, 1]
 
-    process = subprocess.Popen(train_command(config, dataset_dir, interrupted),
+    # SIGKILL once the checkpoint 6 steps into epoch 0 is there: mid-epoch, between checkpoints
+    process = subprocess.Popen(train_command(config, dataset_dir, interrupted, *every),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = os.path.join(interrupted, "epoch_0.pkl")
+    reached = checkpoint_path(interrupted, 0, 6)
     deadline = time.time() + 600
-    while not os.path.exists(first) and process.poll() is None and time.time() < deadline:
+    while not os.path.exists(reached) and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    process.kill()
+    os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert os.path.exists(first) and not os.path.exists(os.path.join(interrupted, "epoch_1.pkl"))
-    first_bytes = open(first, "rb").read()
+    assert os.path.exists(reached) and not os.path.exists(checkpoint_path(interrupted, 1))
 
-    result = subprocess.run(train_command(config, dataset_dir, interrupted, "--resume"),
+    result = subprocess.run(train_command(config, dataset_dir, interrupted, *every, "--resume"),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "resumed from" in result.stderr
-    assert open(first, "rb").read() == first_bytes
-    expected = load_checkpoint(os.path.join(straight, "epoch_1.pkl"))
-    resumed = load_checkpoint(os.path.join(interrupted, "epoch_1.pkl"))
-    assert resumed["iteration"] == expected["iteration"] == 24
-    for name, value in expected["state_dict"].items():
-        np.testing.assert_allclose(resumed["state_dict"][name], value, rtol=1e-4, atol=1e-5)
+    assert "resumed from {}".format(checkpoint_path(interrupted, 0, 6)) in result.stderr
+    assert_same_weights(load_checkpoint(checkpoint_path(interrupted, 1)),
+                        load_checkpoint(checkpoint_path(straight, 1)))
+    # the same records: those past the checkpoint were dropped and written again
+    assert step_records(interrupted) == step_records(straight)
+    assert [r["step"] for r in step_records(straight)] == [3, 4, 6, 8, 9, 12, 15, 16]
+
+
+class Stopped(Exception):
+    pass
+
+
+class StopAtIteration(HookBase):
+    """Ends the run with ``Stopped`` after the step that completes ``iteration`` steps."""
+
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def after_step(self, trainer):
+        if trainer.iteration == self.iteration:
+            raise Stopped
+
+
+def train_in_process(config, dataset_dir, output_dir, **options):
+    run_training(config, TrainOptions(dataset_dir, output_dir, batch_size=2, num_workers=0,
+                                      checkpoint_every=CHECKPOINT_EVERY, **options))
+    return load_checkpoint(checkpoint_path(output_dir, 1))
+
+
+def test_a_truncated_newest_checkpoint_is_reported_and_the_previous_one_resumed(
+        dataset_dir, tmp_path, caplog):
+    config = write_config(tmp_path / "resumable.py", nr_images=16)
+    expected = train_in_process(config, dataset_dir, str(tmp_path / "straight"))
+    output_dir = str(tmp_path / "cut")
+    with pytest.raises(Stopped):  # at iteration 14, after the checkpoint at 12
+        train_in_process(config, dataset_dir, output_dir, extra_hooks=(StopAtIteration(14),))
+    assert sorted(step_checkpoints(output_dir)) == [(1, 1), (1, 4)]
+    newest = checkpoint_path(output_dir, 1, 4)
+    with open(newest, "r+b") as f:  # a write cut short, as by a power loss
+        f.truncate(os.path.getsize(newest) // 2)
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        resumed = train_in_process(config, dataset_dir, output_dir, resume=True)
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.WARNING and r.name == checkpoint_module.__name__]
+    assert warnings == ["skipping checkpoint {}: cannot be read (UnpicklingError: pickle data "
+                        "was truncated)".format(newest)]
+    assert "resumed from {}: epoch 1, step 1, iteration 9".format(
+        checkpoint_path(output_dir, 1, 1)) in caplog.text
+    assert_same_weights(resumed, expected)
+
+
+def test_a_step_checkpoint_replaces_the_older_ones_but_one_and_those_past_it(tmp_path):
+    output_dir = str(tmp_path)
+    model = M.Linear(2, 2)
+    optimizer = InplaceSGD(model.parameters(), lr=0.1)
+    for step in (2, 4):
+        save_checkpoint(output_dir, model, optimizer, 0, step, step)
+    save_checkpoint(output_dir, model, optimizer, 0, 8)
+    shutil.copy(checkpoint_path(output_dir, 0, 2), checkpoint_path(output_dir, 1, 2))  # past
+    (tmp_path / ".tmp-abc-epoch_0_step_8.pkl").write_bytes(b"a write cut short by a kill")
+    save_checkpoint(output_dir, model, optimizer, 0, 6, 6)
+    assert sorted(os.listdir(output_dir)) == [
+        "epoch_0.pkl", "epoch_0_step_4.pkl", "epoch_0_step_6.pkl"]
+    assert newest_checkpoint(output_dir)[0] == checkpoint_path(output_dir, 0)
+
+
+def test_no_readable_checkpoint_is_a_one_line_error_naming_each_file(tmp_path, caplog):
+    output_dir = str(tmp_path)
+    model = FCOS(tiny_config())
+    good = save_checkpoint(output_dir, model, InplaceSGD(model.parameters(), lr=0.1), 0, 4)
+    with open(good, "r+b") as f:
+        f.truncate(1000)
+    with open(checkpoint_path(output_dir, 1, 2), "wb") as f:
+        f.write(b"not a pickle")
+    caplog.clear()
+    with pytest.raises(WeightsUnavailableError) as error:
+        newest_checkpoint(output_dir)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("no checkpoint in {} can be read: epoch_1_step_2.pkl (".format(
+        output_dir))
+    assert "; epoch_0.pkl (UnpicklingError: pickle data was truncated)" in message
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "skipping checkpoint " + checkpoint_path(output_dir, 1, 2),
+        "skipping checkpoint " + checkpoint_path(output_dir, 0)]
 
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(dataset_dir, tmp_path,
@@ -152,12 +265,23 @@ def test_backbone_weights_load_by_name_and_report_the_classifier(tmp_path):
                                   weights["conv1.weight"])
 
 
-def test_resume_without_checkpoint_is_a_clear_error(dataset_dir, tmp_path):
+@pytest.mark.parametrize("files, error", [
+    ({}, "error: --resume: no epoch_<N>.pkl or epoch_<N>_step_<S>.pkl checkpoint in "),
+    ({"epoch_0.pkl": b"\x80\x04\x95 cut"}, "error: no checkpoint in "),
+])
+def test_resume_without_a_checkpoint_that_loads_is_a_one_line_error(dataset_dir, tmp_path,
+                                                                     files, error):
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    for name, content in files.items():
+        (output_dir / name).write_bytes(content)
     result = subprocess.run(
-        train_command(write_config(tmp_path / "c.py"), dataset_dir, str(tmp_path / "empty"),
+        train_command(write_config(tmp_path / "c.py"), dataset_dir, str(output_dir),
                       "--resume"), capture_output=True, text=True, timeout=600)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: --resume: no epoch_")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(error) and "Traceback" not in result.stderr
+    assert all("{} (".format(name) in last for name in files)
 
 
 def test_several_devices_on_a_cpu_machine_are_refused():

@@ -5,10 +5,12 @@
     python tools/train.py -f CONFIG -d DATA -o runs/a --log-every 50 --eval-every-epoch
     tensorboard --logdir runs        # the event files tensorboardX wrote into runs/a
 
-The output folder gets epoch_<N>.pkl after every epoch, metrics.jsonl (a record per logged
-step: losses, lr, images/s; with --eval-every-epoch the COCO metrics of the config's test split
-as bbox/AP, ...), TensorBoard event files and curves.png (docs/observing.md). The dataset is
-checked first, as tools/browse_dataset.py --check does without decoding images.
+The output folder gets epoch_<N>.pkl after every epoch, epoch_<N>_step_<S>.pkl every
+--checkpoint-every steps (the last two kept; --resume continues from the newest that loads,
+docs/training.md), metrics.jsonl (a record per logged step: losses, lr, images/s; with
+--eval-every-epoch the COCO metrics of the config's test split as bbox/AP, ...), TensorBoard
+event files and curves.png (docs/observing.md). The dataset is checked first, as
+tools/browse_dataset.py --check does without decoding images.
 """
 import argparse
 
@@ -26,7 +28,11 @@ def parse_args(argv=None):
     parser.add_argument("-w", "--weights", help="backbone weights (e.g. ImageNet)")
     parser.add_argument("-o", "--output-dir", help="default: log-of-<config name>")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the newest checkpoint in the output dir")
+                        help="continue from the newest readable checkpoint in the output dir, "
+                             "mid-epoch from a step checkpoint")
+    parser.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                        help="steps between checkpoints within an epoch, 0 for none (default: "
+                             "the config's checkpoint_interval, 1000)")
     parser.add_argument("--finetune", metavar="WEIGHTS",
                         help="start from a trained detector (file, URL, hub entry name or "
                         "checkpoint): matching tensors load, the rest are re-initialized")
@@ -60,6 +66,7 @@ def main():
         finetune=args.finetune,
         num_workers=args.workers, seed=args.seed, threads=args.threads,
         async_level=args.async_level, log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every,
         eval_every_epoch=args.eval_every_epoch,
     )
     run_training(args.file, options, args.devices, args.num_machines, args.machine_rank,

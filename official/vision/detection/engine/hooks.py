@@ -54,6 +54,24 @@ class LearningRateSchedule(HookBase):
             group["lr"] = lr
 
 
+def is_checkpoint_step(trainer):
+    """Whether the step just done is followed by a step checkpoint: every
+    ``cfg.checkpoint_interval`` steps, counted over the whole run (0: never), except at the
+    last step of an epoch, whose epoch checkpoint follows."""
+    interval = trainer.cfg.checkpoint_interval
+    return (interval > 0 and trainer.iteration % interval == 0
+            and trainer.step_in_epoch < trainer.steps_per_epoch - 1)
+
+
+class StepCheckpoint(HookBase):
+    """Writes epoch_<N>_step_<S>.pkl at the checkpoint steps (``is_checkpoint_step``), on
+    rank 0; the older step checkpoints but the last few go (checkpoint.py)."""
+
+    def after_step(self, trainer):
+        if trainer.rank == 0 and is_checkpoint_step(trainer):
+            logger.info("saved %s", trainer.save_checkpoint(step=trainer.step_in_epoch + 1))
+
+
 class EpochCheckpoint(HookBase):
     """Writes epoch_<N>.pkl (model, optimizer, progress) after every epoch, on rank 0."""
 
@@ -64,10 +82,12 @@ class EpochCheckpoint(HookBase):
 
 def is_log_step(trainer):
     """Whether the step just done is logged: every ``cfg.log_interval`` steps, counted over the
-    whole run (so a resumed run logs the steps an uninterrupted one would), and the last step
-    of each epoch."""
+    whole run (so a resumed run logs the steps an uninterrupted one would), the last step of
+    each epoch and each checkpoint step (a resumed run starts there, so its first record
+    averages the same steps as the uninterrupted run's)."""
     return (trainer.iteration % trainer.cfg.log_interval == 0
-            or trainer.step_in_epoch == trainer.steps_per_epoch - 1)
+            or trainer.step_in_epoch == trainer.steps_per_epoch - 1
+            or is_checkpoint_step(trainer))
 
 
 class ProgressLog(HookBase):
@@ -81,8 +101,9 @@ class ProgressLog(HookBase):
     def before_epoch(self, trainer):
         if self.bar is not None:  # the bar of an epoch that failed and runs again
             self.bar.close()
-        self.bar = tqdm(total=trainer.steps_per_epoch, desc="epoch {}".format(trainer.epoch),
-                        disable=trainer.rank != 0, dynamic_ncols=True)
+        self.bar = tqdm(total=trainer.steps_per_epoch, initial=trainer.step_in_epoch,
+                        desc="epoch {}".format(trainer.epoch), disable=trainer.rank != 0,
+                        dynamic_ncols=True)
         self.data_start = time.time()
 
     def before_step(self, trainer):

@@ -24,8 +24,10 @@ from ..errors import ConfigError, NonFiniteError, NonFiniteLossError, WeightsUna
 from ..model_zoo import RELEASED_MODELS
 from ..utils.config_file import load_config_module
 from ..weights import load_matching_weights, load_weight_file, state_dict_of
-from .checkpoint import latest_checkpoint, load_checkpoint, resolve_weights, save_checkpoint
-from .hooks import EpochCheckpoint, LearningRateSchedule, ProgressLog
+from .checkpoint import (
+    latest_checkpoint, newest_checkpoint, resolve_weights, resume_position, save_checkpoint
+)
+from .hooks import EpochCheckpoint, LearningRateSchedule, ProgressLog, StepCheckpoint
 from .launch import launch, world_info
 from .schedule import learning_rate, steps_per_epoch
 from .training_logs import training_log_hooks
@@ -50,16 +52,20 @@ class TrainOptions:
     non_finite_retries: int = 1  # CPU: repeats of an epoch that ends in NaN/Inf (cpu/guard.py)
     cpu_kernels: bool = True  # CPU: the fast training modules and in-place SGD of cpu/
     log_every: int = None  # steps between log records; None: the config's log_interval
+    # steps between step checkpoints; None: the config's checkpoint_interval, 0: none
+    checkpoint_every: int = None
     eval_every_epoch: bool = False  # COCO metrics of the config's test split after each epoch
     extra_hooks: tuple = ()  # HookBase objects called after the standard ones
 
 
 class Trainer:
     """A model, its SGD optimizer and gradient manager, and the progress of training
-    (``epoch``, ``iteration`` = steps done over all epochs, ``step_in_epoch``).
+    (``epoch``, ``iteration`` = steps done over all epochs, ``step_in_epoch`` = the number of
+    the running step in its epoch, or of the next one to run).
 
-    ``train(epoch_batches)`` runs the epochs from ``epoch`` to ``cfg.max_epoch``; the hooks
-    do everything around the steps. The training benchmark runs the same ``run_step``.
+    ``train(epoch_batches)`` runs the epochs from (``epoch``, ``step_in_epoch``) to
+    ``cfg.max_epoch``; the hooks do everything around the steps. The training benchmark runs
+    the same ``run_step``.
     """
 
     def __init__(self, model, optimizer, cfg, batch_size, output_dir, hooks=(), world_size=1,
@@ -103,27 +109,29 @@ class Trainer:
         return values
 
     def train(self, epoch_batches):
-        """Train from ``epoch`` to the last epoch; ``epoch_batches(epoch)`` yields the
-        collated batches of an epoch. An epoch ending in NaN/Inf runs again when a hook
-        recovers from it, else the error propagates."""
+        """Train from ``epoch`` to the last epoch; ``epoch_batches(epoch, start)`` yields the
+        collated batches of an epoch from its batch number ``start`` on (0, or where a resumed
+        run continues). An epoch ending in NaN/Inf runs again from the checkpoint a hook
+        recovers, else the error propagates."""
         self.model.train()
         if self.world_size > 1:
             dist.bcast_list_(self.model.tensors())
         self._call("before_train")
         while self.epoch < self.cfg.max_epoch:
             try:
-                self._train_epoch(epoch_batches(self.epoch))
+                self._train_epoch(epoch_batches(self.epoch, self.step_in_epoch))
             except NonFiniteError as error:
                 if not any(hook.recover(self, error) for hook in self.hooks
                            if hasattr(hook, "recover")):
                     raise
                 continue
             self.epoch += 1
+            self.step_in_epoch = 0
         self._call("after_train")
 
     def _train_epoch(self, batches):
         self._call("before_epoch")
-        for self.step_in_epoch, batch in enumerate(batches):
+        for self.step_in_epoch, batch in enumerate(batches, self.step_in_epoch):
             self._call("before_step")
             self.step_losses = self.run_step(batch)
             self.total_losses[self.iteration] = self.step_losses["total_loss"]
@@ -137,23 +145,37 @@ class Trainer:
             if method is not None:
                 method(self)
 
-    def save_checkpoint(self):
-        """Write epoch_<epoch>.pkl (see checkpoint.save_checkpoint); its path."""
+    def save_checkpoint(self, step=None):
+        """Write epoch_<epoch>.pkl, or with ``step`` (steps done in the epoch) a step
+        checkpoint (see checkpoint.save_checkpoint); its path."""
         return save_checkpoint(self.output_dir, self.model, self.optimizer, self.epoch,
-                               self.iteration, self.categories)
+                               self.iteration, step, self.categories)
 
     def latest_checkpoint(self):
-        """Path of the newest epoch_<N>.pkl in the output folder, or None."""
+        """Path of the furthest checkpoint in the output folder (not read), or None."""
         return latest_checkpoint(self.output_dir)
 
-    def resume(self, path):
-        """Continue after the checkpoint at ``path``: weights, optimizer, epoch, iteration."""
-        checkpoint = load_checkpoint(path)
+    def resume(self):
+        """Continue after the newest checkpoint of the output folder that loads
+        (checkpoint.newest_checkpoint): weights, optimizer, epoch, iteration and step in the
+        epoch. Its path, or None when the folder has no checkpoint."""
+        found = newest_checkpoint(self.output_dir)
+        if found is None:
+            return None
+        path, checkpoint = found
+        epoch, step = resume_position(checkpoint)
+        if step >= self.steps_per_epoch:
+            raise ConfigError(
+                "{} is {} steps into epoch {}, but an epoch now has {} steps: resume with the "
+                "batch size, number of devices and nr_images_epoch of the run that wrote it"
+                .format(path, step, epoch, self.steps_per_epoch))
         self.model.load_state_dict(checkpoint["state_dict"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.epoch = checkpoint["epoch"] + 1
+        self.epoch, self.step_in_epoch = epoch, step
         self.iteration = checkpoint["iteration"]
-        logger.info("resumed from %s: epoch %d, iteration %d", path, self.epoch, self.iteration)
+        logger.info("resumed from %s: epoch %d, step %d, iteration %d", path, self.epoch,
+                    self.step_in_epoch, self.iteration)
+        return path
 
 
 def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_dataset=None):
@@ -170,6 +192,9 @@ def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_
             sgd = cpu.prepare_training(model)
     hooks += training_log_hooks(options.output_dir, rank, eval_dataset, options.batch_size,
                                 options.num_workers)
+    # after the log hooks: a step's record is in metrics.jsonl before its checkpoint exists, so
+    # a run killed in between and resumed from that checkpoint still has the record
+    hooks.append(StepCheckpoint())
     hooks += list(options.extra_hooks)
     total_batch_size = options.batch_size * world_size
     optimizer = sgd(model.trainable_parameters(), lr=learning_rate(cfg, 0, 0, total_batch_size),
@@ -224,23 +249,31 @@ def train_worker(config_file, options):
                                                           cfg.train_image_max_size),
                                   options.seed, rank)
         with BatchLoader(make_batch, options.num_workers) as loader:
-            def epoch_batches(epoch):
+            def epoch_batches(epoch, start):
+                # the batches before ``start`` are not loaded: a batch depends only on its
+                # task, so batch ``start`` is the one an uninterrupted run would draw
                 batches = sampler.epoch_batches(epoch, trainer.steps_per_epoch)
-                return loader.iterate([(epoch, number, indices)
-                                       for number, indices in enumerate(batches)])
+                return loader.iterate([(epoch, number, batches[number])
+                                       for number in range(start, len(batches))])
 
             trainer.train(epoch_batches)
         return [loss for _, loss in sorted(trainer.total_losses.items())]
 
 
 def training_config(module, options):
-    """The config module's Cfg, ``options.log_every`` replacing its ``log_interval``."""
+    """The config module's Cfg, ``options.log_every`` replacing its ``log_interval`` and
+    ``options.checkpoint_every`` its ``checkpoint_interval``."""
     cfg = module.Cfg()
     if options.log_every is not None:
         cfg.update(log_interval=options.log_every)
+    if options.checkpoint_every is not None:
+        cfg.update(checkpoint_interval=options.checkpoint_every)
     if cfg.log_interval < 1:
         raise ConfigError("the log interval must be at least 1 step, not {}".format(
             cfg.log_interval))
+    if cfg.checkpoint_interval < 0:
+        raise ConfigError("the checkpoint interval must be 0 (no step checkpoints) or a "
+                          "number of steps, not {}".format(cfg.checkpoint_interval))
     return cfg
 
 
@@ -260,17 +293,16 @@ def training_datasets(cfg, options, rank=0):
 
 
 def start_weights(trainer, options):
-    """Where training starts: the newest checkpoint with ``resume``, else a trained detector
-    with ``finetune``, else the backbone weights (given, or ImageNet's for the backbone when
-    ``cfg.backbone_pretrained``), else the random initialization."""
+    """Where training starts: the newest checkpoint that loads with ``resume``, else a trained
+    detector with ``finetune``, else the backbone weights (given, or ImageNet's for the
+    backbone when ``cfg.backbone_pretrained``), else the random initialization."""
     cfg, model = trainer.cfg, trainer.model
-    latest = latest_checkpoint(options.output_dir) if options.resume else None
-    if options.resume and latest is None and not options.finetune:
-        raise FileNotFoundError("--resume: no epoch_<N>.pkl checkpoint in {}".format(
-            options.output_dir))
-    if latest is not None:
-        trainer.resume(latest)
-    elif options.finetune:
+    if options.resume and trainer.resume() is not None:
+        return
+    if options.resume and not options.finetune:
+        raise FileNotFoundError("--resume: no epoch_<N>.pkl or epoch_<N>_step_<S>.pkl "
+                                "checkpoint in {}".format(options.output_dir))
+    if options.finetune:
         load_finetune_weights(model, options.finetune)
     elif options.backbone_weights or cfg.backbone_pretrained:
         load_backbone_weights(model, options.backbone_weights or _imagenet_url(cfg.backbone))

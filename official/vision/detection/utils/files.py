@@ -25,9 +25,21 @@ def atomic_target(path):
 
 def publish(temporary, path):
     """Move a finished file written beside ``path`` (same file system) into place at once,
-    readable as the umask allows."""
+    readable as the umask allows. Its data reach the disk before the rename does, and the
+    rename before this returns: after a power loss, ``path`` is the old file or the new one,
+    never a new name over data that were still in the page cache (empty or cut short)."""
     os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp files are private; outputs are not
+    _sync(temporary)
     os.replace(temporary, path)
+    _sync(os.path.dirname(os.path.abspath(path)))
+
+
+def _sync(path):
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def current_umask():
