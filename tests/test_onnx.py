@@ -30,7 +30,8 @@ from official.vision.detection.utils.machine import usable_cpus
 
 import hubconf
 from conftest import (
-    PROJECT_ROOT, RELEASED, run_tool, spread_head_outputs, with_distinct_outputs
+    PROJECT_ROOT, RELEASED, randomize_batch_norms, run_tool, spread_head_outputs,
+    with_distinct_outputs
 )
 from detection_matching import assert_same_detections
 
@@ -104,6 +105,36 @@ def test_the_graph_has_the_inference_contract_and_no_batch_norm(onnx_path):
         name in conv_outputs for name in node.input) and any(
         len(constants.get(name, [])) == 4 for name in node.input)]
     assert not any(node.op_type == "BatchNormalization" for node in model.graph.node)
+
+
+class NormAfterReLU(M.Module):
+    """conv, ReLU, BN: a batch norm that no convolution feeds directly, so nothing to fold
+    into."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = M.Conv2d(3, 8, 3, padding=1)
+        self.norm = M.BatchNorm2d(8)
+
+    def forward(self, image, im_info):
+        return self.inference(image, im_info)
+
+    def inference(self, image, im_info):
+        features = self.norm(F.relu(self.features(image)))
+        return features.reshape(image.shape[0], -1, 8), im_info.reshape(image.shape[0], 1, 4)
+
+
+def test_a_batch_norm_after_no_conv_exports_as_a_per_channel_multiply_add(tmp_path):
+    mge.random.seed(8)
+    model = NormAfterReLU()
+    randomize_batch_norms(model, np.random.RandomState(8))
+    model.eval()
+    path = export_onnx(model, str(tmp_path / "model.onnx"))
+    assert not any(node.op_type == "BatchNormalization" for node in onnx.load(path).graph.node)
+    image, im_info = random_batch(64, 96, seed=9)
+    scores, _ = OnnxRuntimeDetector(path, cfg=None).inference(image, im_info)
+    expected, _ = model.inference(mge.tensor(image), mge.tensor(im_info))
+    np.testing.assert_allclose(scores, expected.numpy(), rtol=1e-5, atol=SCORE_TOLERANCE)
 
 
 class ResizesByHalves(M.Module):

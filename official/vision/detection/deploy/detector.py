@@ -1,5 +1,5 @@
-"""A config's detector run by one engine: the eager model, its traced graph, MegEngine Lite or
-onnxruntime.
+"""A config's detector run by one engine: the eager model, its traced graph, or one of the
+engines that run a file (MegEngine Lite, onnxruntime).
 
 Every one has ``cfg`` and ``inference(image, im_info)``, so ``DetEvaluator``, the COCO evaluation
 and the inference over image files take any of them.
@@ -12,16 +12,17 @@ from ..errors import ConfigError
 from ..utils.machine import usable_cpus
 from ..weights import build_model
 from .engine_choice import choice_key, fastest_detector
-from .fold import fold_frozen_bn
+from .fold import fold_batch_norms
 from .lite_detector import LiteDetector
 from .lite_export import dump_inference
 from .onnx_export import export_onnx
 from .onnxruntime_detector import OnnxRuntimeDetector
 from .trace import TracedDetector
 
-ENGINES = ("eager", "traced", "lite", "onnxruntime", "auto")
 # the engines that run a file, and the suffix of the file each one reads
 FILE_ENGINES = {"lite": ".mge", "onnxruntime": ".onnx"}
+# "auto" chooses among FILE_ENGINES
+ENGINES = ("eager", "traced", *FILE_ENGINES, "auto")
 
 
 def build_detector(config_module, weights=None, engine="eager", model_path=None,
@@ -32,9 +33,10 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
     ``export_onnx`` for onnxruntime) ``weights`` are not used. Otherwise the model gets
     ``weights`` (random without them) and the lite and onnxruntime engines run it from a
     temporary file (Lite's in ``layout``, by default the one ``dump_inference`` chooses for this
-    CPU); "auto" is the faster of these two here (``engine_choice.py``; with ``model_path``, the
-    one that runs that kind of file). ``threads``: of Lite and onnxruntime, by default the CPUs this process
-    may use; ``profile_path``: Lite's (see ``LiteDetector``).
+    CPU); "auto" is the fastest of the FILE_ENGINES that can run the model here
+    (``engine_choice.py``; with ``model_path``, the one that runs that kind of file).
+    ``threads``: of Lite and onnxruntime, by default the CPUs this process may use;
+    ``profile_path``: Lite's (see ``LiteDetector``).
     """
     if engine not in ENGINES:
         raise ConfigError("engine must be one of {}, got {!r}".format(ENGINES, engine))
@@ -54,7 +56,7 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
     if engine == "eager":
         return model
     if engine == "traced":
-        return TracedDetector(fold_frozen_bn(model))
+        return TracedDetector(fold_batch_norms(model))
     # both engines read the whole file when they load it
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "model" + FILE_ENGINES[engine])
