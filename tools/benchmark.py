@@ -47,7 +47,8 @@ def parse_args(argv=None):
                         "(--train)")
     parser.add_argument("--mode", "--engine", dest="engine", choices=ENGINES, default="auto",
                         help="what runs the network (--engine as in test.py and inference.py); "
-                             "auto: the faster of lite and onnxruntime here")
+                             "auto: the fastest of lite and onnxruntime that can run the "
+                             "model here")
     parser.add_argument("-n", "--runs", type=int, default=5, help="timed runs (or steps)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     parser.add_argument("--threads", type=int,

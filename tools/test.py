@@ -40,7 +40,8 @@ def parse_args(argv=None):
     parser.add_argument("--engine", choices=ENGINES, default="eager",
                         help="lite: MegEngine Lite, onnxruntime: the ONNX export, both on the "
                         "CPU, the weights written to a temporary file unless --model is given; "
-                        "auto: the faster of the two here (timed once per model and CPU)")
+                        "auto: the fastest of them that can run the model here (timed once per "
+                        "model and CPU)")
     return parser.parse_args(argv)
 
 
