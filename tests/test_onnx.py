@@ -25,12 +25,13 @@ from official.vision.detection.deploy.trace import EXAMPLE_HW
 from official.vision.detection.engine.coco_evaluation import EvalOptions, run_test
 from official.vision.detection.errors import ConfigError
 from official.vision.detection.evaluator import DetEvaluator
+from official.vision.detection.models import FCOS
 from official.vision.detection.utils.config_file import load_config_module
 from official.vision.detection.utils.machine import usable_cpus
 
 import hubconf
 from conftest import (
-    PROJECT_ROOT, RELEASED, randomize_batch_norms, run_tool, spread_head_outputs,
+    PROJECT_ROOT, RELEASED, randomize_batch_norms, run_tool, spread_head_outputs, tiny_config,
     with_distinct_outputs
 )
 from detection_matching import assert_same_detections
@@ -208,6 +209,13 @@ def assert_convolutions_stay_blocked_and_fused(model, path, directory):
 def test_onnxruntime_keeps_the_convolutions_blocked_and_fuses_bias_relu_and_sums(
         frozen_bn_model, onnx_path, tmp_path):
     assert_convolutions_stay_blocked_and_fused(frozen_bn_model, onnx_path, tmp_path)
+
+
+def test_a_trained_batch_norm_backbone_exports_as_blocked_and_fused_as_frozen_bn(tmp_path):
+    model = with_distinct_outputs(lambda: FCOS(tiny_config()), seed=4)  # backbone_norm BN
+    randomize_batch_norms(model, np.random.RandomState(4))
+    path = export_onnx(model, str(tmp_path / "bn.onnx"))
+    assert_convolutions_stay_blocked_and_fused(model, path, tmp_path)
 
 
 def test_onnxruntime_keeps_the_r50_convolutions_blocked_and_fuses_bias_relu_and_sums(tmp_path):
