@@ -144,6 +144,28 @@ def test_a_batch_norm_that_follows_no_conv_stays_as_its_affine_map():
     np.testing.assert_allclose(folded(x).numpy(), layers(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
+class NormAfterReLU(M.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = M.Conv2d(3, 4, 3)
+        self.bn = M.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(F.relu(self.conv(x)))
+
+
+def test_an_unnumbered_bn_beside_a_conv_is_not_taken_for_its_norm():
+    rng = np.random.RandomState(5)
+    mge.random.seed(5)
+    model = NormAfterReLU()
+    randomize_batch_norms(model, rng)
+    model.eval()
+    x = mge.tensor(rng.normal(0, 1, (2, 3, 6, 6)).astype("float32"))
+    folded = fold_batch_norms(model)
+    assert isinstance(folded.bn, FrozenBatchNorm2d)
+    np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_a_batch_norm_without_running_statistics_is_refused():
     layers = M.Sequential(M.Conv2d(3, 4, 3), M.BatchNorm2d(4, track_running_stats=False))
     with pytest.raises(ConfigError, match="track_running_stats=True$"):

@@ -69,7 +69,8 @@ def _conv_norm_pairs(module):
 
     The three layouts of this package: a ``Sequential`` (ResNet shortcuts) where the norm is
     the next layer; a conv carrying its norm as ``.norm`` (the FPN's, official layout); and
-    the ResNet stem and blocks, whose forward applies ``bn<k>`` to the output of ``conv<k>``.
+    the ResNet stem and blocks, whose forward applies ``bn<k>`` to the output of ``conv<k>``
+    (k a number).
     """
     if isinstance(module, M.Sequential):
         layers = [(key, getattr(module, key)) for key in module.layer_keys]
@@ -83,7 +84,9 @@ def _conv_norm_pairs(module):
         return [(module, module, "norm")] if has_norm else []
     pairs = []
     for name, child in module.named_children():
-        conv = getattr(module, "conv" + name[len("bn"):], None) if name.startswith("bn") else None
+        # numbered only: a plain ``bn`` beside a ``conv`` may follow anything
+        numbered = name.startswith("bn") and name[len("bn"):].isdigit()
+        conv = getattr(module, "conv" + name[len("bn"):], None) if numbered else None
         if isinstance(child, FrozenBatchNorm2d) and isinstance(conv, M.Conv2d):
             pairs.append((module, conv, name))
     return pairs
