@@ -9,6 +9,7 @@ import megengine as mge
 import numpy as np
 import pytest
 
+from official.vision.detection.deploy.fold import BATCH_NORMS
 from official.vision.detection.layers.norm import FrozenBatchNorm2d
 from official.vision.detection.model_zoo import RELEASED_MODELS
 from official.vision.detection.models import FCOS, FCOSConfig
@@ -91,6 +92,20 @@ def randomize_frozen_bn(model, rng):
                 "bias": rng.uniform(-0.2, 0.2, channels).astype("float32"),
                 "running_mean": rng.uniform(-0.2, 0.2, channels).astype("float32"),
                 "running_var": rng.uniform(0.5, 2.0, channels).astype("float32"),
+            })
+
+
+def randomize_batch_norms(model, rng):
+    """Running statistics and affine parameters of every BN and SyncBN far from the identity,
+    as training leaves them."""
+    for module in model.modules():
+        if isinstance(module, BATCH_NORMS):
+            shape = module.running_mean.shape  # [1, C, 1, 1]
+            module.load_state_dict({
+                "weight": rng.uniform(0.5, 1.5, shape).astype("float32"),
+                "bias": rng.uniform(-0.2, 0.2, shape).astype("float32"),
+                "running_mean": rng.uniform(-0.2, 0.2, shape).astype("float32"),
+                "running_var": rng.uniform(0.5, 2.0, shape).astype("float32"),
             })
 
 

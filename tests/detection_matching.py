@@ -75,25 +75,30 @@ def listed(title, lines):
     return ["{} ({}):".format(title, len(lines))] + ["  " + line for line in lines[:SHOWN]] + more
 
 
-def assert_same_detections(found, expected, box_atol, score_atol):
+def assert_same_detections(found, expected, box_atol, score_atol, min_iou=None):
     """``found`` holds the detections of ``expected`` in any order: every detection has a
     partner of the same image and class whose score is within ``score_atol`` and whose box
-    coordinates are within ``box_atol`` pixels, and there is no detection left over.
-    ``expected`` must hold some detections, or the comparison proves nothing."""
+    coordinates are within ``box_atol`` pixels or, with ``min_iou``, whose box overlaps it by
+    that IoU at least; and there is no detection left over. ``expected`` must hold some
+    detections, or the comparison proves nothing."""
     found, expected = detection_table(found), detection_table(expected)
     assert len(expected) > 0, "no expected detections to compare with"
     pairs = pair_detections(found, expected, box_atol, score_atol)
     missing = sorted(set(range(len(expected))) - {j for _, j in pairs})
     extra = sorted(set(range(len(found))) - {i for i, _ in pairs})
     moved = [(i, j) for i, j in pairs
-             if box_distance(found[i:i + 1], expected[j:j + 1])[0, 0] > box_atol]
+             if box_distance(found[i:i + 1], expected[j:j + 1])[0, 0] > box_atol and (
+                 min_iou is None or pairwise_iou(
+                     found[i:i + 1, BOX], expected[j:j + 1, BOX])[0, 0] < min_iou)]
     problems = []
     if missing:
         problems += listed("expected but not found", [describe(expected[j]) for j in missing])
     if extra:
         problems += listed("found but not expected", [describe(found[i]) for i in extra])
     if moved:
-        problems += listed("paired, but the box moved by more than {} px".format(box_atol), [
+        below = " and overlaps by less than IoU {}".format(min_iou) if min_iou else ""
+        problems += listed("paired, but the box moved by more than {} px{}".format(
+            box_atol, below), [
             "found {} / expected {}".format(describe(found[i]), describe(expected[j]))
             for i, j in moved])
     if problems:

@@ -18,7 +18,7 @@ import megengine.module as M
 from official.vision.detection.benchmark.flops import count_conv_flops, count_parameters
 from official.vision.detection.benchmark.inference import machine_peak_gflops, nominal_ghz
 from official.vision.detection.deploy.detector import build_detector
-from official.vision.detection.deploy.fold import fold_frozen_bn, fold_into_conv
+from official.vision.detection.deploy.fold import fold_batch_norms, fold_into_conv
 from official.vision.detection.deploy.group_norm import PooledGroupNorm, pool_group_norms
 from official.vision.detection.deploy.lite_detector import LiteDetector
 from official.vision.detection.deploy.lite_export import dump_inference, dump_traced
@@ -35,7 +35,9 @@ from official.vision.detection.layers.norm import FrozenBatchNorm2d
 from official.vision.detection.utils.config_file import load_config_module
 
 import hubconf
-from conftest import RELEASED, randomize_frozen_bn, run_tool, with_distinct_outputs
+from conftest import (
+    RELEASED, randomize_batch_norms, randomize_frozen_bn, run_tool, with_distinct_outputs
+)
 from detection_matching import assert_same_detections
 
 SCORE_TOLERANCE = 1e-3
@@ -109,7 +111,7 @@ def outputs(value):
 
 # ------------------------------- BN folding ------------------------------- #
 def test_folding_removes_every_frozen_bn_and_keeps_outputs(frozen_bn_model):
-    folded = fold_frozen_bn(frozen_bn_model)
+    folded = fold_batch_norms(frozen_bn_model)
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in folded.modules())
     assert any(isinstance(m, FrozenBatchNorm2d) for m in frozen_bn_model.modules())
     image, im_info = random_input(100, 150)
@@ -128,6 +130,46 @@ def test_folding_a_grouped_conv_with_bias_scales_each_output_channel():
     expected = norm(conv(x)).numpy()
     fold_into_conv(conv, norm)
     np.testing.assert_allclose(conv(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_batch_norm_that_follows_no_conv_stays_as_its_affine_map():
+    rng = np.random.RandomState(4)
+    mge.random.seed(4)
+    layers = M.Sequential(M.Conv2d(3, 4, 3), M.ReLU(), M.BatchNorm2d(4))
+    randomize_batch_norms(layers, rng)
+    layers.eval()
+    x = mge.tensor(rng.normal(0, 1, (2, 3, 6, 6)).astype("float32"))
+    folded = fold_batch_norms(layers)
+    assert [type(m) for m in folded.modules()][1:] == [M.Conv2d, M.ReLU, FrozenBatchNorm2d]
+    np.testing.assert_allclose(folded(x).numpy(), layers(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+class NormAfterReLU(M.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = M.Conv2d(3, 4, 3)
+        self.bn = M.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(F.relu(self.conv(x)))
+
+
+def test_an_unnumbered_bn_beside_a_conv_is_not_taken_for_its_norm():
+    rng = np.random.RandomState(5)
+    mge.random.seed(5)
+    model = NormAfterReLU()
+    randomize_batch_norms(model, rng)
+    model.eval()
+    x = mge.tensor(rng.normal(0, 1, (2, 3, 6, 6)).astype("float32"))
+    folded = fold_batch_norms(model)
+    assert isinstance(folded.bn, FrozenBatchNorm2d)
+    np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_batch_norm_without_running_statistics_is_refused():
+    layers = M.Sequential(M.Conv2d(3, 4, 3), M.BatchNorm2d(4, track_running_stats=False))
+    with pytest.raises(ConfigError, match="track_running_stats=True$"):
+        fold_batch_norms(layers)
 
 
 # ------------------------------ traced and Lite ----------------------------- #
@@ -156,7 +198,7 @@ def test_lite_graph_takes_a_batch(frozen_bn_model, lite_model_path):
 
 
 def test_traced_detector_equals_eager_at_two_sizes(frozen_bn_model):
-    traced = TracedDetector(fold_frozen_bn(frozen_bn_model))
+    traced = TracedDetector(fold_batch_norms(frozen_bn_model))
     for height, width in SIZES:
         image, im_info = random_input(height, width)
         assert_outputs_close(traced.inference(image, im_info),
@@ -168,7 +210,7 @@ def test_every_released_model_runs_traced_and_on_lite_like_eager(entry, tmp_path
     model = with_distinct_outputs(getattr(hubconf, entry), seed=6)
     image, im_info = random_input(72, 100, seed=6)
     expected = model.inference(image, im_info)
-    traced = TracedDetector(fold_frozen_bn(model))
+    traced = TracedDetector(fold_batch_norms(model))
     assert_outputs_close(traced.inference(image, im_info), expected)
     path = str(tmp_path / "model.mge")
     dump_inference(model, path)
@@ -334,7 +376,7 @@ def test_forcing_nchw88_on_a_graph_that_cannot_run_in_it_is_an_error(tmp_path):
 
 def test_an_nchw88_detector_runs_in_a_child_exactly_where_nchw88_convolutions_run(
         frozen_bn_model, cpu_runs_nchw88, tmp_path):
-    pooled = pool_group_norms(fold_frozen_bn(frozen_bn_model))
+    pooled = pool_group_norms(fold_batch_norms(frozen_bn_model))
     path = blocked_dump(pooled, str(tmp_path / "blocked.mge"))
     image, im_info = random_input(64, 96, seed=9)
     expected = dict(zip(OUTPUT_NAMES, outputs(pooled.inference(image, im_info))))
@@ -347,7 +389,7 @@ def test_an_nchw88_detector_runs_in_a_child_exactly_where_nchw88_convolutions_ru
 
 def test_an_nchw88_file_runs_like_eager_or_is_refused_where_nchw88_does_not_run(
         frozen_bn_model, cpu_runs_nchw88, lite_model_path, tmp_path):
-    path = blocked_dump(pool_group_norms(fold_frozen_bn(frozen_bn_model)),
+    path = blocked_dump(pool_group_norms(fold_batch_norms(frozen_bn_model)),
                         str(tmp_path / "blocked.mge"))
     assert dumped_layout(path) == "nchw88"
     assert dumped_layout(lite_model_path) == ("nchw88" if cpu_runs_nchw88 else "nchw")

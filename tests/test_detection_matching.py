@@ -87,3 +87,12 @@ def test_long_lists_are_cut_short():
 def test_nothing_to_compare_fails():
     with pytest.raises(AssertionError, match="no expected detections"):
         assert_same_detections([np.zeros((0, 6))], [np.zeros((0, 6))], BOX_ATOL, SCORE_ATOL)
+
+
+def test_boxes_beyond_the_pixel_tolerance_match_when_they_overlap_by_the_given_iou():
+    # the first box, 27.75 px wide, shifted right: IoU 0.993 after 0.1 px, 0.965 after 0.5 px
+    assert_same_detections(LITE + [0.1, 0, 0.1, 0, 0, 0], EAGER, 0.01, SCORE_ATOL, min_iou=0.99)
+    with pytest.raises(AssertionError, match=r"moved by more than 0.01 px and overlaps by less "
+                                             r"than IoU 0.99 \(3\):"):
+        assert_same_detections(LITE + [0.5, 0, 0.5, 0, 0, 0], EAGER, 0.01, SCORE_ATOL,
+                               min_iou=0.99)

@@ -26,12 +26,14 @@ from official.vision.detection.deploy.trace import EXAMPLE_HW
 from official.vision.detection.engine.coco_evaluation import EvalOptions, run_test
 from official.vision.detection.errors import ConfigError
 from official.vision.detection.evaluator import DetEvaluator
+from official.vision.detection.models import FCOS
 from official.vision.detection.utils.config_file import load_config_module
 from official.vision.detection.utils.machine import usable_cpus
 
 import hubconf
 from conftest import (
-    PROJECT_ROOT, RELEASED, run_tool, spread_head_outputs, with_distinct_outputs
+    PROJECT_ROOT, RELEASED, randomize_batch_norms, run_tool, spread_head_outputs, tiny_config,
+    with_distinct_outputs
 )
 from detection_matching import assert_same_detections
 
@@ -114,6 +116,36 @@ def test_the_graph_has_the_inference_contract_and_no_batch_norm(onnx_path):
     assert not any(node.op_type == "BatchNormalization" for node in model.graph.node)
 
 
+class NormAfterReLU(M.Module):
+    """conv, ReLU, BN: a batch norm that no convolution feeds directly, so nothing to fold
+    into."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = M.Conv2d(3, 8, 3, padding=1)
+        self.norm = M.BatchNorm2d(8)
+
+    def forward(self, image, im_info):
+        return self.inference(image, im_info)
+
+    def inference(self, image, im_info):
+        features = self.norm(F.relu(self.features(image)))
+        return features.reshape(image.shape[0], -1, 8), im_info.reshape(image.shape[0], 1, 4)
+
+
+def test_a_batch_norm_after_no_conv_exports_as_a_per_channel_multiply_add(tmp_path):
+    mge.random.seed(8)
+    model = NormAfterReLU()
+    randomize_batch_norms(model, np.random.RandomState(8))
+    model.eval()
+    path = export_onnx(model, str(tmp_path / "model.onnx"))
+    assert not any(node.op_type == "BatchNormalization" for node in onnx.load(path).graph.node)
+    image, im_info = random_batch(64, 96, seed=9)
+    scores, _ = OnnxRuntimeDetector(path, cfg=None).inference(image, im_info)
+    expected, _ = model.inference(mge.tensor(image), mge.tensor(im_info))
+    np.testing.assert_allclose(scores, expected.numpy(), rtol=1e-5, atol=SCORE_TOLERANCE)
+
+
 class ResizesByHalves(M.Module):
     """A network whose resize scales by 1.5, unlike the FPN's."""
 
@@ -185,6 +217,13 @@ def assert_convolutions_stay_blocked_and_fused(model, path, directory):
 def test_onnxruntime_keeps_the_convolutions_blocked_and_fuses_bias_relu_and_sums(
         frozen_bn_model, onnx_path, tmp_path):
     assert_convolutions_stay_blocked_and_fused(frozen_bn_model, onnx_path, tmp_path)
+
+
+def test_a_trained_batch_norm_backbone_exports_as_blocked_and_fused_as_frozen_bn(tmp_path):
+    model = with_distinct_outputs(lambda: FCOS(tiny_config()), seed=4)  # backbone_norm BN
+    randomize_batch_norms(model, np.random.RandomState(4))
+    path = export_onnx(model, str(tmp_path / "bn.onnx"))
+    assert_convolutions_stay_blocked_and_fused(model, path, tmp_path)
 
 
 def test_onnxruntime_keeps_the_r50_convolutions_blocked_and_fuses_bias_relu_and_sums(tmp_path):

@@ -52,8 +52,8 @@ def parse_args(argv=None):
                         "(--train)")
     parser.add_argument("--mode", "--engine", dest="engine", choices=ENGINES, default="auto",
                         help="what runs the network (--engine as in test.py and inference.py); "
-                             "auto: the fastest here of lite, onnxruntime and openvino that run "
-                             "--precision")
+                             "auto: the fastest here of lite, onnxruntime and openvino that can "
+                             "run the model in --precision")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     parser.add_argument("-d", "--dataset-dir",
                         help="int8: calibrate on the config's train split there (default: on "

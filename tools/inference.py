@@ -18,7 +18,7 @@ annotations under -d.
 import argparse
 import os
 
-from official.vision.detection.deploy.detector import ENGINES, build_detector
+from official.vision.detection.deploy.detector import ENGINE_HELP, ENGINES, build_detector
 from official.vision.detection.deploy.precision import PRECISION_HELP, PRECISIONS
 from official.vision.detection.deploy.quantize import DatasetCalibration
 from official.vision.detection.engine.checkpoint import resolve_weights
@@ -44,10 +44,7 @@ def parse_args(argv=None):
     weights.add_argument("--model", help="a .mge (with --engine lite), .onnx (with --engine "
                          "onnxruntime or openvino) or .xml (openvino) from tools/dump.py")
     parser.add_argument("--engine", choices=ENGINES, default="eager",
-                        help="lite: MegEngine Lite, onnxruntime / openvino: the ONNX export, "
-                        "all on the CPU, the weights written to a temporary file unless --model "
-                        "is given; auto: the fastest of them here for --precision (timed once "
-                        "per model and CPU)")
+                        help=ENGINE_HELP)
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     parser.add_argument("-i", "--input", required=True,
                         help="image file, folder or glob, or a video file")

@@ -14,7 +14,7 @@ also saved beside the result file as <results>_per_class.json.
 import argparse
 import functools
 
-from official.vision.detection.deploy.detector import ENGINES, build_detector
+from official.vision.detection.deploy.detector import ENGINE_HELP, ENGINES, build_detector
 from official.vision.detection.deploy.precision import PRECISION_HELP, PRECISIONS
 from official.vision.detection.deploy.quantize import DatasetCalibration
 from official.vision.detection.engine.checkpoint import checkpoint_path, resolve_weights
@@ -43,10 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--tta", action="store_true", help="flip and extra scales, merged")
     parser.add_argument("--workers", type=int, default=2, help="image-loading processes")
     parser.add_argument("--engine", choices=ENGINES, default="eager",
-                        help="lite: MegEngine Lite, onnxruntime / openvino: the ONNX export, "
-                        "all on the CPU, the weights written to a temporary file unless --model "
-                        "is given; auto: the fastest of them here for --precision (timed once "
-                        "per model and CPU)")
+                        help=ENGINE_HELP)
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     return parser.parse_args(argv)
 

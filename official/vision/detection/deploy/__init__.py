@@ -1,5 +1,5 @@
-"""Compiled inference: fold frozen BN, trace, dump for MegEngine Lite or export to ONNX, and
-run the result behind the ``model.inference`` interface.
+"""Compiled inference: fold batch norms into convolutions, trace, dump for MegEngine Lite or
+export to ONNX, and run the result behind the ``model.inference`` interface.
 
     dump_inference(model, "fcos.mge")               # lite_export.py; any image and batch size
     detector = LiteDetector("fcos.mge", model.cfg)  # lite_detector.py; .inference -> NumPy

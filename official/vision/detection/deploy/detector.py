@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..utils.machine import usable_cpus
 from ..weights import build_model
 from .engine_choice import choice_key, fastest_detector
-from .fold import fold_frozen_bn
+from .fold import fold_batch_norms
 from .lite_detector import LiteDetector
 from .lite_export import dump_inference
 from .onnx_export import export_onnx
@@ -26,10 +26,15 @@ from .trace import TracedDetector
 
 logger = mge.get_logger(__name__)
 
-ENGINES = ("eager", "traced", "lite", "onnxruntime", "openvino", "auto")
 # the engines that run a file, and the suffixes of the files each one reads (the first: the
 # file build_detector writes for it)
 FILE_ENGINES = {"lite": (".mge",), "onnxruntime": (".onnx",), "openvino": (".onnx", ".xml")}
+# "auto" chooses among FILE_ENGINES
+ENGINES = ("eager", "traced", *FILE_ENGINES, "auto")
+ENGINE_HELP = ("eager: the MegEngine model; traced: its compiled graph; lite: MegEngine Lite, "
+               "onnxruntime / openvino: the ONNX export, all on the CPU, the weights written to a "
+               "temporary file unless --model is given; auto: the fastest of them that can run "
+               "the model here in --precision (timed once per model and CPU)")
 
 
 def build_detector(config_module, weights=None, engine="eager", model_path=None,
@@ -45,9 +50,9 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
     used. Otherwise the model gets ``weights`` (random without them) and the file engines run
     it from a temporary file (Lite's in ``layout``, by default the one ``dump_inference``
     chooses for this CPU). "auto" is the fastest here of the file engines that run
-    ``precision`` (and that file, with ``model_path``; ``engine_choice.py``). ``threads``: of
-    the file engines, by default the CPUs this process may use; ``profile_path``: Lite's (see
-    ``LiteDetector``).
+    ``precision`` and can run the model (and that file, with ``model_path``;
+    ``engine_choice.py``). ``threads``: of the file engines, by default the CPUs this process
+    may use; ``profile_path``: Lite's (see ``LiteDetector``).
     """
     if engine not in ENGINES:
         raise ConfigError("engine must be one of {}, got {!r}".format(ENGINES, engine))
@@ -66,7 +71,7 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
     if engine == "eager":
         return model
     if engine == "traced":
-        return TracedDetector(fold_frozen_bn(model))
+        return TracedDetector(fold_batch_norms(model))
     # the engines read the whole file when they load it
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "model" + FILE_ENGINES[engine][0])

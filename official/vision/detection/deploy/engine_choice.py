@@ -1,10 +1,11 @@
 """``--engine auto``: the fastest engine (MegEngine Lite, ONNX Runtime, OpenVINO) for a model
 and a precision on this CPU.
 
-The engines that run the precision are built from the model and its weights and time the
-network at the config's test size; the fastest one runs. Which one won is remembered per
-(config file, weights, CPU, threads, precision) in a small JSON file, so later runs build only
-that engine.
+Each engine that runs the precision is built from the model and its weights and times the
+network at the config's test size; the fastest one runs. An engine that cannot run the model
+is left out, with a logged line saying why (e.g. an operator its export cannot convert). Which
+one won is remembered per (config file, weights, CPU, threads, precision) in a small JSON file,
+so later runs build only that engine.
 """
 import json
 import os
@@ -13,9 +14,10 @@ import time
 
 import megengine as mge
 
+from ..errors import ConfigError, DetectionError
 from ..utils.files import write_json_atomic
 from ..utils.machine import cpu_model_name
-from .trace import representative_inputs
+from .trace import EXAMPLE_HW, example_inputs, representative_inputs
 
 logger = mge.get_logger(__name__)
 
@@ -73,18 +75,34 @@ def fastest_detector(build, engines, key, cache_path=None):
     """The detector ``build(engine, layout)`` of the engine among ``engines`` whose network
     runs fastest here, as remembered under ``key`` (see ``choice_key``) or timed now. Lite's
     layout is remembered with the choice (a detector's ``layout``), so a remembered Lite model
-    is written in it without timing the layouts again; "auto" when nothing is remembered."""
+    is written in it without timing the layouts again; "auto" when nothing is remembered.
+
+    An engine that cannot run the model (its export fails, its package is missing, its
+    runtime refuses the graph) is left out with one logged line saying why; a ConfigError
+    naming every engine's reason when none can.
+    """
     cache_path = cache_path or default_cache_path()
     choices = _read_choices(cache_path)
+    failures = {}
     if key in choices and choices[key]["engine"] in engines:
         choice = choices[key]
-        logger.info("engine auto: %s, as timed before (%s ms)", choice["engine"],
-                    choice["times_ms"])
-        return build(choice["engine"], choice.get("layout", "auto"))
-    detectors = {engine: build(engine, "auto") for engine in engines}
-    image, im_info = representative_inputs(next(iter(detectors.values())).cfg)
-    times = {engine: round(network_ms(detector, image, im_info), 1)
-             for engine, detector in detectors.items()}
+        detector = _try_engine(build, choice["engine"], choice.get("layout", "auto"), failures)
+        if detector is not None:
+            logger.info("engine auto: %s, as timed before (%s ms)", choice["engine"],
+                        choice["times_ms"])
+            return detector
+        engines = [engine for engine in engines if engine != choice["engine"]]
+    detectors, times = {}, {}
+    for engine in engines:
+        detector = _try_engine(build, engine, "auto", failures)
+        if detector is not None:
+            image, im_info = representative_inputs(detector.cfg)
+            detectors[engine] = detector
+            times[engine] = round(network_ms(detector, image, im_info), 1)
+    if not detectors:
+        raise ConfigError("engine auto: no engine can run this model ({}); run it with "
+                          "--engine eager or --engine traced".format("; ".join(
+                              "{}: {}".format(engine, why) for engine, why in failures.items())))
     engine = min(times, key=times.get)
     logger.info("engine auto: the network took %s ms at %dx%d: %s", times, image.shape[2],
                 image.shape[3], engine)
@@ -93,6 +111,30 @@ def fastest_detector(build, engines, key, cache_path=None):
         choices[key]["layout"] = detectors[engine].layout
     write_json_atomic(choices, cache_path)
     return detectors[engine]
+
+
+def _try_engine(build, engine, layout, failures):
+    """``build(engine, layout)`` after one inference on a small image, or None when either
+    fails; then logs why and records it in ``failures`` ({engine: reason})."""
+    try:
+        detector = build(engine, layout)
+        detector.inference(*example_inputs(*EXAMPLE_HW))
+        return detector
+    # an engine's own library raises its own exception types (onnxruntime's derive from
+    # Exception only): whatever stops an engine leaves it out, with the reason logged
+    except Exception as error:  # pylint: disable=broad-except
+        failures[engine] = why_not(error)
+        logger.warning("engine auto: %s cannot run this model: %s", engine, failures[engine])
+        return None
+
+
+def why_not(error):
+    """One line from an exception; its type too unless it is one of this package's errors,
+    whose messages say what to fix."""
+    message = " ".join(str(error).split())
+    if isinstance(error, DetectionError):
+        return message
+    return "{}: {}".format(type(error).__name__, message) if message else type(error).__name__
 
 
 def _read_choices(path):

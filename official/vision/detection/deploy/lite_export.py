@@ -11,7 +11,7 @@ import megengine as mge
 from ..errors import ConfigError
 from ..utils.files import atomic_target, publish
 from ..utils.machine import usable_cpus
-from .fold import fold_frozen_bn
+from .fold import fold_batch_norms
 from .group_norm import pool_group_norms
 from .layout import (
     PROBE_TIMEOUT_S, SECONDS, TIMING_TIMEOUT_S, blocked_graph_failure, blocked_layout_misuse,
@@ -32,15 +32,16 @@ def dump_inference(model, path, fold_bn=True, layout="auto", probe_timeout=PROBE
     it was written in.
 
     Inputs "image" [N, 3, H, W] float32 and "im_info" [N, 4]; outputs "scores" [N, P, K] and
-    "boxes" [N, P, 4], as ``model.inference``. ``fold_bn`` first merges FrozenBN into convs
-    (of a copy). The graph is optimized for inference with conv + bias + ReLU fused.
+    "boxes" [N, P, 4], as ``model.inference``. ``fold_bn`` first folds the batch norms into
+    the convs (of a copy; ``fold.py``). The graph is optimized for inference with conv + bias
+    + ReLU fused.
     ``layout``: "nchw"; "nchw88" (channel blocks of 8 for x86 AVX kernels; its GroupNorms are
     computed by ``PooledGroupNorm``); or "auto": the faster of the two on this CPU, timed in
     child processes at the config's test size (``choose_layout``).
     """
     check_layout(layout)
     if fold_bn:
-        model = fold_frozen_bn(model)
+        model = fold_batch_norms(model)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as directory:
         candidates = {}
         if layout in ("nchw", "auto"):

@@ -39,7 +39,7 @@ import megengine.utils.comp_graph_tools as cgtools
 
 from ..errors import ConfigError
 from ..utils.files import atomic_target
-from .fold import fold_frozen_bn
+from .fold import fold_batch_norms
 from .optional_packages import import_mgeconvert_module, import_optional
 from .trace import INPUT_NAMES, OUTPUT_NAMES, recorded_inference
 
@@ -61,12 +61,13 @@ def export_onnx(model, path, fold_bn=True):
 
     Inputs "image" [N, 3, H, W] float32 (BGR, 0-255) and "im_info" [N, 4], any N, H and W;
     outputs "scores" [N, P, K] and "boxes" [N, P, 4] in original-image pixels, as
-    ``model.inference``. ``fold_bn`` first merges FrozenBN into convs (of a copy).
+    ``model.inference``. ``fold_bn`` first folds the batch norms (FrozenBN, BN,
+    SyncBN) into the convs (of a copy; ``fold.py``): ONNX export has no BatchNorm converter.
     """
     onnx = import_optional("onnx", PURPOSE)
     converter = GraphConverter(group_norm_eps(model))  # fails now if a package is missing
     if fold_bn:
-        model = fold_frozen_bn(model)
+        model = fold_batch_norms(model)
     inference, _ = recorded_inference(model)
     with tempfile.TemporaryDirectory() as directory:
         graph_path = os.path.join(directory, "inference.mge")
