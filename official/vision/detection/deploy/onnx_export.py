@@ -32,7 +32,6 @@ import tempfile
 
 import numpy as np
 
-import megengine as mge
 import megengine.core.tensor.megbrain_graph as G
 import megengine.module as M
 import megengine.utils.comp_graph_tools as cgtools
