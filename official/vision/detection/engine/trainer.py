@@ -45,7 +45,10 @@ class TrainOptions:
     num_workers: int = 2  # data-loading processes per device
     seed: int = 0
     threads: int = 2  # kernel threads of a single-process run on a machine without GPU
-    # MegEngine's async_level: None is 0 on the CPU (cpu.CPU_TRAINING_ASYNC_LEVEL), else 2
+    # the training step: "traced" (one static graph, cpu/traced_step.py; the default of a
+    # single-process CPU run) or "eager" (MegEngine's operators one by one; other devices)
+    step: str = None
+    # MegEngine's async_level: None is cpu.CPU_TRAINING_ASYNC_LEVEL on the CPU, else 2
     async_level: int = None
     non_finite_retries: int = 1  # CPU: repeats of an epoch that ends in NaN/Inf (cpu/guard.py)
     cpu_kernels: bool = True  # CPU: the fast training modules and in-place SGD of cpu/
@@ -63,7 +66,7 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, cfg, batch_size, output_dir, hooks=(), world_size=1,
-                 rank=0):
+                 rank=0, traced=False):
         self.model, self.optimizer, self.cfg = model, optimizer, cfg
         self.output_dir = output_dir
         self.hooks = list(hooks)
@@ -73,6 +76,10 @@ class Trainer:
         callbacks = [dist.make_allreduce_cb("mean")] if world_size > 1 else None
         params = [p for group in optimizer.param_groups for p in group["params"]]
         self.grad_manager = GradManager().attach(params, callbacks=callbacks)
+        if traced and world_size > 1:
+            raise ConfigError("the traced training step runs single-process CPU training only")
+        # the step as one static graph (cpu/traced_step.py), or MegEngine's eager operators
+        self.traced_step = cpu.TracedStep(model, optimizer, self.grad_manager) if traced else None
         self.epoch = 0
         self.iteration = 0
         self.step_in_epoch = 0
@@ -82,13 +89,18 @@ class Trainer:
     def run_step(self, batch, on_phase=None):
         """One optimizer step on a collated batch (NumPy arrays); returns its losses as
         floats. A NaN/Inf loss raises NonFiniteLossError before the weights change.
-        ``on_phase(name)`` is called after "forward", "backward" and "optimizer"."""
+        ``on_phase(name)`` is called after "forward", "backward" and "optimizer" (eager), or
+        after "step" (traced: one graph)."""
         mark = on_phase or (lambda phase: None)
-        with self.grad_manager:
-            losses = self.model(**{name: mge.tensor(value) for name, value in batch.items()})
-            mark("forward")
-            self.grad_manager.backward(losses["total_loss"])
-        mark("backward")
+        if self.traced_step is not None:
+            losses = self.traced_step(batch)  # holds the update itself on a NaN/Inf loss
+            mark("step")
+        else:
+            with self.grad_manager:
+                losses = self.model(**{name: mge.tensor(value) for name, value in batch.items()})
+                mark("forward")
+                self.grad_manager.backward(losses["total_loss"])
+            mark("backward")
         values = {name: float(value.item()) for name, value in losses.items()}
         if not all(math.isfinite(v) for v in values.values()):
             self.optimizer.clear_grad()
@@ -96,8 +108,9 @@ class Trainer:
                 "non-finite loss at epoch {} step {} (iteration {}): {}; the last good "
                 "checkpoint is {}".format(self.epoch, self.step_in_epoch, self.iteration, values,
                                           self.latest_checkpoint()))
-        self.optimizer.step().clear_grad()
-        mark("optimizer")
+        if self.traced_step is None:
+            self.optimizer.step().clear_grad()
+            mark("optimizer")
         return values
 
     def train(self, epoch_batches):
@@ -149,6 +162,8 @@ class Trainer:
         checkpoint = load_checkpoint(path)
         self.model.load_state_dict(checkpoint["state_dict"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.traced_step is not None:
+            self.traced_step.reset()  # new tensors: traced again
         self.epoch = checkpoint["epoch"] + 1
         self.iteration = checkpoint["iteration"]
         logger.info("resumed from %s: epoch %d, iteration %d", path, self.epoch, self.iteration)
@@ -158,14 +173,17 @@ def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_
     """The trainer of ``model``: SGD over its trainable parameters, the standard hooks, the
     training logs (training_logs.py; validation on ``eval_dataset`` after every epoch) and
     ``options.extra_hooks``. ``on_cpu`` turns on the MegEngine 1.13 CPU workarounds: the
-    repeat of an epoch ending in NaN/Inf and, with ``options.cpu_kernels``, the fast training
-    modules and in-place SGD (``cpu.prepare_training``)."""
+    repeat of an epoch ending in NaN/Inf, the traced step (``training_step``) and, with
+    ``options.cpu_kernels``, the fast training modules (``cpu.prepare_training``; in-place SGD
+    in the eager step)."""
     sgd = SGD
     hooks = [LearningRateSchedule(), EpochCheckpoint(), ProgressLog()]
+    traced = training_step(options, on_cpu, world_size) == "traced"
     if on_cpu:
         hooks.append(cpu.RepeatNonFiniteEpoch(options.non_finite_retries, world_size))
         if options.cpu_kernels:
-            sgd = cpu.prepare_training(model)
+            in_place_sgd = cpu.prepare_training(model)
+            sgd = SGD if traced else in_place_sgd  # the traced step updates as SGD does
     hooks += training_log_hooks(options.output_dir, rank, eval_dataset, options.batch_size,
                                 options.num_workers)
     hooks += list(options.extra_hooks)
@@ -173,7 +191,17 @@ def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_
     optimizer = sgd(model.trainable_parameters(), lr=learning_rate(cfg, 0, 0, total_batch_size),
                     momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return Trainer(model, optimizer, cfg, options.batch_size, options.output_dir, hooks,
-                   world_size, rank)
+                   world_size, rank, traced)
+
+
+def training_step(options, on_cpu, world_size=1):
+    """"traced" or "eager": ``options.step``, by default traced for single-process training on
+    the CPU (cpu/traced_step.py), eager elsewhere."""
+    if options.step not in (None, "traced", "eager"):
+        raise ConfigError("the training step is 'traced' or 'eager', not {!r}".format(options.step))
+    if options.step is not None:
+        return options.step
+    return "traced" if on_cpu and world_size == 1 else "eager"
 
 
 class TrainBatches:
