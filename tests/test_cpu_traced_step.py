@@ -92,13 +92,13 @@ def test_a_non_finite_loss_raises_before_weights_or_momentum_change():
     trainer.model.load_state_dict({"head.cls_score.bias": nan_bias}, strict=False)
     trainer.traced_step.reset()  # as Trainer.resume does: graphs replay recorded tensors
     before = weights(trainer)
-    momentum = {id(p): state["momentum_buffer"].numpy()
-                for p, state in trainer.optimizer._state.items()}  # pylint: disable=protected-access
+    states = trainer.optimizer._state  # pylint: disable=protected-access
+    momentum = {id(p): state["momentum_buffer"].numpy() for p, state in states.items()}
     with pytest.raises(NonFiniteLossError, match="non-finite loss"):
         trainer.run_step(batch)
     for name, value in weights(trainer).items():  # NaN equals NaN here
         np.testing.assert_array_equal(value, before[name], err_msg=name)
-    for param, state in trainer.optimizer._state.items():  # pylint: disable=protected-access
+    for param, state in states.items():
         np.testing.assert_array_equal(state["momentum_buffer"].numpy(), momentum[id(param)])
 
 

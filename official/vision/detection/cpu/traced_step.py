@@ -81,12 +81,13 @@ class TracedStep:
         keep = F.where(finite, mge.tensor(momentum, dtype="float32"), mge.tensor(1.0))
         step_size = lr * finite.astype("float32")
         decay, zero = mge.tensor(weight_decay, dtype="float32"), mge.tensor(0.0)
+        state = self.optimizer._state  # pylint: disable=protected-access
         for param in group["params"]:
             if param.grad is None:
                 continue
             grad = F.where(finite, param.grad + param * decay, zero)
             if momentum:  # in place, as SGD does: the optimizer's state keeps its tensors
-                velocity = self.optimizer._state[param]["momentum_buffer"]  # pylint: disable=protected-access
+                velocity = state[param]["momentum_buffer"]
                 velocity *= keep
                 velocity += grad
                 grad = velocity
