@@ -1,12 +1,14 @@
-"""Identical short trainings at MegEngine's async levels, with and without the package's CPU
-training kernels: how many end in NaN/Inf, how far their final losses and weights spread, and
-the time per step.
+"""Identical short trainings at MegEngine's async levels, with the eager or the traced training
+step, with and without the package's CPU training kernels: how many end in NaN/Inf, how far
+their final losses and weights spread, and the time per step.
 
 Every run is a fresh process training the same tiny FCOS on the same synthetic data from the
 same seed through ``run_training`` (as tools/train.py does), so the runs of one setting should
 give bit-identical weights. Settings take turns, so a slow spell of the machine hits all.
 
     .venv/bin/python benchmarks/training_repeatability.py --runs 30 -o repeatability.jsonl
+    .venv/bin/python benchmarks/training_repeatability.py --runs 60 --settings traced:0 \
+        eager:0 eager:2 --kernels on -o repeatability.jsonl   # the traced step against eager
     .venv/bin/python benchmarks/training_repeatability.py --size demo --runs 3 --steps 12 \
         -o demo_steps.jsonl     # what each setting costs at the demo's size
 
@@ -52,7 +54,7 @@ from official.vision.detection.engine.hooks import HookBase
 from official.vision.detection.engine.trainer import TrainOptions, run_training
 from official.vision.detection.errors import NonFiniteError
 
-config, data, out, level, kernels, batch = sys.argv[1:]
+config, data, out, step, level, kernels, batch = sys.argv[1:]
 
 
 class StepTimes(HookBase):
@@ -68,7 +70,8 @@ class StepTimes(HookBase):
 
 timer = StepTimes()
 options = TrainOptions(data, out, batch_size=int(batch), num_workers=0, non_finite_retries=0,
-                       cpu_kernels=kernels == "on", extra_hooks=(timer,), async_level=int(level))
+                       cpu_kernels=kernels == "on", extra_hooks=(timer,), async_level=int(level),
+                       step=step)
 status, losses = "ok", []
 try:
     losses = run_training(config, options)
@@ -79,7 +82,7 @@ if status == "ok":
     state = mge.load(out + "/epoch_0.pkl")["state_dict"]
     digest = hashlib.sha1(b"".join(np.ascontiguousarray(state[k]).tobytes()
                                    for k in sorted(state))).hexdigest()[:12]
-print(json.dumps(dict(level=int(level), kernels=kernels, status=status,
+print(json.dumps(dict(step=step, level=int(level), kernels=kernels, status=status,
                       final_loss=losses[-1] if losses else None,
                       step_ms=1000 * float(np.median(timer.seconds[2:] or [0])),
                       digest=digest)))
@@ -99,15 +102,16 @@ def make_data(root, size):
                         image_size=SIZES[size]["image"], num_classes=3, seed=1)
 
 
-def run_once(config, data, level, kernels, size):
+def run_once(config, data, step, level, kernels, size):
     with tempfile.TemporaryDirectory() as out:
-        result = subprocess.run([sys.executable, "-c", CHILD, config, data, out, str(level),
+        result = subprocess.run([sys.executable, "-c", CHILD, config, data, out, step, str(level),
                                  kernels, str(SIZES[size]["batch"])],
                                 capture_output=True, text=True, timeout=3600)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
-        row = dict(level=level, kernels=kernels, status="crashed: " + result.stderr[-200:],
-                   final_loss=None, step_ms=None, digest=None)
+        row = dict(step=step, level=level, kernels=kernels,
+                   status="crashed: " + result.stderr[-200:], final_loss=None, step_ms=None,
+                   digest=None)
     else:
         row = json.loads(lines[-1])
     row["size"] = size
@@ -115,24 +119,35 @@ def run_once(config, data, level, kernels, size):
 
 
 def summary(rows):
-    """One line per (size, level, kernels): runs, non-finite, distinct weights, loss spread,
-    step time."""
+    """One line per (size, step, level, kernels): runs, non-finite, distinct weights, loss
+    spread, step time. Rows from before the traced step have the eager one."""
     groups = collections.defaultdict(list)
     for row in rows:
-        groups[(row.get("size", "tiny"), row["level"], row["kernels"])].append(row)
-    lines = ["| size | async level | CPU kernels | runs | NaN/Inf or crash | distinct final "
-             "weights | final loss min / max | median step ms |", "|---|---|---|---|---|---|---|---|"]
-    for (size, level, kernels), group in sorted(groups.items(),
-                                                key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
+        groups[(row.get("size", "tiny"), row.get("step", "eager"), row["level"],
+                row["kernels"])].append(row)
+    lines = ["| size | step | async level | CPU kernels | runs | NaN/Inf or crash | distinct "
+             "final weights | final loss min / max | median step ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (size, step, level, kernels), group in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2], kv[0][3])):
         bad = [r for r in group if r["status"] != "ok"]
         losses = [r["final_loss"] for r in group if r["status"] == "ok"]
         steps = [r["step_ms"] for r in group if r["step_ms"]]
-        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            size, level, kernels, len(group), len(bad),
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            size, step, level, kernels, len(group), len(bad),
             len({r["digest"] for r in group if r["digest"]}),
             "{:.7f} / {:.7f}".format(min(losses), max(losses)) if losses else "-",
             "{:.0f}".format(statistics.median(steps)) if steps else "-"))
     return "\n".join(lines)
+
+
+def setting(text):
+    """"traced:0" -> ("traced", 0)."""
+    step, _, level = text.partition(":")
+    if step not in ("traced", "eager") or level not in ("0", "1", "2"):
+        raise argparse.ArgumentTypeError("expected STEP:LEVEL, STEP traced or eager, LEVEL "
+                                         "0-2, not {!r}".format(text))
+    return step, int(level)
 
 
 def main():
@@ -142,7 +157,10 @@ def main():
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
                         help="tiny: 2 images of 64 x 96 per step, a 32-channel FPN; demo: "
                              "8 of 96 x 128, 64 channels, as `make demo` trains")
-    parser.add_argument("--levels", type=int, nargs="+", default=[2, 1, 0])
+    parser.add_argument("--settings", nargs="+", type=setting,
+                        default=[("eager", 2), ("eager", 1), ("eager", 0)],
+                        help="STEP:LEVEL pairs, the training step (traced or eager) and "
+                             "MegEngine's async level, e.g. traced:0 eager:2")
     parser.add_argument("--kernels", nargs="+", default=["on", "off"], choices=["on", "off"])
     parser.add_argument("-o", "--output", required=True, help="JSON lines, appended")
     args = parser.parse_args()
@@ -153,9 +171,9 @@ def main():
         with open(config, "w") as f:
             f.write(CONFIG.format(images=size["batch"] * args.steps, **size))
         for run in range(args.runs):
-            for level in args.levels:
+            for step, level in args.settings:
                 for kernels in args.kernels:
-                    row = run_once(config, work, level, kernels, args.size)
+                    row = run_once(config, work, step, level, kernels, args.size)
                     row["run"], row["time"] = run, time.strftime("%H:%M:%S")
                     with open(args.output, "a") as f:
                         f.write(json.dumps(row) + "\n")

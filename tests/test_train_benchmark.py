@@ -68,8 +68,9 @@ def test_report_prints_the_phases_the_median_step_and_its_gflops(capsys):
 
 def test_every_phase_is_timed_for_every_step_and_flops_are_three_forwards(config_file):
     module = load_config_module(str(config_file))
-    timing = time_training(module, batch_size=2, steps=3, warmup=1, short_size=64, max_size=90)
-    assert set(timing.phase_ms) == set(PHASES)
+    timing = time_training(module, batch_size=2, steps=3, warmup=1, short_size=64, max_size=90,
+                           step="eager")
+    assert timing.step == "eager" and set(timing.phase_ms) == set(PHASES)
     assert all(len(times) == 3 and min(times) > 0 for times in timing.phase_ms.values())
     assert timing.input_shape == (2, 3, 64, 96)  # 90 padded to a multiple of 32
     model = module.Net(module.Cfg())
@@ -79,10 +80,13 @@ def test_every_phase_is_timed_for_every_step_and_flops_are_three_forwards(config
 
 def test_tool_prints_the_phase_split_and_ends_with_per_image_time_and_peak_memory(config_file):
     result = run_tool("benchmark.py", "-f", config_file, "--train", "-b", "2", "-n", "3",
-                      "--warmup", "1", "--short-size", "64", "--max-size", "96")
+                      "--warmup", "1", "--short-size", "64", "--max-size", "96",
+                      "--step", "traced")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert [line.split()[0] for line in lines[-7:-3]] == list(PHASES)
+    # the traced step is one graph: data and step, no phases inside
+    assert lines[-6].startswith("traced training step")
+    assert [line.split()[0] for line in lines[-5:-3]] == ["data", "step"]
     step_ms = float(re.match(r"step: ([0-9.]+) ms for 2 images of 64x96", lines[-3]).group(1))
     assert re.fullmatch(r"train_ms_per_image=[0-9.]+", lines[-2])
     assert float(lines[-2].split("=")[1]) == pytest.approx(step_ms / 2, abs=0.06)

@@ -64,24 +64,29 @@ def train_command(config, dataset_dir, output_dir, *extra):
             "-d", dataset_dir, "-o", output_dir, "-b", "2", "--workers", "0", *extra]
 
 
-class AsyncLevelOfSteps(HookBase):
+class StepRouteAndAsyncLevel(HookBase):
     def __init__(self):
-        self.levels = set()
+        self.levels, self.routes = set(), set()
 
     def before_step(self, trainer):
         self.levels.add(mge.config.async_level)
+        self.routes.add("eager" if trainer.traced_step is None else "traced")
 
 
-@pytest.mark.parametrize("asked, expected", [(None, 0), (1, 1)])
-def test_cpu_steps_run_at_the_asked_async_level_and_by_default_operator_by_operator(
-        dataset_dir, tmp_path, asked, expected):
-    # level 0 is the only one at which identical CPU trainings never went wrong
+@pytest.mark.parametrize("asked, step, expected", [
+    (None, "eager", 0), (1, "eager", 1), (None, "traced", 0),
+])
+def test_cpu_steps_run_eager_at_level_0_by_default_or_as_asked(dataset_dir, tmp_path, asked,
+                                                                step, expected):
+    # level 0 is the only one at which identical eager CPU trainings never went wrong; the
+    # traced step (one graph per step) is asked for
     config = write_config(tmp_path / "levels.py", nr_images=4)
-    seen = AsyncLevelOfSteps()
+    seen = StepRouteAndAsyncLevel()
     before = mge.config.async_level
     run_training(config, TrainOptions(dataset_dir, str(tmp_path / "out"), batch_size=2,
-                                      num_workers=0, async_level=asked, extra_hooks=(seen,)))
-    assert seen.levels == {expected}
+                                      num_workers=0, async_level=asked, step=step,
+                                      extra_hooks=(seen,)))
+    assert seen.levels == {expected} and seen.routes == {step}
     assert mge.config.async_level == before  # restored after training
 
 

@@ -23,7 +23,7 @@ from official.vision.detection.benchmark.flops import count_conv_flops
 from official.vision.detection.benchmark.inference import (
     STAGES, benchmark, machine_peak_gflops, median_ms, stage_ms, use_eager_threads
 )
-from official.vision.detection.benchmark.training import PHASES, peak_rss_mb, time_training
+from official.vision.detection.benchmark.training import peak_rss_mb, time_training
 from official.vision.detection.deploy.detector import ENGINES, build_detector, engine_of
 from official.vision.detection.deploy.precision import PRECISION_HELP, PRECISIONS
 from official.vision.detection.deploy.quantize import (
@@ -66,6 +66,8 @@ def parse_args(argv=None):
     parser.add_argument("--async-level", type=int, choices=(0, 1, 2),
                         help="--train: MegEngine's async_level (default: the trainer's, 0 on "
                              "the CPU)")
+    parser.add_argument("--step", choices=("eager", "traced"), default="eager",
+                        help="--train: the training step, as tools/train.py's --step")
     parser.add_argument("--short-size", type=int, default=800)
     parser.add_argument("--max-size", type=int, default=1333)
     parser.add_argument("--model", help="lite / onnxruntime / openvino engine: a .mge / .onnx "
@@ -103,7 +105,7 @@ def report(timings, flops, measured_peak_gflops=None, precision="fp32"):
 
 
 def report_training(timing, measured_peak_gflops=None):
-    for phase in PHASES:
+    for phase in timing.phase_ms:
         print("{:<12} median {:9.1f} ms  (min {:.1f}, max {:.1f})".format(
             phase, timing.median_ms(phase), min(timing.phase_ms[phase]),
             max(timing.phase_ms[phase])))
@@ -122,9 +124,9 @@ def report_training(timing, measured_peak_gflops=None):
 
 def main_training(args, module):
     timing = time_training(module, args.batch_size, args.runs, args.warmup, args.short_size,
-                           args.max_size, async_level=args.async_level)
-    print("training step, {} thread(s), async level {}, {} steps after {} warm-up".format(
-        args.threads, timing.async_level, args.runs, args.warmup))
+                           args.max_size, async_level=args.async_level, step=args.step)
+    print("{} training step, {} thread(s), async level {}, {} steps after {} warm-up".format(
+        timing.step, args.threads, timing.async_level, args.runs, args.warmup))
     report_training(timing, args.peak_gflops)
 
 

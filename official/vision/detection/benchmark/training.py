@@ -19,6 +19,7 @@ from ..data.transforms import TrainTransform
 from ..engine.trainer import TrainOptions, build_trainer
 from .flops import count_conv_flops
 
+# the phases of an eager step; a traced step has "data" and "step" (one graph)
 PHASES = ("data", "forward", "backward", "optimizer")
 # a training step runs every convolution three times: forward, input gradient, weight gradient
 TRAIN_FLOPS_PER_FORWARD_FLOP = 3
@@ -31,6 +32,7 @@ class TrainTiming:
     input_shape: tuple  # [N, 3, H, W] of the padded batch
     step_flops: float  # conv FLOPs of one step (3 x the forward's)
     async_level: int = None  # MegEngine's, while the steps ran
+    step: str = None  # "traced" or "eager" (engine/trainer.py, training_step)
 
     def step_ms(self):
         return [sum(phase[i] for phase in self.phase_ms.values())
@@ -64,11 +66,11 @@ def synthetic_sample(rng, height, width, num_classes):
 
 
 def time_training(config_module, batch_size, steps, warmup, short_size, max_size, seed=0,
-                  async_level=None):
+                  async_level=None, step="eager"):
     """Phase times of ``steps`` training steps after ``warmup`` untimed ones, each on a new
     batch of synthetic ``short_size`` x ``max_size`` images (landscape, so the resize keeps
     them at that size), at MegEngine's ``async_level`` (by default the trainer's: 0 on the
-    CPU, else MegEngine's own)."""
+    CPU, else MegEngine's own), with the trainer's ``step`` ("eager" or "traced")."""
     on_cpu = not mge.is_cuda_available()
     if on_cpu:
         cpu.prepare_cpu_process()  # as the trainer does
@@ -76,30 +78,31 @@ def time_training(config_module, batch_size, steps, warmup, short_size, max_size
         async_level = cpu.CPU_TRAINING_ASYNC_LEVEL
     with cpu.async_level(mge.config.async_level if async_level is None else async_level):
         return _time_training(config_module, batch_size, steps, warmup, short_size, max_size,
-                              seed, on_cpu)
+                              seed, on_cpu, step)
 
 
 def _time_training(config_module, batch_size, steps, warmup, short_size, max_size, seed,
-                   on_cpu):
+                   on_cpu, step):
     cfg = config_module.Cfg()
     mge.random.seed(seed)
     model = config_module.Net(cfg)
     trainer = build_trainer(model, cfg, TrainOptions(dataset_dir="", output_dir="",
-                                                     batch_size=batch_size),
+                                                     batch_size=batch_size, step=step),
                             on_cpu=on_cpu)
     model.train()
     transform = TrainTransform(short_size, max_size)
     rng = np.random.default_rng(seed)
-    phase_ms = {phase: [] for phase in PHASES}
-    for step in range(warmup + steps):
+    phase_ms = {}
+    for number in range(warmup + steps):
         times = timed_step(trainer, transform, rng, batch_size, short_size, max_size)
-        if step >= warmup:
+        if number >= warmup:
             for phase, seconds in times.items():
-                phase_ms[phase].append(1000 * seconds)
+                phase_ms.setdefault(phase, []).append(1000 * seconds)
     input_shape = (batch_size, 3, padded_side(short_size), padded_side(max_size))
     model.eval()  # counting records model.inference, whose convolutions training runs too
     step_flops = TRAIN_FLOPS_PER_FORWARD_FLOP * count_conv_flops(model, input_shape)
-    return TrainTiming(phase_ms, batch_size, input_shape, step_flops, mge.config.async_level)
+    return TrainTiming(phase_ms, batch_size, input_shape, step_flops, mge.config.async_level,
+                       "eager" if trainer.traced_step is None else "traced")
 
 
 class PhaseClock:
@@ -117,7 +120,7 @@ class PhaseClock:
 
 
 def timed_step(trainer, transform, rng, batch_size, height, width):
-    """{phase: seconds} of data, forward, backward and optimizer of one step of
+    """{phase: seconds} of data and the phases of ``run_step`` of one step of
     ``trainer``."""
     clock = PhaseClock()
     batch = collate_train([transform(synthetic_sample(rng, height, width, trainer.cfg.num_classes),

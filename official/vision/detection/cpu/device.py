@@ -27,10 +27,11 @@ def default_cpu_threads(threads):
         mge.set_default_device(previous)
 
 
-# MegEngine's async_level for training on the CPU: 0, the only level at which identical
+# MegEngine's async_level for training on the CPU: 0, the only level at which identical eager
 # trainings never went wrong (docs/megengine_notes.md: at 2 and 1, runs now and then computed
-# a step wrong or ended an epoch with NaN weights, with MegEngine's own operators too). It
-# costs ~4x the step time of level 1 at the demo's size; --async-level 1 trades that back.
+# a step wrong or ended an epoch with NaN weights, with MegEngine's own operators too). The
+# eager step pays ~2x its level-2 time for it; the traced step (traced_step.py), one graph
+# per step, pays nothing measurable (--step traced).
 CPU_TRAINING_ASYNC_LEVEL = 0
 
 

@@ -47,7 +47,11 @@ class TrainOptions:
     num_workers: int = 2  # data-loading processes per device
     seed: int = 0
     threads: int = 2  # kernel threads of a single-process run on a machine without GPU
-    # MegEngine's async_level: None is 0 on the CPU (cpu.CPU_TRAINING_ASYNC_LEVEL), else 2
+    # the training step: "eager" (MegEngine's operators one by one) or "traced" (one static
+    # graph, cpu/traced_step.py; single-process CPU runs only, not yet the default: a resumed
+    # run's weights differ by ~1e-5 from an uninterrupted one's, docs/megengine_notes.md)
+    step: str = "eager"
+    # MegEngine's async_level: None is cpu.CPU_TRAINING_ASYNC_LEVEL on the CPU, else 2
     async_level: int = None
     non_finite_retries: int = 1  # CPU: repeats of an epoch that ends in NaN/Inf (cpu/guard.py)
     cpu_kernels: bool = True  # CPU: the fast training modules and in-place SGD of cpu/
@@ -69,7 +73,7 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, cfg, batch_size, output_dir, hooks=(), world_size=1,
-                 rank=0):
+                 rank=0, traced=False):
         self.model, self.optimizer, self.cfg = model, optimizer, cfg
         self.output_dir = output_dir
         self.hooks = list(hooks)
@@ -79,6 +83,10 @@ class Trainer:
         callbacks = [dist.make_allreduce_cb("mean")] if world_size > 1 else None
         params = [p for group in optimizer.param_groups for p in group["params"]]
         self.grad_manager = GradManager().attach(params, callbacks=callbacks)
+        if traced and world_size > 1:
+            raise ConfigError("the traced training step runs single-process CPU training only")
+        # the step as one static graph (cpu/traced_step.py), or MegEngine's eager operators
+        self.traced_step = cpu.TracedStep(model, optimizer, self.grad_manager) if traced else None
         self.epoch = 0
         self.iteration = 0
         self.step_in_epoch = 0
@@ -90,13 +98,18 @@ class Trainer:
     def run_step(self, batch, on_phase=None):
         """One optimizer step on a collated batch (NumPy arrays); returns its losses as
         floats. A NaN/Inf loss raises NonFiniteLossError before the weights change.
-        ``on_phase(name)`` is called after "forward", "backward" and "optimizer"."""
+        ``on_phase(name)`` is called after "forward", "backward" and "optimizer" (eager), or
+        after "step" (traced: one graph)."""
         mark = on_phase or (lambda phase: None)
-        with self.grad_manager:
-            losses = self.model(**{name: mge.tensor(value) for name, value in batch.items()})
-            mark("forward")
-            self.grad_manager.backward(losses["total_loss"])
-        mark("backward")
+        if self.traced_step is not None:
+            losses = self.traced_step(batch)  # holds the update itself on a NaN/Inf loss
+            mark("step")
+        else:
+            with self.grad_manager:
+                losses = self.model(**{name: mge.tensor(value) for name, value in batch.items()})
+                mark("forward")
+                self.grad_manager.backward(losses["total_loss"])
+            mark("backward")
         values = {name: float(value.item()) for name, value in losses.items()}
         if not all(math.isfinite(v) for v in values.values()):
             self.optimizer.clear_grad()
@@ -104,8 +117,9 @@ class Trainer:
                 "non-finite loss at epoch {} step {} (iteration {}): {}; the last good "
                 "checkpoint is {}".format(self.epoch, self.step_in_epoch, self.iteration, values,
                                           self.latest_checkpoint()))
-        self.optimizer.step().clear_grad()
-        mark("optimizer")
+        if self.traced_step is None:
+            self.optimizer.step().clear_grad()
+            mark("optimizer")
         return values
 
     def train(self, epoch_batches):
@@ -171,6 +185,8 @@ class Trainer:
                 .format(path, step, epoch, self.steps_per_epoch))
         self.model.load_state_dict(checkpoint["state_dict"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.traced_step is not None:
+            self.traced_step.reset()  # new tensors: traced again
         self.epoch, self.step_in_epoch = epoch, step
         self.iteration = checkpoint["iteration"]
         logger.info("resumed from %s: epoch %d, step %d, iteration %d", path, self.epoch,
@@ -182,14 +198,17 @@ def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_
     """The trainer of ``model``: SGD over its trainable parameters, the standard hooks, the
     training logs (training_logs.py; validation on ``eval_dataset`` after every epoch) and
     ``options.extra_hooks``. ``on_cpu`` turns on the MegEngine 1.13 CPU workarounds: the
-    repeat of an epoch ending in NaN/Inf and, with ``options.cpu_kernels``, the fast training
-    modules and in-place SGD (``cpu.prepare_training``)."""
+    repeat of an epoch ending in NaN/Inf, the traced step (``training_step``) and, with
+    ``options.cpu_kernels``, the fast training modules (``cpu.prepare_training``; in-place SGD
+    in the eager step)."""
     sgd = SGD
     hooks = [LearningRateSchedule(), EpochCheckpoint(), ProgressLog()]
+    traced = training_step(options, on_cpu) == "traced"
     if on_cpu:
         hooks.append(cpu.RepeatNonFiniteEpoch(options.non_finite_retries, world_size))
         if options.cpu_kernels:
-            sgd = cpu.prepare_training(model)
+            in_place_sgd = cpu.prepare_training(model)
+            sgd = SGD if traced else in_place_sgd  # the traced step updates as SGD does
     hooks += training_log_hooks(options.output_dir, rank, eval_dataset, options.batch_size,
                                 options.num_workers)
     # after the log hooks: a step's record is in metrics.jsonl before its checkpoint exists, so
@@ -200,7 +219,17 @@ def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_
     optimizer = sgd(model.trainable_parameters(), lr=learning_rate(cfg, 0, 0, total_batch_size),
                     momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return Trainer(model, optimizer, cfg, options.batch_size, options.output_dir, hooks,
-                   world_size, rank)
+                   world_size, rank, traced)
+
+
+def training_step(options, on_cpu):
+    """``options.step``, "eager" or "traced" (on the CPU only: cpu/traced_step.py)."""
+    if options.step not in ("traced", "eager"):
+        raise ConfigError("the training step is 'traced' or 'eager', not {!r}".format(options.step))
+    if options.step == "traced" and not on_cpu:
+        raise ConfigError("the traced training step runs single-process CPU training only: use "
+                          "--step eager")
+    return options.step
 
 
 class TrainBatches:

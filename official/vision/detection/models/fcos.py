@@ -98,13 +98,9 @@ class FCOS(M.Module):
         0-based (0 .. num_classes - 1), unlike the official package's 1-based labels.
         """
         image, im_info = _as_tensor(image), _as_tensor(im_info)
-        if gt_boxes is not None and (im_info.ndim != 2 or im_info.shape[1] != 5):
-            # a 4-column im_info would make the assigner read past its rows
-            raise ConfigError("training needs im_info [N, 5] with the number of boxes of each "
-                              "image in column 5, got shape {}".format(tuple(im_info.shape)))
         if gt_boxes is not None:
             gt_boxes = _as_tensor(gt_boxes)
-            _check_labels(gt_boxes.numpy(), im_info.numpy()[:, 4], self.cfg.num_classes)
+            self.check_training_inputs(im_info, gt_boxes)
         logits, ltrb, ctrness, points = self.raw_outputs(image)
         if gt_boxes is not None:
             return self.losses(logits, ltrb, ctrness, points, im_info, gt_boxes)
@@ -112,6 +108,14 @@ class FCOS(M.Module):
         if image.shape[0] == 1:
             return scores[0], boxes[0]
         return scores, boxes
+
+    def check_training_inputs(self, im_info, gt_boxes):
+        """Refuse a training batch the losses would silently misread (tensors or NumPy)."""
+        if im_info.ndim != 2 or im_info.shape[1] != 5:
+            # a 4-column im_info would make the assigner read past its rows
+            raise ConfigError("training needs im_info [N, 5] with the number of boxes of each "
+                              "image in column 5, got shape {}".format(tuple(im_info.shape)))
+        _check_labels(_as_numpy(gt_boxes), _as_numpy(im_info)[:, 4], self.cfg.num_classes)
 
     def inference(self, image, im_info):
         """Always batched: scores [N, P, K] and boxes [N, P, 4] in original pixels."""
@@ -184,6 +188,10 @@ def _check_labels(gt_boxes, num_boxes, num_classes):
 
 def _as_tensor(value):
     return value if isinstance(value, mge.Tensor) else mge.tensor(np.asarray(value, np.float32))
+
+
+def _as_numpy(value):
+    return value.numpy() if isinstance(value, mge.Tensor) else np.asarray(value)
 
 
 def _check_config(cfg):

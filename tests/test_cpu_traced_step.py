@@ -1,0 +1,111 @@
+"""The traced training step (cpu/traced_step.py) against the eager one on the same batches."""
+import numpy as np
+import megengine as mge
+import pytest
+
+from official.vision.detection.benchmark.training import synthetic_sample
+from official.vision.detection.data.collate import collate_train
+from official.vision.detection.data.transforms import TrainTransform
+from official.vision.detection.engine.trainer import TrainOptions, build_trainer, training_step
+from official.vision.detection.errors import ConfigError, NonFiniteLossError
+from official.vision.detection.models import FCOS
+
+from conftest import tiny_config
+
+# (short side, long side) of each step's images: two padded sizes, one graph used twice
+STEP_SIZES = [(64, 96), (96, 64), (50, 80)]
+
+
+def batches(seed=0):
+    """Three batches of two images with 1-4 boxes each: varying box counts and sizes."""
+    rng = np.random.default_rng(seed)
+    for short, long in STEP_SIZES:
+        transform = TrainTransform((short,), long)
+        yield collate_train([transform(synthetic_sample(rng, short, long, 3), rng)
+                             for _ in range(2)])
+
+
+def trainer_of(step):
+    mge.random.seed(0)
+    model = FCOS(tiny_config())
+    trainer = build_trainer(model, model.cfg, TrainOptions("", "", batch_size=2, step=step),
+                            on_cpu=True)
+    model.train()
+    return trainer
+
+
+def set_lr(trainer, lr):
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = lr
+
+
+def weights(trainer):
+    return {name: value.numpy() for name, value in trainer.model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def eager_run():
+    trainer = trainer_of("eager")
+    losses = []
+    for number, batch in enumerate(batches()):
+        set_lr(trainer, 0.002 * (number + 1))  # a schedule: each step its own rate
+        losses.append(trainer.run_step(batch))
+    return losses, weights(trainer)
+
+
+def test_traced_steps_give_the_eager_losses_and_weights(eager_run):
+    expected_losses, expected_weights = eager_run
+    trainer = trainer_of("traced")
+    for number, (batch, expected) in enumerate(zip(batches(), expected_losses)):
+        set_lr(trainer, 0.002 * (number + 1))
+        losses = trainer.run_step(batch)
+        assert losses.keys() == expected.keys()
+        np.testing.assert_allclose([losses[k] for k in expected], list(expected.values()),
+                                   rtol=2e-4)
+    assert len(trainer.traced_step.graphs) == 2
+    # the routes sum gradients in different orders: compared to the size of the update
+    start, traced = weights(trainer_of("traced")), weights(trainer)
+    update = np.concatenate([(expected_weights[k] - start[k]).ravel() for k in start])
+    difference = np.concatenate([(traced[k] - expected_weights[k]).ravel() for k in start])
+    assert np.linalg.norm(difference) < 0.01 * np.linalg.norm(update)
+
+
+def test_the_learning_rate_is_read_at_every_step_of_a_graph():
+    trainer = trainer_of("traced")
+    first, second = list(batches())[::2]  # padded to the same shapes: one graph
+    set_lr(trainer, 0.01)
+    trainer.run_step(first)
+    before = weights(trainer)
+    set_lr(trainer, 0.0)  # still momentum: SGD moves by lr * velocity, here 0
+    trainer.run_step(second)
+    assert len(trainer.traced_step.graphs) == 1
+    for name, value in weights(trainer).items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+def test_a_non_finite_loss_raises_before_weights_or_momentum_change():
+    trainer = trainer_of("traced")
+    batch = next(batches())
+    trainer.run_step(batch)  # a step that moves the weights and momentum
+    nan_bias = np.full(trainer.model.head.cls_score.bias.shape, np.nan, "float32")
+    # NaN logits, a NaN classification loss
+    trainer.model.load_state_dict({"head.cls_score.bias": nan_bias}, strict=False)
+    trainer.traced_step.reset()  # as Trainer.resume does: graphs replay recorded tensors
+    before = weights(trainer)
+    states = trainer.optimizer._state  # pylint: disable=protected-access
+    momentum = {id(p): state["momentum_buffer"].numpy() for p, state in states.items()}
+    with pytest.raises(NonFiniteLossError, match="non-finite loss"):
+        trainer.run_step(batch)
+    for name, value in weights(trainer).items():  # NaN equals NaN here
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+    for param, state in states.items():
+        np.testing.assert_array_equal(state["momentum_buffer"].numpy(), momentum[id(param)])
+
+
+def test_training_is_eager_by_default_and_traced_on_the_cpu_when_asked():
+    assert training_step(TrainOptions("", ""), on_cpu=True) == "eager"
+    assert training_step(TrainOptions("", "", step="traced"), on_cpu=True) == "traced"
+    with pytest.raises(ConfigError, match="single-process CPU training only"):
+        training_step(TrainOptions("", "", step="traced"), on_cpu=False)
+    with pytest.raises(ConfigError, match="'traced' or 'eager'"):
+        training_step(TrainOptions("", "", step="graph"), on_cpu=True)
