@@ -59,11 +59,16 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
     check_precision(precision, engine)
     prepare_cpu_process()  # before the first convolution of the process
     threads = threads or usable_cpus()
+    if precision == "int8" and model_path is None and calibration is None:
+        # before "auto" tries the engines: every one of them would stop here
+        raise ConfigError("int8 is calibrated on your images: give -d DATA (the config's train "
+                          "split is used) or --model MODEL.onnx from tools/dump.py --precision "
+                          "int8")
     if engine == "auto":
         return _fastest_detector(config_module, weights, model_path, threads, profile_path,
                                  precision, calibration)
     if model_path is None and precision == "int8":
-        model_path = int8_model(config_module, weights, _int8_calibration(calibration))
+        model_path = int8_model(config_module, weights, calibration)
     if model_path is not None:
         return _file_detector(config_module.Cfg(), engine, model_path, threads, profile_path,
                               precision)
@@ -80,14 +85,6 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
         else:
             export_onnx(model, path)
         return _file_detector(model.cfg, engine, path, threads, profile_path, precision)
-
-
-def _int8_calibration(calibration):
-    if calibration is None:
-        raise ConfigError("int8 is calibrated on your images: give -d DATA (the config's train "
-                          "split is used) or --model MODEL.onnx from tools/dump.py --precision "
-                          "int8")
-    return calibration
 
 
 def _fastest_detector(config_module, weights, model_path, threads, profile_path, precision,
