@@ -7,7 +7,7 @@ FINETUNE_CONFIG := official/vision/detection/configs/fcos_res18_synthetic_finetu
 SYNTHETIC_SHAPES := --size 96-128 --max-objects 4 --object-scale 0.2-0.6
 # The demos train with the traced step (one static graph per batch shape, docs/training.md):
 # ~2x the speed of the default eager step at async level 0, and none of its identical repeats
-# went wrong (18 runs); not yet the default, since a resumed run's weights differ by ~1e-5.
+# went wrong (18 runs), too few yet to make it the default.
 DEMO_TRAIN_FLAGS := -b 8 --step traced
 
 .PHONY: setup test demo finetune-benchmark clean

@@ -190,6 +190,20 @@ def test_a_truncated_newest_checkpoint_is_reported_and_the_previous_one_resumed(
     assert_same_weights(resumed, expected)
 
 
+def test_a_traced_run_resumed_mid_epoch_ends_with_the_uninterrupted_runs_weights(dataset_dir,
+                                                                                tmp_path):
+    # a graph recorded on loaded tensors computed ~1e-6 apart from one recorded on the tensors
+    # training made: the uninterrupted run continues from its checkpoints too, as this one does
+    config = write_config(tmp_path / "resumable.py", nr_images=16)
+    expected = train_in_process(config, dataset_dir, str(tmp_path / "straight"), step="traced")
+    output_dir = str(tmp_path / "cut")
+    with pytest.raises(Stopped):  # at iteration 7, after the checkpoint 6 steps into epoch 0
+        train_in_process(config, dataset_dir, output_dir, step="traced",
+                         extra_hooks=(StopAtIteration(7),))
+    resumed = train_in_process(config, dataset_dir, output_dir, step="traced", resume=True)
+    assert_same_weights(resumed, expected)
+
+
 def test_a_step_checkpoint_replaces_the_older_ones_but_one_and_those_past_it(tmp_path):
     output_dir = str(tmp_path)
     model = M.Linear(2, 2)

@@ -22,7 +22,7 @@ convolution. What they work around, measured on 2-core AMD EPYC machines:
 - traced_step.py: the training step as one static graph (forward, backward, SGD): the
   interpreter runs one operator per step, so level 0 costs nothing and the step is as fast as
   the eager one at level 2; single-process CPU training with --step traced (not yet the
-  default: a resumed run's weights differ by ~1e-5 from an uninterrupted one's).
+  default: too few identical repeats measured).
 """
 import megengine.module as M
 

@@ -25,7 +25,8 @@ from ..model_zoo import RELEASED_MODELS
 from ..utils.config_file import load_config_module
 from ..weights import load_matching_weights, load_weight_file, state_dict_of
 from .checkpoint import (
-    latest_checkpoint, newest_checkpoint, resolve_weights, resume_position, save_checkpoint
+    latest_checkpoint, load_checkpoint, newest_checkpoint, resolve_weights, resume_position,
+    save_checkpoint
 )
 from .hooks import EpochCheckpoint, LearningRateSchedule, ProgressLog, StepCheckpoint
 from .launch import launch, world_info
@@ -48,8 +49,8 @@ class TrainOptions:
     seed: int = 0
     threads: int = 2  # kernel threads of a single-process run on a machine without GPU
     # the training step: "eager" (MegEngine's operators one by one) or "traced" (one static
-    # graph, cpu/traced_step.py; single-process CPU runs only, not yet the default: a resumed
-    # run's weights differ by ~1e-5 from an uninterrupted one's, docs/megengine_notes.md)
+    # graph, cpu/traced_step.py; single-process CPU runs only, not yet the default: too few
+    # identical repeats measured, docs/megengine_notes.md)
     step: str = "eager"
     # MegEngine's async_level: None is cpu.CPU_TRAINING_ASYNC_LEVEL on the CPU, else 2
     async_level: int = None
@@ -161,9 +162,23 @@ class Trainer:
 
     def save_checkpoint(self, step=None):
         """Write epoch_<epoch>.pkl, or with ``step`` (steps done in the epoch) a step
-        checkpoint (see checkpoint.save_checkpoint); its path."""
-        return save_checkpoint(self.output_dir, self.model, self.optimizer, self.epoch,
+        checkpoint (see checkpoint.save_checkpoint); its path. The traced step then continues
+        from what was written, as a run resumed from it would (``_continue_from``)."""
+        path = save_checkpoint(self.output_dir, self.model, self.optimizer, self.epoch,
                                self.iteration, step, self.categories)
+        if self.traced_step is not None:
+            self._continue_from(load_checkpoint(path))
+        return path
+
+    def _continue_from(self, checkpoint):
+        """Load the weights and optimizer state of ``checkpoint``; the traced step records its
+        graphs again. A graph recorded on loaded tensors computed ~1e-6 apart from one recorded
+        on the tensors training made, so an uninterrupted traced run also continues from its
+        checkpoints: a run resumed from any of them then ends with the same weights."""
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.traced_step is not None:
+            self.traced_step.reset()  # new tensors: traced again
 
     def latest_checkpoint(self):
         """Path of the furthest checkpoint in the output folder (not read), or None."""
@@ -183,10 +198,7 @@ class Trainer:
                 "{} is {} steps into epoch {}, but an epoch now has {} steps: resume with the "
                 "batch size, number of devices and nr_images_epoch of the run that wrote it"
                 .format(path, step, epoch, self.steps_per_epoch))
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if self.traced_step is not None:
-            self.traced_step.reset()  # new tensors: traced again
+        self._continue_from(checkpoint)
         self.epoch, self.step_in_epoch = epoch, step
         self.iteration = checkpoint["iteration"]
         logger.info("resumed from %s: epoch %d, step %d, iteration %d", path, self.epoch,
