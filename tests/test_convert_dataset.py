@@ -309,6 +309,23 @@ def test_a_converted_dataset_trains_and_its_checkpoint_names_the_detections(tmp_
                               categories[d["label"]] for d in detections)
 
 
+@pytest.mark.parametrize("source_format", ["voc", "labelme"])
+def test_voc_and_labelme_conversions_train_with_their_classes(tmp_path, source_format):
+    # VOC's difficult objects reach the trainer as crowd regions, which it must skip
+    out = tmp_path / "datasets" / "shapes"
+    year = write_voc(tmp_path / "VOC2007") if source_format == "voc" else None
+    for split in TRUTH:
+        source = year or write_labelme(tmp_path / split, split)
+        convert_dataset(source_format, str(source), str(out), split)
+    config = write_config(tmp_path / "converted.py", nr_images=4)  # 2 steps an epoch, 2 epochs
+    log = str(tmp_path / "log")
+    losses = run_training(config, TrainOptions(str(tmp_path / "datasets"), log, batch_size=2,
+                                               num_workers=0))
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    names = [c["name"] for c in load_checkpoint(latest_checkpoint(log))["categories"]]
+    assert sorted(names) == CLASSES
+
+
 def test_a_split_converted_again_replaces_its_images_and_annotations(tmp_path):
     year = write_voc(tmp_path / "VOC2007")
     out = tmp_path / "data" / "voc07"
