@@ -5,10 +5,9 @@ DEMO_DIR ?= demo_output
 DEMO_CONFIG := official/vision/detection/configs/fcos_res18_synthetic_demo.py
 FINETUNE_CONFIG := official/vision/detection/configs/fcos_res18_synthetic_finetune.py
 SYNTHETIC_SHAPES := --size 96-128 --max-objects 4 --object-scale 0.2-0.6
-# The demos train with the traced step (one static graph per batch shape, docs/training.md):
-# ~2x the speed of the default eager step at async level 0, and none of its identical repeats
-# went wrong (18 runs), too few yet to make it the default.
-DEMO_TRAIN_FLAGS := -b 8 --step traced
+# The demos train on the trainer's defaults (on the CPU: the traced step at async level 0,
+# docs/training.md)
+DEMO_TRAIN_FLAGS := -b 8
 
 .PHONY: setup test demo finetune-benchmark clean
 

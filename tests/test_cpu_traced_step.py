@@ -102,8 +102,10 @@ def test_a_non_finite_loss_raises_before_weights_or_momentum_change():
         np.testing.assert_array_equal(state["momentum_buffer"].numpy(), momentum[id(param)])
 
 
-def test_training_is_eager_by_default_and_traced_on_the_cpu_when_asked():
-    assert training_step(TrainOptions("", ""), on_cpu=True) == "eager"
+def test_training_is_traced_by_default_on_the_cpu_and_eager_on_gpus():
+    assert training_step(TrainOptions("", ""), on_cpu=True) == "traced"
+    assert training_step(TrainOptions("", ""), on_cpu=False) == "eager"
+    assert training_step(TrainOptions("", "", step="eager"), on_cpu=True) == "eager"
     assert training_step(TrainOptions("", "", step="traced"), on_cpu=True) == "traced"
     with pytest.raises(ConfigError, match="single-process CPU training only"):
         training_step(TrainOptions("", "", step="traced"), on_cpu=False)

@@ -66,8 +66,9 @@ def parse_args(argv=None):
     parser.add_argument("--async-level", type=int, choices=(0, 1, 2),
                         help="--train: MegEngine's async_level (default: the trainer's, 0 on "
                              "the CPU)")
-    parser.add_argument("--step", choices=("eager", "traced"), default="eager",
-                        help="--train: the training step, as tools/train.py's --step")
+    parser.add_argument("--step", choices=("eager", "traced"),
+                        help="--train: the training step, as tools/train.py's --step (default: "
+                             "the trainer's, traced on the CPU)")
     parser.add_argument("--short-size", type=int, default=800)
     parser.add_argument("--max-size", type=int, default=1333)
     parser.add_argument("--model", help="lite / onnxruntime / openvino engine: a .mge / .onnx "

@@ -40,14 +40,15 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2,
                         help="CPU threads of a single-process run on a machine without GPU")
-    parser.add_argument("--step", choices=("eager", "traced"), default="eager",
-                        help="the training step: eager, MegEngine's operators one by one, or "
-                             "traced, one static graph (single-process CPU runs; ~2x the eager "
-                             "level-0 step's speed, not yet the default: docs/training.md)")
+    parser.add_argument("--step", choices=("eager", "traced"),
+                        help="the training step: traced, one static graph (single-process CPU "
+                             "runs, the default there), or eager, MegEngine's operators one by "
+                             "one (the default on GPUs); docs/training.md")
     parser.add_argument("--async-level", type=int, choices=(0, 1, 2),
                         help="MegEngine's async_level (default: 0 on the CPU, operator by "
                              "operator: the eager step at 1 and 2 now and then computed a step "
-                             "wrong; else 2; docs/megengine_notes.md)")
+                             "wrong, and the traced step is one operator; else 2; "
+                             "docs/megengine_notes.md)")
     parser.add_argument("--log-every", type=int, metavar="STEPS",
                         help="steps between log lines and metrics records (default: the "
                              "config's log_interval)")

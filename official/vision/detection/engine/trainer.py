@@ -25,7 +25,7 @@ from ..model_zoo import RELEASED_MODELS
 from ..utils.config_file import load_config_module
 from ..weights import load_matching_weights, load_weight_file, state_dict_of
 from .checkpoint import (
-    latest_checkpoint, load_checkpoint, newest_checkpoint, resolve_weights, resume_position,
+    latest_checkpoint, newest_checkpoint, resolve_weights, resume_position,
     save_checkpoint
 )
 from .hooks import EpochCheckpoint, LearningRateSchedule, ProgressLog, StepCheckpoint
@@ -48,10 +48,10 @@ class TrainOptions:
     num_workers: int = 2  # data-loading processes per device
     seed: int = 0
     threads: int = 2  # kernel threads of a single-process run on a machine without GPU
-    # the training step: "eager" (MegEngine's operators one by one) or "traced" (one static
-    # graph, cpu/traced_step.py; single-process CPU runs only, not yet the default: too few
-    # identical repeats measured, docs/megengine_notes.md)
-    step: str = "eager"
+    # the training step: "traced" (one static graph, cpu/traced_step.py; single-process CPU
+    # runs only) or "eager" (MegEngine's operators one by one); None: traced on the CPU,
+    # eager on GPUs (docs/megengine_notes.md, "The training step on the CPU")
+    step: str = None
     # MegEngine's async_level: None is cpu.CPU_TRAINING_ASYNC_LEVEL on the CPU, else 2
     async_level: int = None
     non_finite_retries: int = 1  # CPU: repeats of an epoch that ends in NaN/Inf (cpu/guard.py)
@@ -162,23 +162,23 @@ class Trainer:
 
     def save_checkpoint(self, step=None):
         """Write epoch_<epoch>.pkl, or with ``step`` (steps done in the epoch) a step
-        checkpoint (see checkpoint.save_checkpoint); its path. The traced step then continues
-        from what was written, as a run resumed from it would (``_continue_from``)."""
+        checkpoint (see checkpoint.save_checkpoint); its path. The traced step then traces its
+        graphs again, as a run resumed from this checkpoint does: the first step of a new
+        graph (recorded, not yet compiled) computes ~1e-6 apart from a compiled one, so only
+        so does a resumed run end with the uninterrupted run's weights."""
         path = save_checkpoint(self.output_dir, self.model, self.optimizer, self.epoch,
                                self.iteration, step, self.categories)
         if self.traced_step is not None:
-            self._continue_from(load_checkpoint(path))
+            self.traced_step.reset()
         return path
 
     def _continue_from(self, checkpoint):
-        """Load the weights and optimizer state of ``checkpoint``; the traced step records its
-        graphs again. A graph recorded on loaded tensors computed ~1e-6 apart from one recorded
-        on the tensors training made, so an uninterrupted traced run also continues from its
-        checkpoints: a run resumed from any of them then ends with the same weights."""
+        """Load the weights and optimizer state of ``checkpoint``; the traced step traces its
+        graphs again (their inputs are the tensors they were traced with)."""
         self.model.load_state_dict(checkpoint["state_dict"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.traced_step is not None:
-            self.traced_step.reset()  # new tensors: traced again
+            self.traced_step.reset()
 
     def latest_checkpoint(self):
         """Path of the furthest checkpoint in the output folder (not read), or None."""
@@ -235,7 +235,10 @@ def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_
 
 
 def training_step(options, on_cpu):
-    """``options.step``, "eager" or "traced" (on the CPU only: cpu/traced_step.py)."""
+    """``options.step``, "eager" or "traced" (on the CPU only: cpu/traced_step.py); by
+    default traced on the CPU, eager on GPUs."""
+    if options.step is None:
+        return "traced" if on_cpu else "eager"
     if options.step not in ("traced", "eager"):
         raise ConfigError("the training step is 'traced' or 'eager', not {!r}".format(options.step))
     if options.step == "traced" and not on_cpu:
