@@ -68,21 +68,34 @@ class TracedStep:
         self.model.check_training_inputs(batch["im_info"], batch["gt_boxes"])
         batch = padded_batch(batch)
         key = (batch["image"].shape, batch["gt_boxes"].shape)
+        if self.state is None:
+            self.state = self._state()
+        inputs = {name: mge.tensor(value) for name, value in batch.items()}
         graph = self.graphs.pop(key, None)
         if graph is None:
-            graph = trace(self._step, symbolic=True, symbolic_shape=False, without_host=True)
-            graph.overall = False  # a pure function of its arguments, see the module's text
+            graph = self._compiled(inputs)
             while len(self.graphs) >= MAX_GRAPHS:
                 self.graphs.popitem(last=False)
         self.graphs[key] = graph  # the most recently used last
-        if self.state is None:
-            self.state = self._state()
         lrs = [mge.tensor(group["lr"], dtype="float32") for group in self.optimizer.param_groups]
-        losses, new_state = graph(self.state, lrs, **{name: mge.tensor(value)
-                                                      for name, value in batch.items()})
+        losses, new_state = graph(self.state, lrs, **inputs)
         for tensor, value in zip(self.state, new_state):
             tensor._reset(value)  # pylint: disable=protected-access
         return losses
+
+    def _compiled(self, inputs):
+        """A new graph, recorded on ``inputs`` and the current state, which is then put back:
+        every step runs on a compiled graph (the recording call computed ~1e-6 apart), so a
+        step's result does not depend on when its graph was traced, and a run resumed from a
+        checkpoint (graphs traced anew) ends with the uninterrupted run's weights."""
+        graph = trace(self._step, symbolic=True, symbolic_shape=False, without_host=True)
+        graph.overall = False  # a pure function of its arguments, see the module's text
+        saved = [F.copy(tensor) for tensor in self.state]
+        lrs = [mge.tensor(0.0) for _ in self.optimizer.param_groups]
+        graph(self.state, lrs, **inputs)
+        for tensor, value in zip(self.state, saved):
+            tensor._reset(value)  # pylint: disable=protected-access
+        return graph
 
     def reset(self):
         """Forget the compiled graphs; call it after the weights or the optimizer state were

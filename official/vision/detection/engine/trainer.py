@@ -162,15 +162,9 @@ class Trainer:
 
     def save_checkpoint(self, step=None):
         """Write epoch_<epoch>.pkl, or with ``step`` (steps done in the epoch) a step
-        checkpoint (see checkpoint.save_checkpoint); its path. The traced step then traces its
-        graphs again, as a run resumed from this checkpoint does: the first step of a new
-        graph (recorded, not yet compiled) computes ~1e-6 apart from a compiled one, so only
-        so does a resumed run end with the uninterrupted run's weights."""
-        path = save_checkpoint(self.output_dir, self.model, self.optimizer, self.epoch,
+        checkpoint (see checkpoint.save_checkpoint); its path."""
+        return save_checkpoint(self.output_dir, self.model, self.optimizer, self.epoch,
                                self.iteration, step, self.categories)
-        if self.traced_step is not None:
-            self.traced_step.reset()
-        return path
 
     def _continue_from(self, checkpoint):
         """Load the weights and optimizer state of ``checkpoint``; the traced step traces its
