@@ -8,7 +8,7 @@ give bit-identical weights. Settings take turns, so a slow spell of the machine 
 
     .venv/bin/python benchmarks/training_repeatability.py --runs 30 -o repeatability.jsonl
     .venv/bin/python benchmarks/training_repeatability.py --runs 60 --settings traced:0 \
-        eager:0 eager:2 --kernels on -o repeatability.jsonl   # the traced step against eager
+        eager:0 eager:2 --kernels on -o repeatability.jsonl   # traced:0 is the CPU default
     .venv/bin/python benchmarks/training_repeatability.py --size demo --runs 3 --steps 12 \
         -o demo_steps.jsonl     # what each setting costs at the demo's size
 

@@ -11,18 +11,17 @@ convolution. What they work around, measured on 2-core AMD EPYC machines:
 - sgd.py: ``megengine.optimizer.SGD`` builds five new tensors per parameter and step; the
   in-place update cut the demo's optimizer phase from ~35 to ~12 ms.
 - mkl.py: the bundled MKL 2019 runs generic SSE code on AMD CPUs unless told otherwise.
-- device.py: at MegEngine's async levels 2 (its default) and 1, identical trainings now and
-  then computed a step wrong or ended an epoch with NaN weights, with MegEngine's operators
-  too; the trainer runs at level 0 (``CPU_TRAINING_ASYNC_LEVEL``), where none did. Also CPU
+- device.py: at MegEngine's async levels 2 (its default) and 1, identical eager trainings
+  now and then computed a step wrong or ended an epoch with NaN weights, with MegEngine's
+  operators too; the trainer runs at level 0 (``CPU_TRAINING_ASYNC_LEVEL``), where none did. Also CPU
   device names with a thread count.
 - guard.py: an epoch that ends in NaN/Inf is repeated from the last checkpoint, a guard kept
   for such corruption.
 - sync_thread.py: MegEngine's event-polling thread takes up to a quarter of a core for as long
   as the process lives and slows every engine that runs after it; it is moved to idle priority.
 - traced_step.py: the training step as one static graph (forward, backward, SGD): the
-  interpreter runs one operator per step, so level 0 costs nothing and the step is as fast as
-  the eager one at level 2; single-process CPU training with --step traced (not yet the
-  default: too few identical repeats measured).
+  interpreter runs one operator per step, so level 0 costs little and the step is sound and
+  close to the eager one at level 2; the default of single-process CPU training.
 """
 import megengine.module as M
 
