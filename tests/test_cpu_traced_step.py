@@ -4,6 +4,7 @@ import megengine as mge
 import pytest
 
 from official.vision.detection.benchmark.training import synthetic_sample
+from official.vision.detection.cpu.traced_step import MAX_GRAPHS
 from official.vision.detection.data.collate import collate_train
 from official.vision.detection.data.transforms import TrainTransform
 from official.vision.detection.engine.trainer import TrainOptions, build_trainer, training_step
@@ -81,6 +82,20 @@ def test_the_learning_rate_is_read_at_every_step_of_a_graph():
     assert len(trainer.traced_step.graphs) == 1
     for name, value in weights(trainer).items():
         np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+def test_only_the_graphs_of_the_last_batch_shapes_are_kept():
+    trainer = trainer_of("traced")
+    set_lr(trainer, 0.002)
+    sizes = [(32 * k, 160) for k in range(1, MAX_GRAPHS + 2)]  # one shape more than kept
+    rng = np.random.default_rng(0)
+    for short, long in sizes + sizes[-1:]:
+        transform = TrainTransform((short,), long)
+        batch = collate_train([transform(synthetic_sample(rng, short, long, 3), rng)
+                               for _ in range(2)])
+        trainer.run_step(batch)
+    kept = [image_shape[2:] for image_shape, _ in trainer.traced_step.graphs]
+    assert kept == [(32 * k, 160) for k in range(2, MAX_GRAPHS + 2)]  # the first one dropped
 
 
 def test_a_non_finite_loss_raises_before_weights_or_momentum_change():
