@@ -70,7 +70,8 @@ def time_training(config_module, batch_size, steps, warmup, short_size, max_size
     """Phase times of ``steps`` training steps after ``warmup`` untimed ones, each on a new
     batch of synthetic ``short_size`` x ``max_size`` images (landscape, so the resize keeps
     them at that size), at MegEngine's ``async_level`` (by default the trainer's: 0 on the
-    CPU, else MegEngine's own), with the trainer's ``step`` ("eager", "traced", or None: the trainer's default)."""
+    CPU, else MegEngine's own), with the trainer's ``step`` ("eager", "traced", or None: the
+    trainer's default)."""
     on_cpu = not mge.is_cuda_available()
     if on_cpu:
         cpu.prepare_cpu_process()  # as the trainer does

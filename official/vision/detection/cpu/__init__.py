@@ -13,8 +13,8 @@ convolution. What they work around, measured on 2-core AMD EPYC machines:
 - mkl.py: the bundled MKL 2019 runs generic SSE code on AMD CPUs unless told otherwise.
 - device.py: at MegEngine's async levels 2 (its default) and 1, identical eager trainings
   now and then computed a step wrong or ended an epoch with NaN weights, with MegEngine's
-  operators too; the trainer runs at level 0 (``CPU_TRAINING_ASYNC_LEVEL``), where none did. Also CPU
-  device names with a thread count.
+  operators too; the trainer runs at level 0 (``CPU_TRAINING_ASYNC_LEVEL``), where none did.
+  Also CPU device names with a thread count.
 - guard.py: an epoch that ends in NaN/Inf is repeated from the last checkpoint, a guard kept
   for such corruption.
 - sync_thread.py: MegEngine's event-polling thread takes up to a quarter of a core for as long

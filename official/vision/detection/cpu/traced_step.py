@@ -79,8 +79,7 @@ class TracedStep:
         self.graphs[key] = graph  # the most recently used last
         lrs = [mge.tensor(group["lr"], dtype="float32") for group in self.optimizer.param_groups]
         losses, new_state = graph(self.state, lrs, **inputs)
-        for tensor, value in zip(self.state, new_state):
-            tensor._reset(value)  # pylint: disable=protected-access
+        self._put_state(new_state)
         return losses
 
     def _compiled(self, inputs):
@@ -93,9 +92,14 @@ class TracedStep:
         saved = [F.copy(tensor) for tensor in self.state]
         lrs = [mge.tensor(0.0) for _ in self.optimizer.param_groups]
         graph(self.state, lrs, **inputs)
-        for tensor, value in zip(self.state, saved):
-            tensor._reset(value)  # pylint: disable=protected-access
+        self._put_state(saved)
         return graph
+
+    def _put_state(self, values):
+        """Give the state's tensors ``values``, in place: the optimizer and the model keep
+        their tensor objects."""
+        for tensor, value in zip(self.state, values):
+            tensor._reset(value)  # pylint: disable=protected-access
 
     def reset(self):
         """Forget the compiled graphs; call it after the weights or the optimizer state were
