@@ -188,7 +188,13 @@ Cfg = CustomFCOSConfig
 '''
 
 
-def write_config(path, nr_images=8, basic_lr=0.01 / 16):
-    path.write_text(OFFICIAL_STYLE_CONFIG.replace("NR_IMAGES", str(nr_images))
-                    .replace("BASIC_LR", repr(basic_lr)))
+def write_config(path, nr_images=8, basic_lr=0.01 / 16, optimizer=None):
+    """The official-style config with these values; ``optimizer`` (cfg.optimizer) is set only
+    when given, as the official package has no such option."""
+    text = OFFICIAL_STYLE_CONFIG.replace("NR_IMAGES", str(nr_images))
+    text = text.replace("BASIC_LR", repr(basic_lr))
+    if optimizer is not None:
+        text = text.replace("        self.basic_lr", "        self.optimizer = {!r}\n"
+                            "        self.basic_lr".format(optimizer))
+    path.write_text(text)
     return str(path)

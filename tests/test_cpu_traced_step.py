@@ -26,11 +26,17 @@ def batches(seed=0):
                              for _ in range(2)])
 
 
-def trainer_of(step):
+def trainer_of(step, optimizer="sgd"):
     mge.random.seed(0)
-    model = FCOS(tiny_config())
+    model = FCOS(tiny_config().update(optimizer=optimizer))
     trainer = build_trainer(model, model.cfg, TrainOptions("", "", batch_size=2, step=step),
                             on_cpu=True)
+    if optimizer == "adamw":
+        # AdamW scales each gradient by its own size, so gradients that are rounding noise
+        # (summed in different orders by the two routes) would move full steps of either
+        # sign: a larger eps keeps them small. A large decay makes that term count.
+        for group in trainer.optimizer.param_groups:
+            group.update(eps=1e-3, weight_decay=0.5)
     model.train()
     return trainer
 
@@ -54,6 +60,13 @@ def eager_run():
     return losses, weights(trainer)
 
 
+def relative_difference(weights, expected, start):
+    """The norm of ``weights - expected`` over that of the update ``expected - start``."""
+    update = np.concatenate([(expected[k] - start[k]).ravel() for k in start])
+    difference = np.concatenate([(weights[k] - expected[k]).ravel() for k in start])
+    return np.linalg.norm(difference) / np.linalg.norm(update)
+
+
 def test_traced_steps_give_the_eager_losses_and_weights(eager_run):
     expected_losses, expected_weights = eager_run
     trainer = trainer_of("traced")
@@ -65,10 +78,28 @@ def test_traced_steps_give_the_eager_losses_and_weights(eager_run):
                                    rtol=2e-4)
     assert len(trainer.traced_step.graphs) == 2
     # the routes sum gradients in different orders: compared to the size of the update
-    start, traced = weights(trainer_of("traced")), weights(trainer)
-    update = np.concatenate([(expected_weights[k] - start[k]).ravel() for k in start])
-    difference = np.concatenate([(traced[k] - expected_weights[k]).ravel() for k in start])
-    assert np.linalg.norm(difference) < 0.01 * np.linalg.norm(update)
+    start = weights(trainer_of("traced"))
+    assert relative_difference(weights(trainer), expected_weights, start) < 0.01
+
+
+def test_traced_adamw_steps_give_the_eager_ones_from_the_same_state():
+    """Each step from the same weights and moments: over several steps the routes' rounding
+    differences grow (AdamW moves every weight by about lr, whatever its gradient's size)."""
+    eager, traced = trainer_of("eager", "adamw"), trainer_of("traced", "adamw")
+    for number, batch in enumerate(batches()):
+        traced.model.load_state_dict(eager.model.state_dict())
+        traced.optimizer.load_state_dict(eager.optimizer.state_dict())
+        traced.traced_step.reset()
+        start = weights(eager)
+        set_lr(eager, 0.002 * (number + 1))
+        set_lr(traced, 0.002 * (number + 1))
+        expected, losses = eager.run_step(batch), traced.run_step(batch)
+        np.testing.assert_allclose([losses[k] for k in expected], list(expected.values()),
+                                   rtol=1e-5)
+        assert relative_difference(weights(traced), weights(eager), start) < 1e-3
+    for trainer in (eager, traced):  # the bias correction's step count
+        steps = {state["step"].item() for state in trainer.optimizer._state.values()}
+        assert steps == {len(STEP_SIZES)}
 
 
 def test_the_learning_rate_is_read_at_every_step_of_a_graph():
@@ -98,23 +129,27 @@ def test_only_the_graphs_of_the_last_batch_shapes_are_kept():
     assert kept == [(32 * k, 160) for k in range(2, MAX_GRAPHS + 2)]  # the first one dropped
 
 
-def test_a_non_finite_loss_raises_before_weights_or_momentum_change():
-    trainer = trainer_of("traced")
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_non_finite_loss_raises_before_weights_or_optimizer_state_change(optimizer):
+    trainer = trainer_of("traced", optimizer)
     batch = next(batches())
-    trainer.run_step(batch)  # a step that moves the weights and momentum
+    trainer.run_step(batch)  # a step that moves the weights and the optimizer's state
     nan_bias = np.full(trainer.model.head.cls_score.bias.shape, np.nan, "float32")
     # NaN logits, a NaN classification loss
     trainer.model.load_state_dict({"head.cls_score.bias": nan_bias}, strict=False)
     trainer.traced_step.reset()  # as Trainer.resume does: graphs replay recorded tensors
     before = weights(trainer)
     states = trainer.optimizer._state  # pylint: disable=protected-access
-    momentum = {id(p): state["momentum_buffer"].numpy() for p, state in states.items()}
+    saved = {(id(p), name): value.numpy() for p, state in states.items()
+             for name, value in state.items()}
+    assert saved  # momentum buffers; AdamW's moments and step counts
     with pytest.raises(NonFiniteLossError, match="non-finite loss"):
         trainer.run_step(batch)
     for name, value in weights(trainer).items():  # NaN equals NaN here
         np.testing.assert_array_equal(value, before[name], err_msg=name)
     for param, state in states.items():
-        np.testing.assert_array_equal(state["momentum_buffer"].numpy(), momentum[id(param)])
+        for name, value in state.items():
+            np.testing.assert_array_equal(value.numpy(), saved[id(param), name], err_msg=name)
 
 
 def test_training_is_traced_by_default_on_the_cpu_and_eager_on_gpus():

@@ -12,6 +12,7 @@ import numpy as np
 import megengine as mge
 import megengine.module as M
 import pytest
+from megengine.optimizer import SGD, AdamW
 
 from official.vision.detection.data.coco import COCODetection
 from official.vision.detection.data.synthetic import make_synthetic_coco
@@ -26,7 +27,8 @@ from official.vision.detection.engine.hooks import HookBase
 from official.vision.detection.engine.launch import launch
 from official.vision.detection.cpu.sgd import InplaceSGD
 from official.vision.detection.engine.trainer import (
-    NonFiniteLossError, TrainBatches, TrainOptions, load_backbone_weights, run_training
+    NonFiniteLossError, TrainBatches, TrainOptions, build_optimizer, load_backbone_weights,
+    run_training
 )
 from official.vision.detection.errors import (
     ConfigError, DatasetError, NonFiniteError, WeightsUnavailableError
@@ -190,11 +192,12 @@ def test_a_truncated_newest_checkpoint_is_reported_and_the_previous_one_resumed(
     assert_same_weights(resumed, expected)
 
 
-def test_a_traced_run_resumed_mid_epoch_ends_with_the_uninterrupted_runs_weights(dataset_dir,
-                                                                                tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_traced_run_resumed_mid_epoch_ends_with_the_uninterrupted_runs_weights(
+        dataset_dir, tmp_path, optimizer):
     # a graph recorded on loaded tensors computed ~1e-6 apart from one recorded on the tensors
     # training made: the uninterrupted run continues from its checkpoints too, as this one does
-    config = write_config(tmp_path / "resumable.py", nr_images=16)
+    config = write_config(tmp_path / "resumable.py", nr_images=16, optimizer=optimizer)
     expected = train_in_process(config, dataset_dir, str(tmp_path / "straight"), step="traced")
     output_dir = str(tmp_path / "cut")
     with pytest.raises(Stopped):  # at iteration 7, after the checkpoint 6 steps into epoch 0
@@ -301,6 +304,15 @@ def test_resume_without_a_checkpoint_that_loads_is_a_one_line_error(dataset_dir,
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(error) and "Traceback" not in result.stderr
     assert all("{} (".format(name) in last for name in files)
+
+
+def test_the_optimizer_is_the_configs_and_an_unknown_one_is_a_one_line_error():
+    params = FCOS(tiny_config()).trainable_parameters()
+    adamw = build_optimizer(params, tiny_config().update(optimizer="adamw", momentum=0.8), 0.1)
+    assert isinstance(adamw, AdamW) and adamw.param_groups[0]["betas"] == (0.8, 0.999)
+    assert isinstance(build_optimizer(params, tiny_config(), 0.1), SGD)
+    with pytest.raises(ConfigError, match="cfg.optimizer is 'sgd' or 'adamw', not 'adam'"):
+        build_optimizer(params, tiny_config().update(optimizer="adam"), 0.1)
 
 
 def test_several_devices_on_a_cpu_machine_are_refused():

@@ -1,5 +1,5 @@
-"""The training step as one static graph: forward, backward and SGD run by MegEngine's graph
-executor instead of its eager interpreter.
+"""The training step as one static graph: forward, backward and the optimizer's update (SGD or
+AdamW) run by MegEngine's graph executor instead of its eager interpreter.
 
 At MegEngine 1.13's eager async levels 2 and 1, identical trainings on the CPU now and then
 computed a step wrong or ended an epoch in NaN; level 0 never did but waits for every operator
@@ -10,7 +10,7 @@ left is putting the batch and the learning rate, and reading the losses.
 The graph is traced ``without_host``: after its first two calls (record, compile) the Python
 of the step no longer runs, which made the demo's step ~11% faster than a trace that replays
 it (515 vs 576 ms per step of 8 images, Intel Xeon 6/207). It is traced as a pure function of
-the model's tensors and the momentum buffers, which it returns updated: MegEngine's other
+the model's tensors and the optimizer's state, which it returns updated: MegEngine's other
 without-host mode (modules and optimizer as arguments, updates captured) hung compiling a
 second graph of the same model.
 
@@ -24,6 +24,7 @@ import numpy as np
 import megengine as mge
 import megengine.functional as F
 from megengine.jit import trace
+from megengine.optimizer import SGD, AdamW
 
 from ..boxes import padded_side
 
@@ -51,15 +52,18 @@ def padded_batch(batch):
 
 
 class TracedStep:
-    """``step(batch)``: one SGD step of ``model`` on a collated batch inside a traced graph,
-    one graph per padded batch shape (the last MAX_GRAPHS kept); returns the losses (tensors).
-    The update is applied only where every loss is finite, so a NaN/Inf loss leaves the
-    weights and momentum as they were (the caller raises). ``optimizer`` is a
-    ``megengine.optimizer.SGD`` (without Nesterov momentum); its state and its param groups'
-    "lr", read at every step, are used; momentum and weight decay are read when a graph is
-    traced."""
+    """``step(batch)``: one optimizer step of ``model`` on a collated batch inside a traced
+    graph, one graph per padded batch shape (the last MAX_GRAPHS kept); returns the losses
+    (tensors). The update is applied only where every loss is finite, so a NaN/Inf loss leaves
+    the weights and the optimizer's state as they were (the caller raises). ``optimizer`` is a
+    ``megengine.optimizer.SGD`` (without Nesterov momentum) or ``AdamW``, updated as they
+    compute it; its state and its param groups' "lr", read at every step, are used; the other
+    hyper-parameters are read when a graph is traced."""
 
     def __init__(self, model, optimizer, grad_manager):
+        if not isinstance(optimizer, (SGD, AdamW)) or getattr(optimizer, "nesterov", False):
+            raise TypeError("the traced step updates as SGD without Nesterov momentum or AdamW "
+                            "do, not as {}".format(type(optimizer).__name__))
         self.model, self.optimizer, self.grad_manager = model, optimizer, grad_manager
         self.graphs = collections.OrderedDict()  # (image shape, boxes shape) -> traced step
         self.state = None  # the tensors a step reads and replaces, see _state
@@ -109,13 +113,14 @@ class TracedStep:
         self.state = None
 
     def _state(self):
-        """The model's tensors (parameters and buffers such as BN statistics) and the SGD
-        momentum buffers: the graph's inputs, which it returns updated."""
+        """The model's tensors (parameters and buffers such as BN statistics) and the
+        optimizer's state of each parameter (SGD's momentum buffers, AdamW's moments and step
+        counts): the graph's inputs, which it returns updated."""
         tensors = [tensor for _, tensor in self.model.named_tensors()]
-        if any(group["momentum"] for group in self.optimizer.param_groups):
-            state = self.optimizer._state  # pylint: disable=protected-access
-            tensors += [state[param]["momentum_buffer"]
-                        for group in self.optimizer.param_groups for param in group["params"]]
+        state = self.optimizer._state  # pylint: disable=protected-access
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                tensors += [state[param][name] for name in sorted(state.get(param, {}))]
         return tensors
 
     def _step(self, state, lrs, image, im_info, gt_boxes):
@@ -125,12 +130,13 @@ class TracedStep:
             self.grad_manager.backward(losses["total_loss"])
         total = sum(losses.values())  # NaN or Inf when any loss is
         finite = F.logical_not(F.isnan(total) | F.isinf(total))
+        update = self._adamw_update if isinstance(self.optimizer, AdamW) else self._sgd_update
         for group, lr in zip(self.optimizer.param_groups, lrs):
-            self._update(group, lr, finite)
+            update(group, lr, finite)
         self.optimizer.clear_grad()
         return losses, list(state)  # the tensors updated in place: the graph's new state
 
-    def _update(self, group, lr, finite):
+    def _sgd_update(self, group, lr, finite):
         """SGD as megengine.optimizer.SGD computes it, v = momentum * v + grad + weight_decay *
         param; param -= lr * v, held where ``finite`` is false: the increment is replaced by
         zero (NaN-safe: a select, not a product), the momentum factor by 1 and lr by 0. The
@@ -152,3 +158,34 @@ class TracedStep:
                 velocity += grad
                 grad = velocity
             param -= step_size * grad
+
+    def _adamw_update(self, group, lr, finite):
+        """AdamW as megengine.optimizer.AdamW computes it: step += 1, m = beta1 * m + (1 -
+        beta1) * grad, v = beta2 * v + (1 - beta2) * grad^2, param -= lr * (m / (1 -
+        beta1^step) / (sqrt(v / (1 - beta2^step)) + eps) + weight_decay * param); held where
+        ``finite`` is false: the step count does not move, the moments keep their values
+        (factor 1, gradient replaced by zero) and the increment is a selected zero (NaN-safe:
+        at step 0 the bias correction divides by zero)."""
+        (beta1, beta2), eps = group["betas"], float(group["eps"])
+        weight_decay = float(group["weight_decay"])
+        finite_factor = finite.astype("float32")
+        one, zero = F.ones_like(finite_factor), F.zeros_like(finite_factor)
+        keep1 = F.where(finite, F.full_like(finite_factor, beta1), one)
+        keep2 = F.where(finite, F.full_like(finite_factor, beta2), one)
+        base1, base2 = F.full_like(finite_factor, beta1), F.full_like(finite_factor, beta2)
+        state = self.optimizer._state  # pylint: disable=protected-access
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            grad = F.where(finite, param.grad, zero)
+            moments = state[param]  # in place: the tensors the optimizer's state holds
+            step, mean, square = moments["step"], moments["exp_avg"], moments["exp_avg_sq"]
+            step += finite_factor
+            mean *= keep1
+            mean += grad * (1 - beta1)
+            square *= keep2
+            square += (1 - beta2) * (grad * grad)
+            delta = (mean / (1 - base1 ** step)) / ((square / (1 - base2 ** step)) ** 0.5 + eps)
+            if weight_decay:
+                delta += param * weight_decay
+            param -= F.where(finite, lr * delta, zero)

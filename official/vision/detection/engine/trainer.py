@@ -11,7 +11,7 @@ import numpy as np
 import megengine as mge
 import megengine.distributed as dist
 from megengine.autodiff import GradManager
-from megengine.optimizer import SGD
+from megengine.optimizer import SGD, AdamW
 
 from .. import cpu
 from ..backbones.resnet import IMAGENET_WEIGHTS
@@ -64,7 +64,7 @@ class TrainOptions:
 
 
 class Trainer:
-    """A model, its SGD optimizer and gradient manager, and the progress of training
+    """A model, its optimizer and gradient manager, and the progress of training
     (``epoch``, ``iteration`` = steps done over all epochs, ``step_in_epoch`` = the number of
     the running step in its epoch, or of the next one to run).
 
@@ -201,7 +201,8 @@ class Trainer:
 
 
 def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_dataset=None):
-    """The trainer of ``model``: SGD over its trainable parameters, the standard hooks, the
+    """The trainer of ``model``: the config's optimizer (``build_optimizer``) over its trainable
+    parameters, the standard hooks, the
     training logs (training_logs.py; validation on ``eval_dataset`` after every epoch) and
     ``options.extra_hooks``. ``on_cpu`` turns on the MegEngine 1.13 CPU workarounds: the
     repeat of an epoch ending in NaN/Inf, the traced step (``training_step``) and, with
@@ -222,10 +223,22 @@ def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_
     hooks.append(StepCheckpoint())
     hooks += list(options.extra_hooks)
     total_batch_size = options.batch_size * world_size
-    optimizer = sgd(model.trainable_parameters(), lr=learning_rate(cfg, 0, 0, total_batch_size),
-                    momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model.trainable_parameters(), cfg,
+                                learning_rate(cfg, 0, 0, total_batch_size), sgd)
     return Trainer(model, optimizer, cfg, options.batch_size, options.output_dir, hooks,
                    world_size, rank, traced)
+
+
+def build_optimizer(params, cfg, lr, sgd=SGD):
+    """The optimizer ``cfg.optimizer`` names, over ``params``: momentum SGD, built by the class
+    ``sgd``, or AdamW with betas (``cfg.momentum``, 0.999). Both decay weights by
+    ``cfg.weight_decay``; AdamW's decay is decoupled from the gradient (param -= lr *
+    weight_decay * param)."""
+    if cfg.optimizer == "sgd":
+        return sgd(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return AdamW(params, lr=lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
+    raise ConfigError("cfg.optimizer is 'sgd' or 'adamw', not {!r}".format(cfg.optimizer))
 
 
 def training_step(options, on_cpu):

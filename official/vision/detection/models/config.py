@@ -64,6 +64,10 @@ class FCOSConfig:
         # ------------------------------ training ------------------------------ #
         self.train_image_short_size = (640, 672, 704, 736, 768, 800)
         self.train_image_max_size = 1333
+        # "sgd": momentum SGD, the COCO recipe; "adamw": Adam with decoupled weight decay and
+        # betas (momentum, 0.999), much faster from scratch in a short schedule
+        # (docs/training.md#the-optimizer)
+        self.optimizer = "sgd"
         self.basic_lr = 0.01 / 16  # per image: the lr is basic_lr * total batch size
         self.momentum = 0.9
         self.weight_decay = 1e-4
