@@ -27,8 +27,8 @@ from official.vision.detection.engine.hooks import HookBase
 from official.vision.detection.engine.launch import launch
 from official.vision.detection.cpu.sgd import InplaceSGD
 from official.vision.detection.engine.trainer import (
-    NonFiniteLossError, TrainBatches, TrainOptions, build_optimizer, load_backbone_weights,
-    run_training
+    NonFiniteLossError, TrainBatches, TrainOptions, build_optimizer, build_trainer,
+    load_backbone_weights, run_training
 )
 from official.vision.detection.errors import (
     ConfigError, DatasetError, NonFiniteError, WeightsUnavailableError
@@ -273,6 +273,17 @@ def test_non_finite_weights_are_not_saved_and_the_error_names_the_last_checkpoin
         save_checkpoint(str(tmp_path), model, optimizer, 1, 20)
     assert not os.path.exists(checkpoint_path(str(tmp_path), 1))
     assert open(good, "rb").read() == before
+
+
+def test_resuming_with_another_optimizer_is_a_one_line_error_naming_the_checkpoint(tmp_path):
+    model = FCOS(tiny_config())
+    path = save_checkpoint(str(tmp_path), model,
+                           build_optimizer(model.trainable_parameters(), model.cfg, 0.1), 0, 10)
+    cfg = tiny_config().update(optimizer="adamw")
+    trainer = build_trainer(FCOS(cfg), cfg, TrainOptions("", str(tmp_path), step="eager"))
+    with pytest.raises(ConfigError, match="{} holds the state of another optimizer than this "
+                       "config's 'adamw'".format(path)):
+        trainer.resume()
 
 
 def test_backbone_weights_load_by_name_and_report_the_classifier(tmp_path):

@@ -192,6 +192,11 @@ class Trainer:
                 "{} is {} steps into epoch {}, but an epoch now has {} steps: resume with the "
                 "batch size, number of devices and nr_images_epoch of the run that wrote it"
                 .format(path, step, epoch, self.steps_per_epoch))
+        saved_keys = [set(group) for group in checkpoint["optimizer"]["param_groups"]]
+        if saved_keys != [set(group) for group in self.optimizer.param_groups]:
+            raise ConfigError(
+                "{} holds the state of another optimizer than this config's {!r}: resume with "
+                "the cfg.optimizer of the run that wrote it".format(path, self.cfg.optimizer))
         self._continue_from(checkpoint)
         self.epoch, self.step_in_epoch = epoch, step
         self.iteration = checkpoint["iteration"]
@@ -202,12 +207,11 @@ class Trainer:
 
 def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_dataset=None):
     """The trainer of ``model``: the config's optimizer (``build_optimizer``) over its trainable
-    parameters, the standard hooks, the
-    training logs (training_logs.py; validation on ``eval_dataset`` after every epoch) and
-    ``options.extra_hooks``. ``on_cpu`` turns on the MegEngine 1.13 CPU workarounds: the
-    repeat of an epoch ending in NaN/Inf, the traced step (``training_step``) and, with
-    ``options.cpu_kernels``, the fast training modules (``cpu.prepare_training``; in-place SGD
-    in the eager step)."""
+    parameters, the standard hooks, the training logs (training_logs.py; validation on
+    ``eval_dataset`` after every epoch) and ``options.extra_hooks``. ``on_cpu`` turns on the
+    MegEngine 1.13 CPU workarounds: the repeat of an epoch ending in NaN/Inf, the traced step
+    (``training_step``) and, with ``options.cpu_kernels``, the fast training modules
+    (``cpu.prepare_training``; in-place SGD in the eager step)."""
     sgd = SGD
     hooks = [LearningRateSchedule(), EpochCheckpoint(), ProgressLog()]
     traced = training_step(options, on_cpu) == "traced"
