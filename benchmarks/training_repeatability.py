@@ -11,6 +11,8 @@ give bit-identical weights. Settings take turns, so a slow spell of the machine 
         eager:0 eager:2 --kernels on -o repeatability.jsonl   # traced:0 is the CPU default
     .venv/bin/python benchmarks/training_repeatability.py --size demo --runs 3 --steps 12 \
         -o demo_steps.jsonl     # what each setting costs at the demo's size
+    .venv/bin/python benchmarks/training_repeatability.py --optimizer adamw --runs 30 \
+        --settings traced:0 --kernels on -o repeatability.jsonl   # the demo's optimizer
 
 Runs with the project's .venv (not benchmarks/.venv): it needs MegEngine, not torch.
 """
@@ -37,7 +39,8 @@ class Cfg(models.FCOSConfig):
                     backbone_freeze_at=0, fpn_in_channels=[128, 256, 512], fpn_out_channels={width},
                     fpn_top_in_channel={width}, num_classes=3, train_image_short_size=({short},),
                     train_image_max_size={long}, nr_images_epoch={images}, max_epoch=1,
-                    warm_iters=4, lr_decay_stages=[1], basic_lr=0.02 / 8, log_interval=1000,
+                    warm_iters=4, lr_decay_stages=[1], optimizer="{optimizer}",
+                    basic_lr={basic_lr}, weight_decay={weight_decay}, log_interval=1000,
                     train_dataset=dict(name="shapes", root="train",
                                        ann_file="annotations/train.json"))
 
@@ -89,6 +92,12 @@ print(json.dumps(dict(step=step, level=int(level), kernels=kernels, status=statu
 '''
 
 
+# the rates the demo trains with (configs/fcos_res18_synthetic_demo.py and, for SGD, before it)
+OPTIMIZERS = {
+    "sgd": dict(basic_lr=0.02 / 8, weight_decay=1e-4),
+    "adamw": dict(basic_lr=1e-3 / 8, weight_decay=0.05),
+}
+
 # "tiny": many runs in little time; "demo": the step of `make demo` (its FPN width, image size
 # and batch), for what a level costs on a real training
 SIZES = {
@@ -119,22 +128,23 @@ def run_once(config, data, step, level, kernels, size):
 
 
 def summary(rows):
-    """One line per (size, step, level, kernels): runs, non-finite, distinct weights, loss
-    spread, step time. Rows from before the traced step have the eager one."""
+    """One line per (size, optimizer, step, level, kernels): runs, non-finite, distinct
+    weights, loss spread, step time. Rows from before the traced step have the eager one,
+    rows from before the optimizer option SGD."""
     groups = collections.defaultdict(list)
     for row in rows:
-        groups[(row.get("size", "tiny"), row.get("step", "eager"), row["level"],
-                row["kernels"])].append(row)
-    lines = ["| size | step | async level | CPU kernels | runs | NaN/Inf or crash | distinct "
-             "final weights | final loss min / max | median step ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for (size, step, level, kernels), group in sorted(
-            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2], kv[0][3])):
+        groups[(row.get("size", "tiny"), row.get("optimizer", "sgd"), row.get("step", "eager"),
+                row["level"], row["kernels"])].append(row)
+    lines = ["| size | optimizer | step | async level | CPU kernels | runs | NaN/Inf or crash | "
+             "distinct final weights | final loss min / max | median step ms |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (size, optimizer, step, level, kernels), group in sorted(
+            groups.items(), key=lambda kv: (kv[0][:3], -kv[0][3], kv[0][4])):
         bad = [r for r in group if r["status"] != "ok"]
         losses = [r["final_loss"] for r in group if r["status"] == "ok"]
         steps = [r["step_ms"] for r in group if r["step_ms"]]
-        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            size, step, level, kernels, len(group), len(bad),
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            size, optimizer, step, level, kernels, len(group), len(bad),
             len({r["digest"] for r in group if r["digest"]}),
             "{:.7f} / {:.7f}".format(min(losses), max(losses)) if losses else "-",
             "{:.0f}".format(statistics.median(steps)) if steps else "-"))
@@ -162,6 +172,8 @@ def main():
                         help="STEP:LEVEL pairs, the training step (traced or eager) and "
                              "MegEngine's async level, e.g. traced:0 eager:2")
     parser.add_argument("--kernels", nargs="+", default=["on", "off"], choices=["on", "off"])
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd",
+                        help="cfg.optimizer, at the demo's rates for it")
     parser.add_argument("-o", "--output", required=True, help="JSON lines, appended")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
@@ -169,12 +181,14 @@ def main():
         size = SIZES[args.size]
         config = os.path.join(work, "fcos.py")
         with open(config, "w") as f:
-            f.write(CONFIG.format(images=size["batch"] * args.steps, **size))
+            f.write(CONFIG.format(images=size["batch"] * args.steps, optimizer=args.optimizer,
+                                  **OPTIMIZERS[args.optimizer], **size))
         for run in range(args.runs):
             for step, level in args.settings:
                 for kernels in args.kernels:
                     row = run_once(config, work, step, level, kernels, args.size)
                     row["run"], row["time"] = run, time.strftime("%H:%M:%S")
+                    row["optimizer"] = args.optimizer
                     with open(args.output, "a") as f:
                         f.write(json.dumps(row) + "\n")
                     print(json.dumps(row), flush=True)
