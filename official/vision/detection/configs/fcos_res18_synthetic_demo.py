@@ -1,6 +1,6 @@
 """Offline demo: FCOS with a ResNet-18 (BN, trained from scratch) on the synthetic
 COCO-format dataset that `make demo` generates (tools/make_synthetic_coco.py), sized to train
-on a 2-core CPU in about seven minutes (840 steps of 8 images)."""
+on a 2-core CPU in about eight minutes (840 steps of 8 images)."""
 from official.vision.detection import models
 
 
