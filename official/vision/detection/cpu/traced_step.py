@@ -170,9 +170,8 @@ class TracedStep:
         weight_decay = float(group["weight_decay"])
         finite_factor = finite.astype("float32")
         one, zero = F.ones_like(finite_factor), F.zeros_like(finite_factor)
-        keep1 = F.where(finite, F.full_like(finite_factor, beta1), one)
-        keep2 = F.where(finite, F.full_like(finite_factor, beta2), one)
         base1, base2 = F.full_like(finite_factor, beta1), F.full_like(finite_factor, beta2)
+        keep1, keep2 = F.where(finite, base1, one), F.where(finite, base2, one)
         state = self.optimizer._state  # pylint: disable=protected-access
         for param in group["params"]:
             if param.grad is None:
