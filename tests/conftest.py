@@ -9,6 +9,7 @@ import megengine as mge
 import numpy as np
 import pytest
 
+from official.vision.detection.cpu import use_mkl_avx2_kernels
 from official.vision.detection.deploy.fold import BATCH_NORMS
 from official.vision.detection.layers.norm import FrozenBatchNorm2d
 from official.vision.detection.model_zoo import RELEASED_MODELS
@@ -17,6 +18,11 @@ from official.vision.detection.models import FCOS, FCOSConfig
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 PROJECT_ROOT = os.path.dirname(TESTS_DIR)
 RELEASED = list(RELEASED_MODELS)  # the hub entries of the published models
+
+# MKL's kernels as the tools and the trainer choose them on this CPU (its AVX2 kernels on AMD
+# CPUs), before any test runs one: MKL reads the switch when it first runs, so a test that
+# set it later changed the kernels of the tests after it, and results depended on the order
+use_mkl_avx2_kernels()
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,14 @@
 """The traced training step (cpu/traced_step.py) against the eager one on the same batches."""
 import numpy as np
 import megengine as mge
+import megengine.functional as F
 import pytest
+from megengine import Parameter
+from megengine.jit import trace
+from megengine.optimizer import AdamW
 
 from official.vision.detection.benchmark.training import synthetic_sample
-from official.vision.detection.cpu.traced_step import MAX_GRAPHS
+from official.vision.detection.cpu.traced_step import MAX_GRAPHS, TracedStep
 from official.vision.detection.data.collate import collate_train
 from official.vision.detection.data.transforms import TrainTransform
 from official.vision.detection.engine.trainer import TrainOptions, build_trainer, training_step
@@ -82,9 +86,64 @@ def test_traced_steps_give_the_eager_losses_and_weights(eager_run):
     assert relative_difference(weights(trainer), expected_weights, start) < 0.01
 
 
-def test_traced_adamw_steps_give_the_eager_ones_from_the_same_state():
-    """Each step from the same weights and moments: over several steps the routes' rounding
-    differences grow (AdamW moves every weight by about lr, whatever its gradient's size)."""
+def assert_equal_but_rounding(actual, expected, err_msg=""):
+    """Equal but for the float32 rounding of a few operations on values of this size."""
+    bound = 8 * np.spacing(np.abs(expected).max())
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=bound, err_msg=err_msg)
+
+
+def test_the_traced_adamw_update_is_adamws_on_the_same_gradients():
+    """The update as the traced step builds it, in a compiled graph, against
+    megengine.optimizer.AdamW from the same weights, moments, step counts and gradients, three
+    steps in a row (the bias corrections change at each). The gradients are given: the whole
+    steps of the two routes are compared below, where gradients of their own may differ."""
+    rng = np.random.default_rng(0)
+    shapes = [(16, 8, 3, 3), (16,), (1,)]
+    params = [Parameter(rng.normal(size=shape).astype("float32")) for shape in shapes]
+    twins = [Parameter(param.numpy()) for param in params]
+    settings = dict(lr=0.01, betas=(0.9, 0.999), weight_decay=0.05)
+    optimizer, reference = AdamW(params, **settings), AdamW(twins, **settings)
+    traced = TracedStep(None, optimizer, None)
+    group = optimizer.param_groups[0]
+    state = params + [optimizer._state[p][k] for p in params  # pylint: disable=protected-access
+                      for k in sorted(optimizer._state[p])]  # pylint: disable=protected-access
+
+    def update(state, lr, grads):
+        for param, grad in zip(params, grads):
+            param.grad = grad
+        traced._adamw_update(group, lr, F.ones_like(lr) > 0)  # pylint: disable=protected-access
+        return list(state)
+
+    graph = trace(update, symbolic=True, symbolic_shape=False, without_host=True)
+    graph.overall = False
+    for number in range(3):
+        grads = [(rng.normal(size=shape) * 10.0 ** -number).astype("float32") for shape in shapes]
+        saved = [F.copy(tensor) for tensor in state]
+        for _ in range(1 if number else 2):  # the first call records, later ones are compiled
+            for tensor, value in zip(state, saved):
+                tensor._reset(F.copy(value))  # pylint: disable=protected-access
+            new_state = graph(state, mge.tensor(0.01), [mge.tensor(g) for g in grads])
+        for tensor, value in zip(state, new_state):
+            tensor._reset(value)  # pylint: disable=protected-access
+        for twin, grad in zip(twins, grads):
+            twin.grad = mge.tensor(grad)
+        reference.step().clear_grad()
+        for param, twin in zip(params, twins):
+            assert_equal_but_rounding(param.numpy(), twin.numpy())
+    for param, twin in zip(params, twins):
+        for name, value in reference._state[twin].items():  # pylint: disable=protected-access
+            mine = optimizer._state[param][name]  # pylint: disable=protected-access
+            assert_equal_but_rounding(mine.numpy(), value.numpy(), err_msg=name)
+
+
+def test_traced_adamw_steps_give_the_eager_losses_and_nearly_their_weights():
+    """Whole steps from the same weights and moments. Their gradients agree to ~1e-6 except
+    where a ReLU input lies within rounding noise of zero: the routes' convolutions sum in
+    other orders (~6e-6 apart here), so such an input can fall on either side and pass or
+    stop its gradient. On an AMD EPYC (lscpu 25/17) with MKL's AVX2 kernels one BatchNorm
+    output of 3.6e-7 (eager) took the other side in the graph at the third step, moving the
+    gradients below it by 0.6-0.9% and the weights by 0.19% of the update (6e-6 elsewhere):
+    the routes differ in the subgradient they pick, not in the update (pinned above)."""
     eager, traced = trainer_of("eager", "adamw"), trainer_of("traced", "adamw")
     for number, batch in enumerate(batches()):
         traced.model.load_state_dict(eager.model.state_dict())
@@ -96,7 +155,7 @@ def test_traced_adamw_steps_give_the_eager_ones_from_the_same_state():
         expected, losses = eager.run_step(batch), traced.run_step(batch)
         np.testing.assert_allclose([losses[k] for k in expected], list(expected.values()),
                                    rtol=1e-5)
-        assert relative_difference(weights(traced), weights(eager), start) < 1e-3
+        assert relative_difference(weights(traced), weights(eager), start) < 1e-2
     for trainer in (eager, traced):  # the bias correction's step count
         steps = {state["step"].item() for state in trainer.optimizer._state.values()}
         assert steps == {len(STEP_SIZES)}
