@@ -9,6 +9,9 @@ SYNTHETIC_SHAPES := --size 96-128 --max-objects 4 --object-scale 0.2-0.6
 # docs/training.md)
 DEMO_TRAIN_FLAGS := -b 8
 
+ONEDNN_DIR := official/vision/detection/cpu/onednn
+ONEDNN_LIBRARY := $(VENV)/lib/libfcos_onednn.so
+
 .PHONY: setup test demo finetune-benchmark clean
 
 # MegEngine 1.13.0 has wheels for Python 3.6-3.10 only: find a working python3.10 on PATH,
@@ -32,7 +35,17 @@ $(VENV)/.installed: requirements.txt requirements-test.txt requirements-export.t
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
-setup: $(VENV)/.installed
+# The oneDNN convolutions of CPU training (a MegEngine custom-operator library) need g++: as root
+# it is installed from Debian's packages when missing. Without it the build says why in one
+# line and training keeps MegEngine's convolutions.
+$(ONEDNN_LIBRARY): $(ONEDNN_DIR)/conv.cpp $(ONEDNN_DIR)/library.py $(VENV)/.installed
+	@if ! command -v g++ >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing g++ (Debian's package) for the oneDNN convolutions"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null; \
+	fi
+	-$(PY) -c 'from official.vision.detection.cpu.onednn.library import main; main()'
+
+setup: $(VENV)/.installed $(ONEDNN_LIBRARY)
 
 test: setup
 	$(PY) -m pytest -q

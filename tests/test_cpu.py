@@ -15,7 +15,8 @@ from megengine.autodiff import GradManager
 from official.vision.detection.cpu import (
     FastBatchNorm2d, FastGradientConv2d, async_level, default_cpu_threads, fast_training_modules
 )
-from official.vision.detection.cpu.mkl import cpu_vendor_and_flags, needs_avx2_switch
+from official.vision.detection.cpu.mkl import needs_avx2_switch
+from official.vision.detection.utils.machine import cpu_vendor_and_flags
 from official.vision.detection.models import FCOS
 
 from conftest import PROJECT_ROOT, tiny_config

@@ -24,6 +24,7 @@ from official.vision.detection.benchmark.inference import (
     STAGES, benchmark, machine_peak_gflops, median_ms, stage_ms, use_eager_threads
 )
 from official.vision.detection.benchmark.training import peak_rss_mb, time_training
+from official.vision.detection.cpu import CONVOLUTIONS, TRAINING_PRECISIONS
 from official.vision.detection.deploy.detector import ENGINES, build_detector, engine_of
 from official.vision.detection.deploy.precision import PRECISION_HELP, PRECISIONS
 from official.vision.detection.deploy.quantize import (
@@ -69,6 +70,8 @@ def parse_args(argv=None):
     parser.add_argument("--step", choices=("eager", "traced"),
                         help="--train: the training step, as tools/train.py's --step (default: "
                              "the trainer's, traced on the CPU)")
+    parser.add_argument("--convolutions", choices=CONVOLUTIONS, default="auto",
+                        help="--train: what runs the convolutions, as tools/train.py's")
     parser.add_argument("--short-size", type=int, default=800)
     parser.add_argument("--max-size", type=int, default=1333)
     parser.add_argument("--model", help="lite / onnxruntime / openvino engine: a .mge / .onnx "
@@ -124,10 +127,17 @@ def report_training(timing, measured_peak_gflops=None):
 
 
 def main_training(args, module):
+    if args.precision not in TRAINING_PRECISIONS:
+        raise ConfigError("--train runs --precision {}, not {}".format(
+            " or ".join(TRAINING_PRECISIONS), args.precision))
     timing = time_training(module, args.batch_size, args.runs, args.warmup, args.short_size,
-                           args.max_size, async_level=args.async_level, step=args.step)
-    print("{} training step, {} thread(s), async level {}, {} steps after {} warm-up".format(
-        timing.step, args.threads, timing.async_level, args.runs, args.warmup))
+                           args.max_size, async_level=args.async_level, step=args.step,
+                           convolutions=args.convolutions, precision=args.precision,
+                           threads=args.threads)
+    print("{} training step, {} thread(s), async level {}, {} convolutions in {}, {} steps "
+          "after {} warm-up".format(timing.step, args.threads, timing.async_level,
+                                    timing.convolutions, args.precision, args.runs,
+                                    args.warmup))
     report_training(timing, args.peak_gflops)
 
 

@@ -14,6 +14,7 @@ tools/browse_dataset.py --check does without decoding images.
 """
 import argparse
 
+from official.vision.detection.cpu import CONVOLUTIONS, TRAINING_PRECISIONS
 from official.vision.detection.engine.trainer import TrainOptions, run_training
 from official.vision.detection.cli import run_cli
 from official.vision.detection.utils.config_file import config_name
@@ -44,6 +45,14 @@ def parse_args(argv=None):
                         help="the training step: traced, one static graph (single-process CPU "
                              "runs, the default there), or eager, MegEngine's operators one by "
                              "one (the default on GPUs); docs/training.md")
+    parser.add_argument("--precision", choices=TRAINING_PRECISIONS, default="fp32",
+                        help="CPU: bf16 runs the convolutions in bfloat16 on oneDNN (CPUs with "
+                             "AVX512-BF16 or AMX-BF16), weights, gradients and optimizer state "
+                             "in float32; docs/precision.md")
+    parser.add_argument("--convolutions", choices=CONVOLUTIONS, default="auto",
+                        help="CPU: what runs the convolutions: oneDNN (built by make setup; "
+                             "auto takes it where it loads, else MegEngine's with one log line) "
+                             "or MegEngine's")
     parser.add_argument("--async-level", type=int, choices=(0, 1, 2),
                         help="MegEngine's async_level (default: 0 on the CPU, operator by "
                              "operator: the eager step at 1 and 2 now and then computed a step "
@@ -71,6 +80,7 @@ def main():
         finetune=args.finetune,
         num_workers=args.workers, seed=args.seed, threads=args.threads,
         step=args.step, async_level=args.async_level, log_every=args.log_every,
+        convolutions=args.convolutions, precision=args.precision,
         checkpoint_every=args.checkpoint_every,
         eval_every_epoch=args.eval_every_epoch,
     )

@@ -33,6 +33,7 @@ class TrainTiming:
     step_flops: float  # conv FLOPs of one step (3 x the forward's)
     async_level: int = None  # MegEngine's, while the steps ran
     step: str = None  # "traced" or "eager" (engine/trainer.py, training_step)
+    convolutions: str = None  # what ran them: "onednn" or "megengine" (cpu.CONVOLUTIONS)
 
     def step_ms(self):
         return [sum(phase[i] for phase in self.phase_ms.values())
@@ -66,29 +67,31 @@ def synthetic_sample(rng, height, width, num_classes):
 
 
 def time_training(config_module, batch_size, steps, warmup, short_size, max_size, seed=0,
-                  async_level=None, step=None):
+                  async_level=None, step=None, **options):
     """Phase times of ``steps`` training steps after ``warmup`` untimed ones, each on a new
     batch of synthetic ``short_size`` x ``max_size`` images (landscape, so the resize keeps
     them at that size), at MegEngine's ``async_level`` (by default the trainer's: 0 on the
     CPU, else MegEngine's own), with the trainer's ``step`` ("eager", "traced", or None: the
-    trainer's default)."""
+    trainer's default) and other ``TrainOptions`` (``convolutions``, ``precision``,
+    ``threads``)."""
     on_cpu = not mge.is_cuda_available()
     if on_cpu:
-        cpu.prepare_cpu_process()  # as the trainer does
+        cpu.prepare_cpu_process(options.get("convolutions", "auto"))  # as the trainer does
     if async_level is None and on_cpu:
         async_level = cpu.CPU_TRAINING_ASYNC_LEVEL
     with cpu.async_level(mge.config.async_level if async_level is None else async_level):
         return _time_training(config_module, batch_size, steps, warmup, short_size, max_size,
-                              seed, on_cpu, step)
+                              seed, on_cpu, step, options)
 
 
 def _time_training(config_module, batch_size, steps, warmup, short_size, max_size, seed,
-                   on_cpu, step):
+                   on_cpu, step, options):
     cfg = config_module.Cfg()
     mge.random.seed(seed)
     model = config_module.Net(cfg)
     trainer = build_trainer(model, cfg, TrainOptions(dataset_dir="", output_dir="",
-                                                     batch_size=batch_size, step=step),
+                                                     batch_size=batch_size, step=step,
+                                                     **options),
                             on_cpu=on_cpu)
     model.train()
     transform = TrainTransform(short_size, max_size)
@@ -102,8 +105,10 @@ def _time_training(config_module, batch_size, steps, warmup, short_size, max_siz
     input_shape = (batch_size, 3, padded_side(short_size), padded_side(max_size))
     model.eval()  # counting records model.inference, whose convolutions training runs too
     step_flops = TRAIN_FLOPS_PER_FORWARD_FLOP * count_conv_flops(model, input_shape)
+    onednn = any(isinstance(module, cpu.OneDNNConv2d) for module in model.modules())
     return TrainTiming(phase_ms, batch_size, input_shape, step_flops, mge.config.async_level,
-                       "eager" if trainer.traced_step is None else "traced")
+                       "eager" if trainer.traced_step is None else "traced",
+                       "onednn" if onednn else "megengine")
 
 
 class PhaseClock:

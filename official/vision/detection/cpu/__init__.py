@@ -4,8 +4,11 @@ The model code is plain MegEngine; ``engine/trainer.py`` turns these on for a ru
 (``prepare_training``), and the tools call ``use_mkl_avx2_kernels`` before their first
 convolution. What they work around, measured on 2-core AMD EPYC machines:
 
-- conv.py: the CPU kernels of the convolution gradients are 5-15x (weight) and ~1.5x (input)
-  slower than the forward convolution and matrix products that compute the same values.
+- onednn/: MegEngine's CPU convolutions run at a fraction of the CPU's peak; training runs
+  them on oneDNN instead, as custom operators built by ``make setup`` (fp32 or bf16).
+- conv.py: where oneDNN is not available, the convolution gradients: MegEngine's CPU kernels
+  for them are 5-15x (weight) and ~1.5x (input) slower than the forward convolution and
+  matrix products that compute the same values.
 - batch_norm.py: the CPU BatchNorm kernels take 2-4x as long as the same statistics from
   reductions and elementwise ops.
 - sgd.py: ``megengine.optimizer.SGD`` builds five new tensors per parameter and step; the
@@ -23,9 +26,12 @@ convolution. What they work around, measured on 2-core AMD EPYC machines:
   interpreter runs one operator per step, so level 0 costs little and the step is sound and
   close to the eager one at level 2; the default of single-process CPU training.
 """
+import megengine as mge
 import megengine.module as M
 
+from ..errors import ConfigError
 from ..layers.conv import Conv2d
+from ..utils.machine import require_bf16_units
 from ..utils.modules import replace_modules
 from .batch_norm import FastBatchNorm2d
 from .conv import FastGradientConv2d
@@ -34,35 +40,81 @@ from .device import (
 )
 from .guard import RepeatNonFiniteEpoch
 from .mkl import use_mkl_avx2_kernels
+from .onednn import library as onednn_library
+from .onednn.conv import OneDNNConv2d
 from .sgd import InplaceSGD
 from .sync_thread import idle_sync_thread
 from .traced_step import TracedStep
 
 __all__ = [
-    "CPU_TRAINING_ASYNC_LEVEL", "FastBatchNorm2d", "FastGradientConv2d", "InplaceSGD",
-    "RepeatNonFiniteEpoch", "async_level", "cpu_device", "default_cpu_threads",
-    "fast_training_modules", "idle_sync_thread", "on_cpu_device", "prepare_cpu_process",
-    "prepare_training", "TracedStep", "use_mkl_avx2_kernels",
+    "CONVOLUTIONS", "CPU_TRAINING_ASYNC_LEVEL", "FastBatchNorm2d", "FastGradientConv2d",
+    "InplaceSGD", "OneDNNConv2d", "RepeatNonFiniteEpoch", "TRAINING_PRECISIONS",
+    "async_level", "cpu_device", "default_cpu_threads", "fast_training_modules",
+    "idle_sync_thread", "on_cpu_device", "prepare_cpu_process", "prepare_training",
+    "TracedStep", "training_convolutions", "use_mkl_avx2_kernels",
 ]
 
+logger = mge.get_logger(__name__)
 
-def prepare_cpu_process():
-    """What a process does before its first convolution: let MKL run the kernels this CPU
-    supports (mkl.py; MKL reads its switch at its first call), then start MegEngine's runtime
+# what runs the convolutions of CPU training: "auto" is oneDNN where it is built and loads
+CONVOLUTIONS = ("auto", "onednn", "megengine")
+# fp32, or bf16 convolutions (oneDNN's, on CPUs with bf16 units) with float32 weights, gradients
+# and optimizer state
+TRAINING_PRECISIONS = ("fp32", "bf16")
+
+
+def prepare_cpu_process(convolutions="megengine"):
+    """What a process does before its first MegEngine operator: let MKL run the kernels this
+    CPU supports (mkl.py; MKL reads its switch at its first call); where the training's
+    ``convolutions`` may be oneDNN's ("auto" or "onednn"), keep MegEngine's idle workers from
+    spinning (onednn/library.py, ``quiet_megengine_workers``); then start MegEngine's runtime
     with its polling thread at idle priority (sync_thread.py)."""
     use_mkl_avx2_kernels()
+    if convolutions != "megengine":
+        onednn_library.quiet_megengine_workers()
     idle_sync_thread()
 
 
-def fast_training_modules(model):
+def training_convolutions(requested="auto", precision="fp32"):
+    """"onednn" or "megengine": what runs the convolutions of a CPU training. "auto" takes
+    oneDNN where its operators are built and load here, else MegEngine's with one log line
+    saying why; "onednn" (and bf16, which only oneDNN runs) then stops with that line."""
+    if requested not in CONVOLUTIONS:
+        raise ConfigError("convolutions must be one of {}, got {!r}".format(
+            CONVOLUTIONS, requested))
+    if precision not in TRAINING_PRECISIONS:
+        raise ConfigError("training precision must be one of {}, got {!r}".format(
+            TRAINING_PRECISIONS, precision))
+    if precision == "bf16":
+        require_bf16_units()
+    if requested == "megengine":
+        if precision != "fp32":
+            raise ConfigError("--precision {} trains with the oneDNN convolutions: drop "
+                              "--convolutions megengine".format(precision))
+        return "megengine"
+    reason = onednn_library.unavailable_reason()
+    if reason is None:
+        return "onednn"
+    if requested == "onednn" or precision != "fp32":
+        raise ConfigError("{}; {} needs them".format(
+            reason, "--convolutions onednn" if requested == "onednn" else
+            "--precision " + precision))
+    logger.info("%s: MegEngine's convolutions train this run", reason)
+    return "megengine"
+
+
+def fast_training_modules(model, convolutions="megengine", precision="fp32"):
     """Give ``model``, in place, the fast CPU training step of its convolutions and
     BatchNorms: each is replaced by a module sharing its tensors (same state_dict, same
-    results). Returns ``model``."""
+    forward values): convolutions on oneDNN in ``precision`` (``convolutions`` "onednn") or
+    with the gradients of conv.py ("megengine"). Returns ``model``."""
 
     def replacement(module):
         if type(module) in (M.Conv2d, Conv2d) and (  # pylint: disable=unidiomatic-typecheck
                 module.padding_mode, module.conv_mode, module.compute_mode) == (
                     "zeros", "cross_correlation", "default"):
+            if convolutions == "onednn":
+                return OneDNNConv2d.of(module, precision)
             return FastGradientConv2d.of(module)
         if type(module) is M.BatchNorm2d:  # pylint: disable=unidiomatic-typecheck
             return FastBatchNorm2d.of(module)
@@ -72,8 +124,12 @@ def fast_training_modules(model):
     return model
 
 
-def prepare_training(model):
-    """Give ``model`` its fast CPU training modules (in place); returns the optimizer class to
-    train it with."""
-    fast_training_modules(model)
+def prepare_training(model, convolutions="auto", precision="fp32", threads=None):
+    """Give ``model`` its fast CPU training modules (in place), the convolutions of
+    ``training_convolutions`` in ``precision`` on ``threads`` threads; returns the optimizer
+    class to train it with."""
+    chosen = training_convolutions(convolutions, precision)
+    if chosen == "onednn" and threads:
+        onednn_library.load().fcos_onednn_set_threads(threads)
+    fast_training_modules(model, chosen, precision)
     return InplaceSGD

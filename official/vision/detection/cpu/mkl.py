@@ -8,23 +8,10 @@ force its AVX2 kernels (4 selects AVX without FMA, 0-3 older SSE paths).
 """
 import os
 
+from ..utils.machine import cpu_vendor_and_flags
+
 MKL_CPU_TYPE_VARIABLE = "MKL_DEBUG_CPU_TYPE"
 MKL_AVX2 = "5"
-
-
-def cpu_vendor_and_flags(cpuinfo="/proc/cpuinfo"):
-    """("AuthenticAMD", {"avx2", ...}) of the first CPU; ("", set()) if unknown."""
-    vendor, flags = "", set()
-    if not os.path.exists(cpuinfo):
-        return vendor, flags
-    with open(cpuinfo) as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key.strip() == "vendor_id" and not vendor:
-                vendor = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    return vendor, flags
 
 
 def needs_avx2_switch(cpuinfo="/proc/cpuinfo"):

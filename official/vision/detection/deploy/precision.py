@@ -9,8 +9,8 @@
 - int8: a post-training quantized ONNX model (QDQ), run by onnxruntime or OpenVINO;
   deploy/quantize.py writes it, calibrated on the user's images, and caches it.
 """
-from ..cpu.mkl import cpu_vendor_and_flags
 from ..errors import ConfigError
+from ..utils.machine import BF16_FLAGS, require_bf16_units
 
 PRECISIONS = ("fp32", "bf16", "int8")
 # the tools' --precision help
@@ -22,9 +22,6 @@ PRECISION_ENGINES = {
     "bf16": ("openvino",),
     "int8": ("onnxruntime", "openvino"),
 }
-# /proc/cpuinfo flags of bf16 arithmetic units; OpenVINO uses either
-BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
-
 
 def check_precision(precision, engine, cpuinfo="/proc/cpuinfo"):
     """Raise a one-line ``ConfigError`` unless ``engine`` ("auto" for any) can run
@@ -35,9 +32,4 @@ def check_precision(precision, engine, cpuinfo="/proc/cpuinfo"):
         raise ConfigError("the {} engine runs {} only, not {}: use --engine {}".format(
             engine, "fp32", precision, " or ".join(PRECISION_ENGINES[precision])))
     if precision == "bf16":
-        _, flags = cpu_vendor_and_flags(cpuinfo)
-        if not flags & set(BF16_FLAGS):
-            raise ConfigError(
-                "--precision bf16 needs a CPU with bf16 units ({}), which this CPU lacks (no "
-                "{} in /proc/cpuinfo flags): use --precision fp32".format(
-                    " or ".join(BF16_FLAGS.values()), " or ".join(BF16_FLAGS)))
+        require_bf16_units(cpuinfo)

@@ -21,12 +21,12 @@ import megengine as mge
 import numpy as np
 from tqdm import tqdm
 
-from ..cpu.mkl import cpu_vendor_and_flags
 from ..data.build import build_train_dataset
 from ..data.coco import read_image, resolve_dataset_paths
 from ..errors import DatasetError
 from ..predictor import process_inputs
 from ..utils.files import atomic_target, write_json_atomic
+from ..utils.machine import cpu_vendor_and_flags
 from ..weights import build_model
 from .engine_choice import file_identity, package_cache_dir, weights_identity
 from .onnx_export import export_onnx

@@ -56,6 +56,11 @@ class TrainOptions:
     async_level: int = None
     non_finite_retries: int = 1  # CPU: repeats of an epoch that ends in NaN/Inf (cpu/guard.py)
     cpu_kernels: bool = True  # CPU: the fast training modules and in-place SGD of cpu/
+    # CPU: what runs the convolutions, one of cpu.CONVOLUTIONS ("auto": oneDNN where built)
+    convolutions: str = "auto"
+    # CPU: "fp32", or "bf16": the convolutions in bfloat16 on oneDNN (CPUs with bf16 units),
+    # weights, gradients and the optimizer's state in float32
+    precision: str = "fp32"
     log_every: int = None  # steps between log records; None: the config's log_interval
     # steps between step checkpoints; None: the config's checkpoint_interval, 0: none
     checkpoint_every: int = None
@@ -215,10 +220,14 @@ def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_
     sgd = SGD
     hooks = [LearningRateSchedule(), EpochCheckpoint(), ProgressLog()]
     traced = training_step(options, on_cpu) == "traced"
+    if options.precision != "fp32" and not (on_cpu and options.cpu_kernels):
+        raise ConfigError("--precision {} trains on the CPU with the package's CPU kernels "
+                          "only".format(options.precision))
     if on_cpu:
         hooks.append(cpu.RepeatNonFiniteEpoch(options.non_finite_retries, world_size))
         if options.cpu_kernels:
-            in_place_sgd = cpu.prepare_training(model)
+            in_place_sgd = cpu.prepare_training(model, options.convolutions, options.precision,
+                                                options.threads)
             sgd = SGD if traced else in_place_sgd  # the traced step updates as SGD does
     hooks += training_log_hooks(options.output_dir, rank, eval_dataset, options.batch_size,
                                 options.num_workers)
@@ -282,7 +291,7 @@ def train_worker(config_file, options):
     on_cpu = not mge.is_cuda_available()
     with contextlib.ExitStack() as stack:
         if on_cpu:
-            cpu.prepare_cpu_process()
+            cpu.prepare_cpu_process(options.convolutions if options.cpu_kernels else "megengine")
             if world_size == 1:
                 stack.enter_context(cpu.default_cpu_threads(options.threads))
         level = options.async_level

@@ -1,6 +1,9 @@
-"""What the machine gives this process: its CPUs (affinity and cgroup quota) and their name."""
+"""What the machine gives this process: its CPUs (affinity and cgroup quota), their name and
+instruction sets."""
 import math
 import os
+
+from ..errors import ConfigError
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -51,6 +54,36 @@ def cpu_model_name(cpuinfo="/proc/cpuinfo"):
         return "unknown CPU"
     return "{}, family {}, model {}".format(fields["model name"], fields.get("cpu family", "?"),
                                             fields.get("model", "?"))
+
+
+def cpu_vendor_and_flags(cpuinfo="/proc/cpuinfo"):
+    """("AuthenticAMD", {"avx2", ...}) of the first CPU; ("", set()) if unknown."""
+    vendor, flags = "", set()
+    if not os.path.exists(cpuinfo):
+        return vendor, flags
+    with open(cpuinfo) as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "vendor_id" and not vendor:
+                vendor = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    return vendor, flags
+
+
+# /proc/cpuinfo flags of bf16 arithmetic units; OpenVINO and oneDNN use either
+BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
+
+
+def require_bf16_units(cpuinfo="/proc/cpuinfo"):
+    """Raise a one-line ``ConfigError`` unless this CPU has bf16 units: without them bf16
+    would be slow emulation, or an fp32 run under the bf16 name."""
+    _, flags = cpu_vendor_and_flags(cpuinfo)
+    if not flags & set(BF16_FLAGS):
+        raise ConfigError(
+            "--precision bf16 needs a CPU with bf16 units ({}), which this CPU lacks (no "
+            "{} in /proc/cpuinfo flags): use --precision fp32".format(
+                " or ".join(BF16_FLAGS.values()), " or ".join(BF16_FLAGS)))
 
 
 def _read(path):

@@ -1,0 +1,489 @@
+// Convolution forward and backward on oneDNN, as MegEngine 1.13 custom operators.
+//
+// FcosConvForward(x, weight, bias) -> y and FcosConvBackward(x, weight, dy) -> (dx, dweight,
+// dbias) for NCHW float32 tensors, weights [O, C, kh, kw] or grouped [G, O/G, C/G, kh, kw] as
+// MegEngine stores them. Inside, oneDNN picks its layouts (format_tag::any: blocked on AVX-512
+// and AVX2) and the tensors are reordered into them and back; with precision "bf16" the
+// reorders also round inputs, weights and output gradients to bfloat16, and outputs and
+// gradients stay float32. Python (onednn/ops.py) wraps them in an autodiff Function.
+//
+// Why the pieces below exist (docs/megengine_notes.md, "oneDNN convolutions"):
+// - MegEngine 1.13 runs a CPU custom operator's compute on the calling thread, not on the CPU
+//   worker queue that runs its other kernels, so the inputs may not be computed yet: compute
+//   first waits for every queued kernel (mgb::CompNode::sync_all, exported by
+//   libmegengine_shared.so). Built with -DFCOS_ONEDNN_NO_SYNC only by the test that shows it.
+// - Primitives are created once per shape and precision and kept (creating one takes
+//   0.1-10 ms); reordered copies and scratchpads live in buffers shared by all primitives
+//   (the calls are serialized), so memory grows with the largest layer, not with their count.
+// - fcos_onednn_check (C, called through ctypes) creates a shape's primitives ahead of time, so
+//   Python learns of a shape oneDNN refuses before a graph is traced and keeps MegEngine's
+//   convolution there.
+#include "megbrain/custom/custom.h"
+#include "oneapi/dnnl/dnnl.hpp"
+
+#include <omp.h>
+
+#include <atomic>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mgb {
+class CompNode {
+public:
+    static void sync_all();
+};
+}  // namespace mgb
+
+namespace fcos_onednn {
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+// Throws std::runtime_error("FcosConv: " + message) unless ``condition``: MegEngine turns it
+// into a Python RuntimeError (custom_assert only logs in a release build).
+void require(bool condition, const char* format, ...) {
+    if (condition) return;
+    char message[512];
+    va_list args;
+    va_start(args, format);
+    std::vsnprintf(message, sizeof(message), format, args);
+    va_end(args);
+    throw std::runtime_error(std::string("FcosConv: ") + message);
+}
+
+dnnl::engine& cpu_engine() {
+    static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+    return engine;
+}
+
+std::atomic<int> g_threads{0};  // 0: OpenMP's default
+
+// Geometry of one convolution: the shapes of its tensors and its settings.
+struct Geometry {
+    memory::dim n, c, h, w, o, kh, kw, groups, oh, ow;
+    memory::dim stride_h, stride_w, dilation_h, dilation_w;
+    memory::dim pad_top, pad_bottom, pad_left, pad_right;
+    bool bf16;
+
+    memory::dims src_dims() const { return {n, c, h, w}; }
+    memory::dims dst_dims() const { return {n, o, oh, ow}; }
+    memory::dims weight_dims() const {
+        if (groups == 1) return {o, c, kh, kw};
+        return {groups, o / groups, c / groups, kh, kw};
+    }
+    tag weight_tag() const { return groups == 1 ? tag::oihw : tag::goihw; }
+    // oneDNN counts dilation from 0 (no gap), MegEngine from 1
+    memory::dims dilates() const { return {dilation_h - 1, dilation_w - 1}; }
+    memory::dims strides() const { return {stride_h, stride_w}; }
+    memory::dims pad_l() const { return {pad_top, pad_left}; }
+    memory::dims pad_r() const { return {pad_bottom, pad_right}; }
+    dt compute_type() const { return bf16 ? dt::bf16 : dt::f32; }
+
+    std::string key() const {
+        std::ostringstream out;
+        for (auto v : {n, c, h, w, o, kh, kw, groups, stride_h, stride_w, dilation_h,
+                       dilation_w, pad_top, pad_bottom, pad_left, pad_right})
+            out << v << ",";
+        out << (bf16 ? "bf16" : "fp32");
+        return out.str();
+    }
+};
+
+memory::dim output_side(memory::dim in, memory::dim kernel, memory::dim stride,
+                        memory::dim dilation, memory::dim pad_before, memory::dim pad_after) {
+    return (in + pad_before + pad_after - dilation * (kernel - 1) - 1) / stride + 1;
+}
+
+struct Settings {
+    std::vector<int32_t> stride, padding, dilation;  // padding: top, bottom, left, right
+    int32_t groups;
+    bool bf16;
+};
+
+Settings settings_of(const custom::Param& param) {
+    return {param["stride"].as<std::vector<int32_t>>(),
+            param["padding"].as<std::vector<int32_t>>(),
+            param["dilation"].as<std::vector<int32_t>>(), param["groups"].as<int32_t>(),
+            param["precision"].as<std::string>() == "bf16"};
+}
+
+Geometry make_geometry(const std::vector<size_t>& x, const std::vector<size_t>& weight,
+                       const Settings& s) {
+    Geometry g;
+    g.groups = s.groups;
+    require(x.size() == 4, "input must be NCHW, got %zu dims", x.size());
+    require(weight.size() == (g.groups == 1 ? 4u : 5u),
+                  "weight of %zu dims for %d groups", weight.size(), (int)g.groups);
+    require(s.stride.size() == 2 && s.padding.size() == 4 && s.dilation.size() == 2,
+                  "stride, padding (top, bottom, left, right), dilation");
+    require(s.stride[0] > 0 && s.stride[1] > 0 && s.dilation[0] > 0 && s.dilation[1] > 0 &&
+                    s.groups > 0,
+            "stride, dilation and groups must be positive");
+    for (auto pad : s.padding) require(pad >= 0, "padding must not be negative");
+    size_t k = weight.size() - 2;
+    g.n = x[0], g.c = x[1], g.h = x[2], g.w = x[3];
+    g.o = g.groups == 1 ? weight[0] : weight[0] * weight[1];
+    g.kh = weight[k], g.kw = weight[k + 1];
+    g.stride_h = s.stride[0], g.stride_w = s.stride[1];
+    g.dilation_h = s.dilation[0], g.dilation_w = s.dilation[1];
+    g.pad_top = s.padding[0], g.pad_bottom = s.padding[1];
+    g.pad_left = s.padding[2], g.pad_right = s.padding[3];
+    g.oh = output_side(g.h, g.kh, g.stride_h, g.dilation_h, g.pad_top, g.pad_bottom);
+    g.ow = output_side(g.w, g.kw, g.stride_w, g.dilation_w, g.pad_left, g.pad_right);
+    g.bf16 = s.bf16;
+    require(g.c % g.groups == 0 && g.c / g.groups == (memory::dim)weight[k - 1],
+            "input of %d channels for weights of %d per group, %d groups", (int)g.c,
+            (int)weight[k - 1], (int)g.groups);
+    require(g.oh > 0 && g.ow > 0, "empty output for input %dx%d",
+                  (int)g.h, (int)g.w);
+    return g;
+}
+
+std::vector<size_t> dims_of(const custom::Shape& shape) {
+    std::vector<size_t> dims(shape.ndim());
+    for (size_t i = 0; i < dims.size(); ++i) dims[i] = shape[i];
+    return dims;
+}
+
+Geometry geometry_of(const custom::Shape& x, const custom::Shape& weight,
+                     const custom::Param& param) {
+    return make_geometry(dims_of(x), dims_of(weight), settings_of(param));
+}
+
+// Buffers shared by all primitives, one per role, grown to the largest use; 64-byte aligned.
+class Arena {
+    struct Block {
+        void* data = nullptr;
+        size_t size = 0;
+    };
+    std::vector<Block> m_blocks;
+
+public:
+    void* get(size_t slot, size_t bytes) {
+        if (slot >= m_blocks.size()) m_blocks.resize(slot + 1);
+        Block& block = m_blocks[slot];
+        if (block.size < bytes) {
+            std::free(block.data);
+            block.data = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+            require(block.data != nullptr, "out of memory (%zu bytes)", bytes);
+            block.size = bytes;
+        }
+        return block.data;
+    }
+};
+
+enum Slot { SRC, WEIGHTS, DST, DIFF_DST_DATA, DIFF_DST_WEIGHTS, DIFF_SRC, DIFF_WEIGHTS,
+            SCRATCHPAD };
+
+// One tensor as the user holds it (plain, float32) and as a primitive wants it.
+struct Operand {
+    memory::desc user, inner;
+    bool reordered() const { return user != inner; }
+};
+
+dnnl::primitive_attr scratchpad_attr() {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return attr;
+}
+
+// The primitives of one geometry and the reorders between user and inner layouts.
+struct Primitives {
+    Geometry geometry;
+    dnnl::convolution_forward::primitive_desc forward_pd;
+    dnnl::convolution_backward_data::primitive_desc data_pd;
+    dnnl::convolution_backward_weights::primitive_desc weights_pd;
+    dnnl::primitive forward, backward_data, backward_weights;
+
+    explicit Primitives(const Geometry& g) : geometry(g) {
+        auto& engine = cpu_engine();
+        dt inner = g.compute_type();
+        auto any = [](const memory::dims& dims, dt type) {
+            return memory::desc(dims, type, tag::any);
+        };
+        memory::desc bias({g.o}, dt::f32, tag::a);
+        auto attr = scratchpad_attr();
+        forward_pd = dnnl::convolution_forward::primitive_desc(
+                engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                any(g.src_dims(), inner), any(g.weight_dims(), inner), bias,
+                any(g.dst_dims(), dt::f32), g.strides(), g.dilates(), g.pad_l(), g.pad_r(),
+                attr);
+        data_pd = dnnl::convolution_backward_data::primitive_desc(
+                engine, dnnl::algorithm::convolution_direct, any(g.src_dims(), dt::f32),
+                any(g.weight_dims(), inner), any(g.dst_dims(), inner), g.strides(),
+                g.dilates(), g.pad_l(), g.pad_r(), forward_pd, attr);
+        weights_pd = dnnl::convolution_backward_weights::primitive_desc(
+                engine, dnnl::algorithm::convolution_direct, any(g.src_dims(), inner),
+                any(g.weight_dims(), dt::f32), bias, any(g.dst_dims(), inner), g.strides(),
+                g.dilates(), g.pad_l(), g.pad_r(), forward_pd, attr);
+        // oneDNN's reference kernels run any shape, some 100x slower than MegEngine's
+        for (const char* impl : {forward_pd.impl_info_str(), data_pd.impl_info_str(),
+                                 weights_pd.impl_info_str()})
+            require(std::strncmp(impl, "ref", 3) != 0,
+                    "oneDNN has only its reference kernel (%s) for this convolution", impl);
+        forward = dnnl::convolution_forward(forward_pd);
+        backward_data = dnnl::convolution_backward_data(data_pd);
+        backward_weights = dnnl::convolution_backward_weights(weights_pd);
+    }
+
+    memory::desc user_src() const { return {geometry.src_dims(), dt::f32, tag::nchw}; }
+    memory::desc user_dst() const { return {geometry.dst_dims(), dt::f32, tag::nchw}; }
+    memory::desc user_weights() const {
+        return {geometry.weight_dims(), dt::f32, geometry.weight_tag()};
+    }
+};
+
+std::mutex g_mutex;  // one call at a time: the arena and the cache are shared
+std::map<std::string, std::unique_ptr<Primitives>> g_cache;
+Arena g_arena;
+
+Primitives& primitives_of(const Geometry& g) {
+    auto key = g.key();
+    auto found = g_cache.find(key);
+    if (found != g_cache.end()) return *found->second;
+    auto made = std::unique_ptr<Primitives>(new Primitives(g));
+    return *(g_cache[key] = std::move(made));
+}
+
+// ``data`` (user layout) as a memory in ``inner``: itself, or reordered into the arena
+memory to_inner(const memory::desc& user, const memory::desc& inner, void* data, Slot slot,
+                dnnl::stream& stream) {
+    auto& engine = cpu_engine();
+    memory user_memory(user, engine, data);
+    if (user == inner) return user_memory;
+    memory inner_memory(inner, engine, g_arena.get(slot, inner.get_size()));
+    dnnl::reorder(user_memory, inner_memory).execute(stream, user_memory, inner_memory);
+    return inner_memory;
+}
+
+// a memory for a primitive's output in ``inner``: the user's buffer itself, or the arena
+memory output_memory(const memory::desc& user, const memory::desc& inner, void* data,
+                     Slot slot) {
+    if (user == inner) return memory(user, cpu_engine(), data);
+    return memory(inner, cpu_engine(), g_arena.get(slot, inner.get_size()));
+}
+
+void to_user(const memory& inner, const memory::desc& user, void* data, dnnl::stream& stream) {
+    if (inner.get_desc() == user) return;
+    memory user_memory(user, cpu_engine(), data);
+    dnnl::reorder(inner, user_memory).execute(stream, const_cast<memory&>(inner), user_memory);
+}
+
+memory scratchpad(const dnnl::primitive_desc_base& pd) {
+    auto desc = pd.scratchpad_desc();
+    return memory(desc, cpu_engine(), g_arena.get(SCRATCHPAD, desc.get_size() + 1));
+}
+
+void check_contiguous(const custom::Tensor& tensor, const char* name) {
+    auto shape = tensor.shape();
+    auto strides = tensor.stride();
+    ptrdiff_t expected = 1;
+    for (size_t i = shape.ndim(); i-- > 0;) {
+        require(shape[i] == 1 || strides[i] == expected,
+                      "%s is not contiguous", name);
+        expected *= shape[i];
+    }
+}
+
+void before_compute() {
+#ifndef FCOS_ONEDNN_NO_SYNC
+    mgb::CompNode::sync_all();  // the inputs' kernels may still be queued, see the top
+#endif
+    int threads = g_threads.load();
+    if (threads > 0) omp_set_num_threads(threads);  // per calling thread in OpenMP
+}
+
+template <typename F>
+void guarded(const char* what, F body) {
+    try {
+        body();
+    } catch (const dnnl::error& error) {
+        require(false, "%s: oneDNN error %d: %s", what, (int)error.status, error.what());
+    }
+}
+
+void inputs_device(const std::vector<custom::Device>& inputs, const custom::Param&,
+                   std::vector<custom::Device>& outputs) {
+    for (auto& device : outputs) device = inputs[0];
+}
+
+void float32_outputs(const std::vector<custom::DType>&, const custom::Param&,
+                     std::vector<custom::DType>& outputs) {
+    for (auto& dtype : outputs) dtype = "float32";
+}
+
+void forward_shape(const std::vector<custom::Shape>& inputs, const custom::Param& param,
+                   std::vector<custom::Shape>& outputs) {
+    auto g = geometry_of(inputs[0], inputs[1], param);
+    outputs[0] = {(size_t)g.n, (size_t)g.o, (size_t)g.oh, (size_t)g.ow};
+}
+
+void forward_compute(const std::vector<custom::Tensor>& inputs, const custom::Param& param,
+                     std::vector<custom::Tensor>& outputs) {
+    before_compute();
+    std::lock_guard<std::mutex> lock(g_mutex);
+    for (size_t i = 0; i < inputs.size(); ++i) check_contiguous(inputs[i], "an input");
+    guarded("forward", [&] {
+        auto& p = primitives_of(geometry_of(inputs[0].shape(), inputs[1].shape(), param));
+        dnnl::stream stream(cpu_engine());
+        auto src = to_inner(p.user_src(), p.forward_pd.src_desc(), inputs[0].data(), SRC, stream);
+        auto weights = to_inner(p.user_weights(), p.forward_pd.weights_desc(), inputs[1].data(),
+                                WEIGHTS, stream);
+        memory bias(p.forward_pd.bias_desc(), cpu_engine(), inputs[2].data());
+        auto dst = output_memory(p.user_dst(), p.forward_pd.dst_desc(), outputs[0].data(), DST);
+        p.forward.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights},
+                                   {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst},
+                                   {DNNL_ARG_SCRATCHPAD, scratchpad(p.forward_pd)}});
+        to_user(dst, p.user_dst(), outputs[0].data(), stream);
+        stream.wait();
+    });
+}
+
+void backward_shape(const std::vector<custom::Shape>& inputs, const custom::Param& param,
+                    std::vector<custom::Shape>& outputs) {
+    // dx only where asked for (a [1] placeholder otherwise); dweight like weight; dbias [O]
+    bool input_grad = param["input_grad"].as<bool>();
+    outputs[0] = input_grad ? inputs[0] : custom::Shape({1});
+    outputs[1] = inputs[1];
+    auto g = geometry_of(inputs[0], inputs[1], param);
+    outputs[2] = {(size_t)g.o};
+}
+
+void backward_compute(const std::vector<custom::Tensor>& inputs, const custom::Param& param,
+                      std::vector<custom::Tensor>& outputs) {
+    before_compute();
+    std::lock_guard<std::mutex> lock(g_mutex);
+    for (size_t i = 0; i < inputs.size(); ++i) check_contiguous(inputs[i], "an input");
+    guarded("backward", [&] {
+        auto& p = primitives_of(geometry_of(inputs[0].shape(), inputs[1].shape(), param));
+        dnnl::stream stream(cpu_engine());
+        void* dy = inputs[2].data();
+        memory diff_dst;
+        if (param["input_grad"].as<bool>()) {
+            diff_dst = to_inner(p.user_dst(), p.data_pd.diff_dst_desc(), dy, DIFF_DST_DATA,
+                                stream);
+            auto weights = to_inner(p.user_weights(), p.data_pd.weights_desc(),
+                                    inputs[1].data(), WEIGHTS, stream);
+            auto diff_src = output_memory(p.user_src(), p.data_pd.diff_src_desc(),
+                                          outputs[0].data(), DIFF_SRC);
+            p.backward_data.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst},
+                                             {DNNL_ARG_WEIGHTS, weights},
+                                             {DNNL_ARG_DIFF_SRC, diff_src},
+                                             {DNNL_ARG_SCRATCHPAD, scratchpad(p.data_pd)}});
+            to_user(diff_src, p.user_src(), outputs[0].data(), stream);
+        }
+        auto src = to_inner(p.user_src(), p.weights_pd.src_desc(), inputs[0].data(), SRC, stream);
+        // the output gradient as the input gradient's pass reordered it, when that layout fits
+        if (!diff_dst || diff_dst.get_desc() != p.weights_pd.diff_dst_desc())
+            diff_dst = to_inner(p.user_dst(), p.weights_pd.diff_dst_desc(), dy,
+                                DIFF_DST_WEIGHTS, stream);
+        auto diff_weights = output_memory(p.user_weights(), p.weights_pd.diff_weights_desc(),
+                                          outputs[1].data(), DIFF_WEIGHTS);
+        memory diff_bias(p.weights_pd.diff_bias_desc(), cpu_engine(), outputs[2].data());
+        p.backward_weights.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
+                                            {DNNL_ARG_DIFF_WEIGHTS, diff_weights},
+                                            {DNNL_ARG_DIFF_BIAS, diff_bias},
+                                            {DNNL_ARG_SCRATCHPAD, scratchpad(p.weights_pd)}});
+        to_user(diff_weights, p.user_weights(), outputs[1].data(), stream);
+        stream.wait();
+    });
+}
+
+}  // namespace fcos_onednn
+
+#define FCOS_CONV_PARAMS                                        \
+    add_param("stride", std::vector<int32_t>{1, 1})             \
+            .add_param("padding", std::vector<int32_t>{0, 0, 0, 0}) \
+            .add_param("dilation", std::vector<int32_t>{1, 1})  \
+            .add_param("groups", (int32_t)1)                    \
+            .add_param("precision", std::string("fp32"))
+
+CUSTOM_OP_REG_BEGIN(FcosConvForward)
+CUSTOM_OP_REG(FcosConvForward)
+        .set_description("convolution forward on oneDNN: (x, weight, bias) -> y")
+        .add_input("x")
+        .add_input("weight")
+        .add_input("bias")
+        .add_output("y")
+        .FCOS_CONV_PARAMS
+        .set_device_infer(fcos_onednn::inputs_device)
+        .set_dtype_infer(fcos_onednn::float32_outputs)
+        .set_shape_infer(fcos_onednn::forward_shape)
+        .set_compute("x86", fcos_onednn::forward_compute);
+CUSTOM_OP_REG_END(FcosConvForward)
+
+CUSTOM_OP_REG_BEGIN(FcosConvBackward)
+CUSTOM_OP_REG(FcosConvBackward)
+        .set_description("convolution gradients on oneDNN: (x, weight, dy) -> (dx, dw, dbias)")
+        .add_input("x")
+        .add_input("weight")
+        .add_input("dy")
+        .add_output("dx")
+        .add_output("dweight")
+        .add_output("dbias")
+        .FCOS_CONV_PARAMS
+        .add_param("input_grad", true)
+        .set_device_infer(fcos_onednn::inputs_device)
+        .set_dtype_infer(fcos_onednn::float32_outputs)
+        .set_shape_infer(fcos_onednn::backward_shape)
+        .set_compute("x86", fcos_onednn::backward_compute);
+CUSTOM_OP_REG_END(FcosConvBackward)
+
+// Called through ctypes from Python.
+extern "C" {
+
+// Threads oneDNN's OpenMP regions use from now on (0: OpenMP's default).
+void fcos_onednn_set_threads(int threads) { fcos_onednn::g_threads.store(threads); }
+
+// Creates (and keeps) the primitives of a convolution; returns 0, or 1 with ``message``
+// (``size`` bytes) saying why oneDNN refused it.
+int fcos_onednn_check(const int64_t* x_shape, const int64_t* weight_shape, int weight_ndim,
+                      const int32_t* stride, const int32_t* padding, const int32_t* dilation,
+                      int groups, int bf16, char* message, int size) {
+    using namespace fcos_onednn;
+    std::lock_guard<std::mutex> lock(g_mutex);
+    try {
+        Settings settings{{stride[0], stride[1]},
+                          {padding[0], padding[1], padding[2], padding[3]},
+                          {dilation[0], dilation[1]}, groups, bf16 != 0};
+        std::vector<size_t> xs(x_shape, x_shape + 4), ws(weight_shape, weight_shape + weight_ndim);
+        primitives_of(make_geometry(xs, ws, settings));
+        return 0;
+    } catch (const std::exception& error) {
+        std::snprintf(message, size, "%s", error.what());
+        return 1;
+    }
+}
+
+// Primitive sets created so far (one per convolution shape and precision).
+int fcos_onednn_primitive_count() {
+    std::lock_guard<std::mutex> lock(fcos_onednn::g_mutex);
+    return (int)fcos_onednn::g_cache.size();
+}
+
+// The instruction set oneDNN's kernels run here, e.g. "avx512_core_bf16".
+const char* fcos_onednn_isa() {
+    switch (dnnl::get_effective_cpu_isa()) {
+        case dnnl::cpu_isa::sse41: return "sse41";
+        case dnnl::cpu_isa::avx: return "avx";
+        case dnnl::cpu_isa::avx2: return "avx2";
+        case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+        case dnnl::cpu_isa::avx512_core: return "avx512_core";
+        case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+        case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+        case dnnl::cpu_isa::avx512_core_fp16: return "avx512_core_fp16";
+        case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+        default: return "other";
+    }
+}
+}
