@@ -9,8 +9,8 @@ SYNTHETIC_SHAPES := --size 96-128 --max-objects 4 --object-scale 0.2-0.6
 # docs/training.md)
 DEMO_TRAIN_FLAGS := -b 8
 
-ONEDNN_DIR := official/vision/detection/cpu/onednn
-ONEDNN_LIBRARY := $(VENV)/lib/libfcos_onednn.so
+CUSTOM_OPS_DIR := official/vision/detection/cpu/custom_ops
+CUSTOM_OPS_LIBRARY := $(VENV)/lib/libfcos_cpu_ops.so
 
 .PHONY: setup test demo finetune-benchmark clean
 
@@ -35,17 +35,18 @@ $(VENV)/.installed: requirements.txt requirements-test.txt requirements-export.t
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
-# The oneDNN convolutions of CPU training (a MegEngine custom-operator library) need g++: as root
-# it is installed from Debian's packages when missing. Without it the build says why in one
-# line and training keeps MegEngine's convolutions.
-$(ONEDNN_LIBRARY): $(ONEDNN_DIR)/conv.cpp $(ONEDNN_DIR)/library.py $(VENV)/.installed
+# The CPU training operators (oneDNN convolutions, one-pass optimizer updates: a MegEngine
+# custom-operator library) need g++: as root it is installed from Debian's packages when
+# missing. Without it the build says why in one line and training keeps MegEngine's operators.
+$(CUSTOM_OPS_LIBRARY): $(wildcard $(CUSTOM_OPS_DIR)/*.cpp $(CUSTOM_OPS_DIR)/*.h) $(CUSTOM_OPS_DIR)/library.py \
+		$(VENV)/.installed
 	@if ! command -v g++ >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing g++ (Debian's package) for the oneDNN convolutions"; \
+		echo "installing g++ (Debian's package) for the CPU training operators"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null; \
 	fi
-	-$(PY) -c 'from official.vision.detection.cpu.onednn.library import main; main()'
+	-$(PY) -c 'from official.vision.detection.cpu.custom_ops.library import main; main()'
 
-setup: $(VENV)/.installed $(ONEDNN_LIBRARY)
+setup: $(VENV)/.installed $(CUSTOM_OPS_LIBRARY)
 
 test: setup
 	$(PY) -m pytest -q

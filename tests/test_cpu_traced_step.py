@@ -92,7 +92,8 @@ def assert_equal_but_rounding(actual, expected, err_msg=""):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=bound, err_msg=err_msg)
 
 
-def test_the_traced_adamw_update_is_adamws_on_the_same_gradients():
+@pytest.mark.parametrize("one_pass", [True, False], ids=["one pass", "elementwise"])
+def test_the_traced_adamw_update_is_adamws_on_the_same_gradients(one_pass):
     """The update as the traced step builds it, in a compiled graph, against
     megengine.optimizer.AdamW from the same weights, moments, step counts and gradients, three
     steps in a row (the bias corrections change at each). The gradients are given: the whole
@@ -103,7 +104,8 @@ def test_the_traced_adamw_update_is_adamws_on_the_same_gradients():
     twins = [Parameter(param.numpy()) for param in params]
     settings = dict(lr=0.01, betas=(0.9, 0.999), weight_decay=0.05)
     optimizer, reference = AdamW(params, **settings), AdamW(twins, **settings)
-    traced = TracedStep(None, optimizer, None)
+    traced = TracedStep(None, optimizer, None, one_pass_updates=one_pass)
+    assert traced.one_pass_updates == one_pass
     group = optimizer.param_groups[0]
     state = params + [optimizer._state[p][k] for p in params  # pylint: disable=protected-access
                       for k in sorted(optimizer._state[p])]  # pylint: disable=protected-access
@@ -111,7 +113,7 @@ def test_the_traced_adamw_update_is_adamws_on_the_same_gradients():
     def update(state, lr, grads):
         for param, grad in zip(params, grads):
             param.grad = grad
-        traced._adamw_update(group, lr, F.ones_like(lr) > 0)  # pylint: disable=protected-access
+        traced.update(group, lr, F.ones_like(lr) > 0)
         return list(state)
 
     graph = trace(update, symbolic=True, symbolic_shape=False, without_host=True)

@@ -16,7 +16,7 @@ from .. import cpu
 from ..boxes import padded_side
 from ..data.collate import collate_train
 from ..data.transforms import TrainTransform
-from ..engine.trainer import TrainOptions, build_trainer
+from ..engine.trainer import TrainOptions, build_trainer, quiet_cpu_workers
 from .flops import count_conv_flops
 
 # the phases of an eager step; a traced step has "data" and "step" (one graph)
@@ -76,7 +76,8 @@ def time_training(config_module, batch_size, steps, warmup, short_size, max_size
     ``threads``)."""
     on_cpu = not mge.is_cuda_available()
     if on_cpu:
-        cpu.prepare_cpu_process(options.get("convolutions", "auto"))  # as the trainer does
+        # as the trainer does
+        cpu.prepare_cpu_process(quiet_cpu_workers(TrainOptions("", "", step=step, **options)))
     if async_level is None and on_cpu:
         async_level = cpu.CPU_TRAINING_ASYNC_LEVEL
     with cpu.async_level(mge.config.async_level if async_level is None else async_level):

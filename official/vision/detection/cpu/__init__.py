@@ -4,8 +4,9 @@ The model code is plain MegEngine; ``engine/trainer.py`` turns these on for a ru
 (``prepare_training``), and the tools call ``use_mkl_avx2_kernels`` before their first
 convolution. What they work around, measured on 2-core AMD EPYC machines:
 
-- onednn/: MegEngine's CPU convolutions run at a fraction of the CPU's peak; training runs
-  them on oneDNN instead, as custom operators built by ``make setup`` (fp32 or bf16).
+- custom_ops/: MegEngine's CPU convolutions run at a fraction of the CPU's peak: training
+  runs them on oneDNN instead (fp32 or bf16), and the traced step updates each parameter in
+  one pass, as MegEngine custom operators built by ``make setup``.
 - conv.py: where oneDNN is not available, the convolution gradients: MegEngine's CPU kernels
   for them are 5-15x (weight) and ~1.5x (input) slower than the forward convolution and
   matrix products that compute the same values.
@@ -40,8 +41,8 @@ from .device import (
 )
 from .guard import RepeatNonFiniteEpoch
 from .mkl import use_mkl_avx2_kernels
-from .onednn import library as onednn_library
-from .onednn.conv import OneDNNConv2d
+from .custom_ops import library as custom_ops_library
+from .custom_ops.conv import OneDNNConv2d
 from .sgd import InplaceSGD
 from .sync_thread import idle_sync_thread
 from .traced_step import TracedStep
@@ -49,9 +50,9 @@ from .traced_step import TracedStep
 __all__ = [
     "CONVOLUTIONS", "CPU_TRAINING_ASYNC_LEVEL", "FastBatchNorm2d", "FastGradientConv2d",
     "InplaceSGD", "OneDNNConv2d", "RepeatNonFiniteEpoch", "TRAINING_PRECISIONS",
-    "async_level", "cpu_device", "default_cpu_threads", "fast_training_modules",
-    "idle_sync_thread", "on_cpu_device", "prepare_cpu_process", "prepare_training",
-    "TracedStep", "training_convolutions", "use_mkl_avx2_kernels",
+    "async_level", "cpu_device", "custom_operators_available", "default_cpu_threads",
+    "fast_training_modules", "idle_sync_thread", "on_cpu_device", "prepare_cpu_process",
+    "prepare_training", "TracedStep", "training_convolutions", "use_mkl_avx2_kernels",
 ]
 
 logger = mge.get_logger(__name__)
@@ -63,16 +64,21 @@ CONVOLUTIONS = ("auto", "onednn", "megengine")
 TRAINING_PRECISIONS = ("fp32", "bf16")
 
 
-def prepare_cpu_process(convolutions="megengine"):
+def prepare_cpu_process(quiet_workers=False):
     """What a process does before its first MegEngine operator: let MKL run the kernels this
-    CPU supports (mkl.py; MKL reads its switch at its first call); where the training's
-    ``convolutions`` may be oneDNN's ("auto" or "onednn"), keep MegEngine's idle workers from
-    spinning (onednn/library.py, ``quiet_megengine_workers``); then start MegEngine's runtime
-    with its polling thread at idle priority (sync_thread.py)."""
+    CPU supports (mkl.py; MKL reads its switch at its first call); with ``quiet_workers`` (a
+    traced training step whose operators may run on oneDNN), keep MegEngine's idle workers
+    from spinning (custom_ops/library.py, ``quiet_megengine_workers``); then start MegEngine's
+    runtime with its polling thread at idle priority (sync_thread.py)."""
     use_mkl_avx2_kernels()
-    if convolutions != "megengine":
-        onednn_library.quiet_megengine_workers()
+    if quiet_workers:
+        custom_ops_library.quiet_megengine_workers()
     idle_sync_thread()
+
+
+def custom_operators_available():
+    """Whether the package's CPU operators (custom_ops/) load in this process."""
+    return custom_ops_library.unavailable_reason() is None
 
 
 def training_convolutions(requested="auto", precision="fp32"):
@@ -92,7 +98,7 @@ def training_convolutions(requested="auto", precision="fp32"):
             raise ConfigError("--precision {} trains with the oneDNN convolutions: drop "
                               "--convolutions megengine".format(precision))
         return "megengine"
-    reason = onednn_library.unavailable_reason()
+    reason = custom_ops_library.unavailable_reason()
     if reason is None:
         return "onednn"
     if requested == "onednn" or precision != "fp32":
@@ -130,6 +136,6 @@ def prepare_training(model, convolutions="auto", precision="fp32", threads=None)
     class to train it with."""
     chosen = training_convolutions(convolutions, precision)
     if chosen == "onednn" and threads:
-        onednn_library.load().fcos_onednn_set_threads(threads)
+        custom_ops_library.load().fcos_onednn_set_threads(threads)
     fast_training_modules(model, chosen, precision)
     return InplaceSGD

@@ -27,6 +27,8 @@ from megengine.jit import trace
 from megengine.optimizer import SGD, AdamW
 
 from ..boxes import padded_side
+from .custom_ops import library as custom_ops_library
+from .custom_ops import optimizer as one_pass
 
 # Box rows of a batch are padded to at least this many: most training images have fewer
 # objects, so one graph serves them (the assignment's cost per box row is negligible)
@@ -58,13 +60,24 @@ class TracedStep:
     the weights and the optimizer's state as they were (the caller raises). ``optimizer`` is a
     ``megengine.optimizer.SGD`` (without Nesterov momentum) or ``AdamW``, updated as they
     compute it; its state and its param groups' "lr", read at every step, are used; the other
-    hyper-parameters are read when a graph is traced."""
+    hyper-parameters are read when a graph is traced. With ``one_pass_updates`` (by default
+    where the package's CPU operators load) each parameter is updated by one operator
+    (custom_ops/optimizer.cpp) instead of a dozen elementwise passes."""
 
-    def __init__(self, model, optimizer, grad_manager):
+    def __init__(self, model, optimizer, grad_manager, one_pass_updates=None):
         if not isinstance(optimizer, (SGD, AdamW)) or getattr(optimizer, "nesterov", False):
             raise TypeError("the traced step updates as SGD without Nesterov momentum or AdamW "
                             "do, not as {}".format(type(optimizer).__name__))
         self.model, self.optimizer, self.grad_manager = model, optimizer, grad_manager
+        unavailable = custom_ops_library.unavailable_reason()  # loads the operators
+        if one_pass_updates and unavailable:
+            raise ValueError(unavailable)
+        if one_pass_updates is None:
+            one_pass_updates = unavailable is None
+        # SGD without momentum keeps no buffer for the operator to update
+        self.one_pass_updates = one_pass_updates and (
+            isinstance(optimizer, AdamW) or all(group["momentum"]
+                                                for group in optimizer.param_groups))
         self.graphs = collections.OrderedDict()  # (image shape, boxes shape) -> traced step
         self.state = None  # the tensors a step reads and replaces, see _state
 
@@ -130,11 +143,23 @@ class TracedStep:
             self.grad_manager.backward(losses["total_loss"])
         total = sum(losses.values())  # NaN or Inf when any loss is
         finite = F.logical_not(F.isnan(total) | F.isinf(total))
-        update = self._adamw_update if isinstance(self.optimizer, AdamW) else self._sgd_update
         for group, lr in zip(self.optimizer.param_groups, lrs):
-            update(group, lr, finite)
+            self.update(group, lr, finite)
         self.optimizer.clear_grad()
         return losses, list(state)  # the tensors updated in place: the graph's new state
+
+    def update(self, group, lr, finite):
+        """The optimizer's step of the parameters of ``group`` (their gradients in
+        ``param.grad``) at learning rate ``lr``, held where the boolean ``finite`` is false."""
+        adamw = isinstance(self.optimizer, AdamW)
+        if self.one_pass_updates:
+            state = self.optimizer._state  # pylint: disable=protected-access
+            update = one_pass.adamw_update if adamw else one_pass.sgd_update
+            update(group, state, lr, finite.astype("float32"))
+        elif adamw:
+            self._adamw_update(group, lr, finite)
+        else:
+            self._sgd_update(group, lr, finite)
 
     def _sgd_update(self, group, lr, finite):
         """SGD as megengine.optimizer.SGD computes it, v = momentum * v + grad + weight_decay *

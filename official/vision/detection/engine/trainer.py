@@ -267,6 +267,15 @@ def training_step(options, on_cpu):
     return options.step
 
 
+def quiet_cpu_workers(options):
+    """Whether a CPU training keeps MegEngine's idle workers from spinning: for the traced step
+    with the package's operators (each waits for the queue to drain, and a spinning worker took
+    a core from it); the eager step at level 0 waits after every operator, and a worker that
+    sleeps at once then has to be woken for each (docs/megengine_notes.md)."""
+    return (options.cpu_kernels and training_step(options, on_cpu=True) == "traced"
+            and cpu.custom_operators_available())
+
+
 class TrainBatches:
     """Task (epoch, batch number, indices) -> collated batch; the augmentation draws depend
     only on (seed, rank, epoch, batch number), so a resumed run repeats them and each device
@@ -291,7 +300,7 @@ def train_worker(config_file, options):
     on_cpu = not mge.is_cuda_available()
     with contextlib.ExitStack() as stack:
         if on_cpu:
-            cpu.prepare_cpu_process(options.convolutions if options.cpu_kernels else "megengine")
+            cpu.prepare_cpu_process(quiet_workers=quiet_cpu_workers(options))
             if world_size == 1:
                 stack.enter_context(cpu.default_cpu_threads(options.threads))
         level = options.async_level

@@ -8,10 +8,7 @@
 // gradients stay float32. Python (onednn/ops.py) wraps them in an autodiff Function.
 //
 // Why the pieces below exist (docs/megengine_notes.md, "oneDNN convolutions"):
-// - MegEngine 1.13 runs a CPU custom operator's compute on the calling thread, not on the CPU
-//   worker queue that runs its other kernels, so the inputs may not be computed yet: compute
-//   first waits for every queued kernel (mgb::CompNode::sync_all, exported by
-//   libmegengine_shared.so). Built with -DFCOS_ONEDNN_NO_SYNC only by the test that shows it.
+// - Each compute first waits for MegEngine's queued kernels (queued_kernels.h).
 // - Primitives are created once per shape and precision and kept (creating one takes
 //   0.1-10 ms); reordered copies and scratchpads live in buffers shared by all primitives
 //   (the calls are serialized), so memory grows with the largest layer, not with their count.
@@ -20,6 +17,7 @@
 //   convolution there.
 #include "megbrain/custom/custom.h"
 #include "oneapi/dnnl/dnnl.hpp"
+#include "queued_kernels.h"
 
 #include <omp.h>
 
@@ -35,13 +33,6 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-namespace mgb {
-class CompNode {
-public:
-    static void sync_all();
-};
-}  // namespace mgb
 
 namespace fcos_onednn {
 
@@ -296,9 +287,7 @@ void check_contiguous(const custom::Tensor& tensor, const char* name) {
 }
 
 void before_compute() {
-#ifndef FCOS_ONEDNN_NO_SYNC
-    mgb::CompNode::sync_all();  // the inputs' kernels may still be queued, see the top
-#endif
+    fcos_cpu_ops::wait_for_queued_kernels();
     int threads = g_threads.load();
     if (threads > 0) omp_set_num_threads(threads);  // per calling thread in OpenMP
 }

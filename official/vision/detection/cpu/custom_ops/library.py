@@ -1,13 +1,13 @@
-"""The oneDNN convolution operators (conv.cpp): built into a shared library in this Python
-environment's lib/ (beside oneDNN's, against this environment's MegEngine), loaded into
-MegEngine once per process.
+"""The package's CPU training operators, MegEngine custom operators: the convolutions on oneDNN
+(conv.cpp) and the optimizers' updates in one pass (optimizer.cpp). Built into one shared
+library in this Python environment's lib/ (beside oneDNN's, against this environment's
+MegEngine), loaded into MegEngine once per process.
 
-``make setup`` builds it (``library.main()``) with g++
-against MegEngine's custom-operator headers and ``libmegengine_shared.so`` from the MegEngine
-wheel, and oneDNN's CPU build with the GNU OpenMP runtime from PyPI (``onednn-cpu-gomp``,
-requirements.txt) installed into the same environment. ``unavailable_reason()`` says why the
-operators cannot run here (None when they can): the trainer then keeps MegEngine's
-convolutions and logs that line.
+``make setup`` builds it (``library.main()``) with g++ against MegEngine's custom-operator
+headers and ``libmegengine_shared.so`` from the MegEngine wheel, and oneDNN's CPU build with the
+GNU OpenMP runtime from PyPI (``onednn-cpu-gomp``, requirements.txt) installed into the same
+environment. ``unavailable_reason()`` says why the operators cannot run here (None when they
+can): the trainer then keeps MegEngine's operators and logs that line.
 """
 import ctypes
 import os
@@ -20,10 +20,10 @@ import tempfile
 import megengine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(HERE, "conv.cpp")
-BUILT_LIBRARY = os.path.join(sys.prefix, "lib", "libfcos_onednn.so")
-# the library a process loads: the one make setup builds, or another (FCOS_ONEDNN_LIBRARY)
-LIBRARY = os.environ.get("FCOS_ONEDNN_LIBRARY", BUILT_LIBRARY)
+SOURCES = [os.path.join(HERE, name) for name in ("conv.cpp", "optimizer.cpp")]
+BUILT_LIBRARY = os.path.join(sys.prefix, "lib", "libfcos_cpu_ops.so")
+# the library a process loads: the one make setup builds, or another (FCOS_CPU_OPS_LIBRARY)
+LIBRARY = os.environ.get("FCOS_CPU_OPS_LIBRARY", BUILT_LIBRARY)
 MEGENGINE_CORE = os.path.join(os.path.dirname(os.path.abspath(megengine.__file__)), "core")
 # MegEngine 1.13's wheels are built with the pre-C++11 string ABI: its custom-operator symbols
 # (custom::op_insert(std::string, ...)) only link with it
@@ -38,8 +38,9 @@ MEGENGINE_WORKER_SPIN = "MGB_WORKER_MAX_SPIN"
 
 def quiet_megengine_workers():
     """Let MegEngine's CPU workers sleep as soon as their queue is empty (unless the user set
-    MGB_WORKER_MAX_SPIN): a oneDNN operator runs after the queue drains, and a spinning worker
-    took one of its cores. Call it before MegEngine's first operator."""
+    MGB_WORKER_MAX_SPIN) instead of spinning ~5 ms: an operator of this library runs after
+    the queue drains, and a spinning worker took one of its cores. Call it before MegEngine's
+    first operator."""
     os.environ.setdefault(MEGENGINE_WORKER_SPIN, "0")
 
 
@@ -56,8 +57,8 @@ def onednn_prefix():
     return None
 
 
-def compile_command(output, source=SOURCE, defines=(), abi=MEGENGINE_ABI, compiler="g++"):
-    """The g++ command line that builds ``source`` into ``output``."""
+def compile_command(output, sources=SOURCES, defines=(), abi=MEGENGINE_ABI, compiler="g++"):
+    """The g++ command line that builds ``sources`` into ``output``."""
     prefix = onednn_prefix()
     if prefix is None:
         raise BuildError("oneDNN's headers are missing: install requirements.txt "
@@ -70,13 +71,13 @@ def compile_command(output, source=SOURCE, defines=(), abi=MEGENGINE_ABI, compil
              "-D_GLIBCXX_USE_CXX11_ABI={}".format(abi),
              "-I", os.path.join(MEGENGINE_CORE, "include"), "-I", os.path.join(prefix, "include")]
             + ["-D" + define for define in defines]
-            + [source, "-o", output, "-L", megengine_lib, "-lmegengine_shared",
+            + list(sources) + ["-o", output, "-L", megengine_lib, "-lmegengine_shared",
                "-L", onednn_lib, "-ldnnl",
                "-Wl,-rpath," + megengine_lib, "-Wl,-rpath," + onednn_lib])
 
 
 def build(output=BUILT_LIBRARY, defines=(), abi=MEGENGINE_ABI):
-    """Compile conv.cpp into ``output`` (written beside it and moved in, so a failed build
+    """Compile the sources into ``output`` (written beside it and moved in, so a failed build
     leaves any previous library whole); returns ``output``."""
     if shutil.which("g++") is None:
         raise BuildError("g++ is missing: install it (Debian: apt-get install g++), then run "
@@ -91,7 +92,7 @@ def build(output=BUILT_LIBRARY, defines=(), abi=MEGENGINE_ABI):
         if result.returncode:
             lines = [line for line in result.stdout.splitlines() if "error" in line]
             raise BuildError("g++ failed to build {}: {}".format(
-                SOURCE, (lines or result.stdout.splitlines() or ["no output"])[0]))
+                output, (lines or result.stdout.splitlines() or ["no output"])[0]))
         os.replace(partial.name, output)
     finally:
         if os.path.exists(partial.name):
@@ -111,18 +112,18 @@ def load(path=LIBRARY):
 
 
 def unavailable_reason(path=LIBRARY):
-    """Why the oneDNN convolutions cannot run in this process, in a few words; None if they
-    can."""
+    """Why the package's CPU operators cannot run in this process, in a few words; None if
+    they can."""
     load(path)
     return _loaded[path][1]
 
 
 def _load(path):
     if platform.system() != "Linux" or platform.machine() != "x86_64":
-        return None, "the oneDNN convolutions are built for x86-64 Linux only"
+        return None, "the package's CPU operators are built for x86-64 Linux only"
     if not os.path.exists(path):
-        return None, "the oneDNN convolutions are not built ({} is missing: run make setup)".format(
-            os.path.relpath(path))
+        return None, "the package's CPU operators are not built ({} is missing: run make " \
+            "setup)".format(path)
     for name, value in OPENMP_DEFAULTS.items():  # read once, when OpenMP starts
         os.environ.setdefault(name, value)
     from megengine.core.ops import custom  # pylint: disable=import-outside-toplevel
@@ -130,7 +131,7 @@ def _load(path):
         custom.load(path)
         handle = ctypes.CDLL(path)
     except (OSError, RuntimeError) as error:
-        return None, "the oneDNN convolutions failed to load: {}".format(
+        return None, "the package's CPU operators failed to load: {}".format(
             str(error).strip().splitlines()[0])
     handle.fcos_onednn_isa.restype = ctypes.c_char_p
     return handle, None
