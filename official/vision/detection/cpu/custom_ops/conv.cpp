@@ -173,13 +173,49 @@ public:
     }
 };
 
+Arena g_arena;
+
 enum Slot { SRC, WEIGHTS, DST, DIFF_DST_DATA, DIFF_DST_WEIGHTS, DIFF_SRC, DIFF_WEIGHTS,
             SCRATCHPAD };
 
-// One tensor as the user holds it (plain, float32) and as a primitive wants it.
-struct Operand {
+// One tensor as the user holds it (plain, float32) and as a primitive wants it, with the
+// reorder between the two where they differ (made once, with the primitive).
+struct Transfer {
     memory::desc user, inner;
-    bool reordered() const { return user != inner; }
+    Slot slot = SRC;
+    dnnl::reorder reorder;  // empty where user == inner
+
+    Transfer() = default;
+    Transfer(const memory::desc& user_desc, const memory::desc& inner_desc, Slot arena_slot,
+             bool into_inner)
+            : user(user_desc), inner(inner_desc), slot(arena_slot) {
+        if (user == inner) return;
+        auto& engine = cpu_engine();
+        reorder = into_inner ? dnnl::reorder({engine, user, engine, inner})
+                             : dnnl::reorder({engine, inner, engine, user});
+    }
+
+    // the user's ``data`` as ``inner``: itself, or reordered into the arena
+    memory in(void* data, dnnl::stream& stream) const {
+        memory user_memory(user, cpu_engine(), data);
+        if (!reorder) return user_memory;
+        memory inner_memory(inner, cpu_engine(), g_arena.get(slot, inner.get_size()));
+        reorder.execute(stream, {{DNNL_ARG_FROM, user_memory}, {DNNL_ARG_TO, inner_memory}});
+        return inner_memory;
+    }
+
+    // where a primitive writes this output: the user's ``data`` itself, or the arena
+    memory out(void* data) const {
+        if (!reorder) return memory(user, cpu_engine(), data);
+        return memory(inner, cpu_engine(), g_arena.get(slot, inner.get_size()));
+    }
+
+    // the output ``result`` (from ``out``) into the user's ``data``
+    void back(const memory& result, void* data, dnnl::stream& stream) const {
+        if (!reorder) return;
+        memory user_memory(user, cpu_engine(), data);
+        reorder.execute(stream, {{DNNL_ARG_FROM, result}, {DNNL_ARG_TO, user_memory}});
+    }
 };
 
 dnnl::primitive_attr scratchpad_attr() {
@@ -188,13 +224,16 @@ dnnl::primitive_attr scratchpad_attr() {
     return attr;
 }
 
-// The primitives of one geometry and the reorders between user and inner layouts.
+// The primitives of one geometry and the transfers of their tensors.
 struct Primitives {
     Geometry geometry;
     dnnl::convolution_forward::primitive_desc forward_pd;
     dnnl::convolution_backward_data::primitive_desc data_pd;
     dnnl::convolution_backward_weights::primitive_desc weights_pd;
     dnnl::primitive forward, backward_data, backward_weights;
+    Transfer src, weights, dst;                     // forward
+    Transfer data_diff_dst, data_weights, diff_src;  // input gradient
+    Transfer weights_src, weights_diff_dst, diff_weights;  // weight gradient
 
     explicit Primitives(const Geometry& g) : geometry(g) {
         auto& engine = cpu_engine();
@@ -225,18 +264,24 @@ struct Primitives {
         forward = dnnl::convolution_forward(forward_pd);
         backward_data = dnnl::convolution_backward_data(data_pd);
         backward_weights = dnnl::convolution_backward_weights(weights_pd);
-    }
-
-    memory::desc user_src() const { return {geometry.src_dims(), dt::f32, tag::nchw}; }
-    memory::desc user_dst() const { return {geometry.dst_dims(), dt::f32, tag::nchw}; }
-    memory::desc user_weights() const {
-        return {geometry.weight_dims(), dt::f32, geometry.weight_tag()};
+        memory::desc user_src(g.src_dims(), dt::f32, tag::nchw);
+        memory::desc user_dst(g.dst_dims(), dt::f32, tag::nchw);
+        memory::desc user_weights(g.weight_dims(), dt::f32, g.weight_tag());
+        src = Transfer(user_src, forward_pd.src_desc(), SRC, true);
+        weights = Transfer(user_weights, forward_pd.weights_desc(), WEIGHTS, true);
+        dst = Transfer(user_dst, forward_pd.dst_desc(), DST, false);
+        data_diff_dst = Transfer(user_dst, data_pd.diff_dst_desc(), DIFF_DST_DATA, true);
+        data_weights = Transfer(user_weights, data_pd.weights_desc(), WEIGHTS, true);
+        diff_src = Transfer(user_src, data_pd.diff_src_desc(), DIFF_SRC, false);
+        weights_src = Transfer(user_src, weights_pd.src_desc(), SRC, true);
+        weights_diff_dst = Transfer(user_dst, weights_pd.diff_dst_desc(), DIFF_DST_WEIGHTS, true);
+        diff_weights = Transfer(user_weights, weights_pd.diff_weights_desc(), DIFF_WEIGHTS,
+                                false);
     }
 };
 
-std::mutex g_mutex;  // one call at a time: the arena and the cache are shared
+std::mutex g_mutex;  // one call at a time: the arena, the cache and the stream are shared
 std::map<std::string, std::unique_ptr<Primitives>> g_cache;
-Arena g_arena;
 
 Primitives& primitives_of(const Geometry& g) {
     auto key = g.key();
@@ -246,28 +291,9 @@ Primitives& primitives_of(const Geometry& g) {
     return *(g_cache[key] = std::move(made));
 }
 
-// ``data`` (user layout) as a memory in ``inner``: itself, or reordered into the arena
-memory to_inner(const memory::desc& user, const memory::desc& inner, void* data, Slot slot,
-                dnnl::stream& stream) {
-    auto& engine = cpu_engine();
-    memory user_memory(user, engine, data);
-    if (user == inner) return user_memory;
-    memory inner_memory(inner, engine, g_arena.get(slot, inner.get_size()));
-    dnnl::reorder(user_memory, inner_memory).execute(stream, user_memory, inner_memory);
-    return inner_memory;
-}
-
-// a memory for a primitive's output in ``inner``: the user's buffer itself, or the arena
-memory output_memory(const memory::desc& user, const memory::desc& inner, void* data,
-                     Slot slot) {
-    if (user == inner) return memory(user, cpu_engine(), data);
-    return memory(inner, cpu_engine(), g_arena.get(slot, inner.get_size()));
-}
-
-void to_user(const memory& inner, const memory::desc& user, void* data, dnnl::stream& stream) {
-    if (inner.get_desc() == user) return;
-    memory user_memory(user, cpu_engine(), data);
-    dnnl::reorder(inner, user_memory).execute(stream, const_cast<memory&>(inner), user_memory);
+dnnl::stream& cpu_stream() {
+    static dnnl::stream stream(cpu_engine());
+    return stream;
 }
 
 memory scratchpad(const dnnl::primitive_desc_base& pd) {
@@ -324,16 +350,15 @@ void forward_compute(const std::vector<custom::Tensor>& inputs, const custom::Pa
     for (size_t i = 0; i < inputs.size(); ++i) check_contiguous(inputs[i], "an input");
     guarded("forward", [&] {
         auto& p = primitives_of(geometry_of(inputs[0].shape(), inputs[1].shape(), param));
-        dnnl::stream stream(cpu_engine());
-        auto src = to_inner(p.user_src(), p.forward_pd.src_desc(), inputs[0].data(), SRC, stream);
-        auto weights = to_inner(p.user_weights(), p.forward_pd.weights_desc(), inputs[1].data(),
-                                WEIGHTS, stream);
+        auto& stream = cpu_stream();
+        void* y = outputs[0].data();
+        auto dst = p.dst.out(y);
         memory bias(p.forward_pd.bias_desc(), cpu_engine(), inputs[2].data());
-        auto dst = output_memory(p.user_dst(), p.forward_pd.dst_desc(), outputs[0].data(), DST);
-        p.forward.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights},
+        p.forward.execute(stream, {{DNNL_ARG_SRC, p.src.in(inputs[0].data(), stream)},
+                                   {DNNL_ARG_WEIGHTS, p.weights.in(inputs[1].data(), stream)},
                                    {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst},
                                    {DNNL_ARG_SCRATCHPAD, scratchpad(p.forward_pd)}});
-        to_user(dst, p.user_dst(), outputs[0].data(), stream);
+        p.dst.back(dst, y, stream);
         stream.wait();
     });
 }
@@ -355,35 +380,31 @@ void backward_compute(const std::vector<custom::Tensor>& inputs, const custom::P
     for (size_t i = 0; i < inputs.size(); ++i) check_contiguous(inputs[i], "an input");
     guarded("backward", [&] {
         auto& p = primitives_of(geometry_of(inputs[0].shape(), inputs[1].shape(), param));
-        dnnl::stream stream(cpu_engine());
-        void* dy = inputs[2].data();
+        auto& stream = cpu_stream();
+        void *x = inputs[0].data(), *w = inputs[1].data(), *dy = inputs[2].data();
         memory diff_dst;
         if (param["input_grad"].as<bool>()) {
-            diff_dst = to_inner(p.user_dst(), p.data_pd.diff_dst_desc(), dy, DIFF_DST_DATA,
-                                stream);
-            auto weights = to_inner(p.user_weights(), p.data_pd.weights_desc(),
-                                    inputs[1].data(), WEIGHTS, stream);
-            auto diff_src = output_memory(p.user_src(), p.data_pd.diff_src_desc(),
-                                          outputs[0].data(), DIFF_SRC);
+            void* dx = outputs[0].data();
+            diff_dst = p.data_diff_dst.in(dy, stream);
+            auto diff_src = p.diff_src.out(dx);
             p.backward_data.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst},
-                                             {DNNL_ARG_WEIGHTS, weights},
+                                             {DNNL_ARG_WEIGHTS, p.data_weights.in(w, stream)},
                                              {DNNL_ARG_DIFF_SRC, diff_src},
                                              {DNNL_ARG_SCRATCHPAD, scratchpad(p.data_pd)}});
-            to_user(diff_src, p.user_src(), outputs[0].data(), stream);
+            p.diff_src.back(diff_src, dx, stream);
         }
-        auto src = to_inner(p.user_src(), p.weights_pd.src_desc(), inputs[0].data(), SRC, stream);
         // the output gradient as the input gradient's pass reordered it, when that layout fits
-        if (!diff_dst || diff_dst.get_desc() != p.weights_pd.diff_dst_desc())
-            diff_dst = to_inner(p.user_dst(), p.weights_pd.diff_dst_desc(), dy,
-                                DIFF_DST_WEIGHTS, stream);
-        auto diff_weights = output_memory(p.user_weights(), p.weights_pd.diff_weights_desc(),
-                                          outputs[1].data(), DIFF_WEIGHTS);
+        if (!diff_dst || diff_dst.get_desc() != p.weights_diff_dst.inner)
+            diff_dst = p.weights_diff_dst.in(dy, stream);
+        void* dw = outputs[1].data();
+        auto diff_weights = p.diff_weights.out(dw);
         memory diff_bias(p.weights_pd.diff_bias_desc(), cpu_engine(), outputs[2].data());
-        p.backward_weights.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
+        p.backward_weights.execute(stream, {{DNNL_ARG_SRC, p.weights_src.in(x, stream)},
+                                            {DNNL_ARG_DIFF_DST, diff_dst},
                                             {DNNL_ARG_DIFF_WEIGHTS, diff_weights},
                                             {DNNL_ARG_DIFF_BIAS, diff_bias},
                                             {DNNL_ARG_SCRATCHPAD, scratchpad(p.weights_pd)}});
-        to_user(diff_weights, p.user_weights(), outputs[1].data(), stream);
+        p.diff_weights.back(diff_weights, dw, stream);
         stream.wait();
     });
 }
