@@ -8,7 +8,7 @@
 // gradients stay float32. Python (onednn/ops.py) wraps them in an autodiff Function.
 //
 // Why the pieces below exist (docs/megengine_notes.md, "oneDNN convolutions"):
-// - Each compute first waits for MegEngine's queued kernels (queued_kernels.h).
+// - Each compute first waits for MegEngine's queued kernels (operator_common.h).
 // - Primitives are created once per shape and precision and kept (creating one takes
 //   0.1-10 ms); reordered copies and scratchpads live in buffers shared by all primitives
 //   (the calls are serialized), so memory grows with the largest layer, not with their count.
@@ -17,7 +17,7 @@
 //   convolution there.
 #include "megbrain/custom/custom.h"
 #include "oneapi/dnnl/dnnl.hpp"
-#include "queued_kernels.h"
+#include "operator_common.h"
 
 #include <omp.h>
 
@@ -327,16 +327,6 @@ void guarded(const char* what, F body) {
     }
 }
 
-void inputs_device(const std::vector<custom::Device>& inputs, const custom::Param&,
-                   std::vector<custom::Device>& outputs) {
-    for (auto& device : outputs) device = inputs[0];
-}
-
-void float32_outputs(const std::vector<custom::DType>&, const custom::Param&,
-                     std::vector<custom::DType>& outputs) {
-    for (auto& dtype : outputs) dtype = "float32";
-}
-
 void forward_shape(const std::vector<custom::Shape>& inputs, const custom::Param& param,
                    std::vector<custom::Shape>& outputs) {
     auto g = geometry_of(inputs[0], inputs[1], param);
@@ -426,8 +416,8 @@ CUSTOM_OP_REG(FcosConvForward)
         .add_input("bias")
         .add_output("y")
         .FCOS_CONV_PARAMS
-        .set_device_infer(fcos_onednn::inputs_device)
-        .set_dtype_infer(fcos_onednn::float32_outputs)
+        .set_device_infer(fcos_cpu_ops::inputs_device)
+        .set_dtype_infer(fcos_cpu_ops::float32_outputs)
         .set_shape_infer(fcos_onednn::forward_shape)
         .set_compute("x86", fcos_onednn::forward_compute);
 CUSTOM_OP_REG_END(FcosConvForward)
@@ -443,8 +433,8 @@ CUSTOM_OP_REG(FcosConvBackward)
         .add_output("dbias")
         .FCOS_CONV_PARAMS
         .add_param("input_grad", true)
-        .set_device_infer(fcos_onednn::inputs_device)
-        .set_dtype_infer(fcos_onednn::float32_outputs)
+        .set_device_infer(fcos_cpu_ops::inputs_device)
+        .set_dtype_infer(fcos_cpu_ops::float32_outputs)
         .set_shape_infer(fcos_onednn::backward_shape)
         .set_compute("x86", fcos_onednn::backward_compute);
 CUSTOM_OP_REG_END(FcosConvBackward)

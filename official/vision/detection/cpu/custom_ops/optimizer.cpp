@@ -12,9 +12,9 @@
 //
 // step, lr and finite are one-element float32 tensors; where finite is 0 (a NaN/Inf loss) the
 // outputs are the inputs, NaN-safe. Like the convolutions they wait for MegEngine's queued
-// kernels first (queued_kernels.h).
+// kernels first (operator_common.h).
 #include "megbrain/custom/custom.h"
-#include "queued_kernels.h"
+#include "operator_common.h"
 
 #include <cmath>
 #include <cstring>
@@ -26,11 +26,6 @@ float scalar(const custom::Tensor& tensor) { return *tensor.data<float>(); }
 
 void copy(const custom::Tensor& from, custom::Tensor& to) {
     std::memcpy(to.data(), from.data(), from.size() * sizeof(float));
-}
-
-void inputs_device(const std::vector<custom::Device>& inputs, const custom::Param&,
-                   std::vector<custom::Device>& outputs) {
-    for (auto& device : outputs) device = inputs[0];
 }
 
 void adamw_compute(const std::vector<custom::Tensor>& inputs, const custom::Param& param,
@@ -110,11 +105,6 @@ void adamw_shapes(const std::vector<custom::Shape>& inputs, const custom::Param&
     outputs[3] = inputs[4];
 }
 
-void float32_outputs(const std::vector<custom::DType>&, const custom::Param&,
-                     std::vector<custom::DType>& outputs) {
-    for (auto& dtype : outputs) dtype = "float32";
-}
-
 }  // namespace fcos_optimizer
 
 CUSTOM_OP_REG_BEGIN(FcosAdamWUpdate)
@@ -135,8 +125,8 @@ CUSTOM_OP_REG(FcosAdamWUpdate)
         .add_param("beta2", 0.999f)
         .add_param("eps", 1e-8f)
         .add_param("weight_decay", 0.f)
-        .set_device_infer(fcos_optimizer::inputs_device)
-        .set_dtype_infer(fcos_optimizer::float32_outputs)
+        .set_device_infer(fcos_cpu_ops::inputs_device)
+        .set_dtype_infer(fcos_cpu_ops::float32_outputs)
         .set_shape_infer(fcos_optimizer::adamw_shapes)
         .set_compute("x86", fcos_optimizer::adamw_compute);
 CUSTOM_OP_REG_END(FcosAdamWUpdate)
@@ -153,8 +143,8 @@ CUSTOM_OP_REG(FcosSGDUpdate)
         .add_output("new_momentum_buffer")
         .add_param("momentum", 0.9f)
         .add_param("weight_decay", 0.f)
-        .set_device_infer(fcos_optimizer::inputs_device)
-        .set_dtype_infer(fcos_optimizer::float32_outputs)
+        .set_device_infer(fcos_cpu_ops::inputs_device)
+        .set_dtype_infer(fcos_cpu_ops::float32_outputs)
         .set_shape_infer(fcos_optimizer::sgd_shapes)
         .set_compute("x86", fcos_optimizer::sgd_compute);
 CUSTOM_OP_REG_END(FcosSGDUpdate)

@@ -1,3 +1,5 @@
+// What every operator of this library shares.
+//
 // MegEngine 1.13 runs a CPU custom operator's compute on the calling thread, not on the CPU
 // worker queue that runs its other kernels (upstream queues it from 1.13.2, which is not on
 // PyPI), so an operator's inputs may still be being computed when it starts. Each operator of
@@ -5,6 +7,10 @@
 // libmegengine_shared.so exports (declared here: MegEngine's wheel ships no header for it).
 // -DFCOS_CPU_OPS_NO_SYNC builds without the wait, for the test that shows the early read.
 #pragma once
+
+#include "megbrain/custom/custom.h"
+
+#include <vector>
 
 namespace mgb {
 class CompNode {
@@ -19,6 +25,17 @@ inline void wait_for_queued_kernels() {
 #ifndef FCOS_CPU_OPS_NO_SYNC
     mgb::CompNode::sync_all();
 #endif
+}
+
+// Outputs on the device of the first input, all float32.
+inline void inputs_device(const std::vector<custom::Device>& inputs, const custom::Param&,
+                          std::vector<custom::Device>& outputs) {
+    for (auto& device : outputs) device = inputs[0];
+}
+
+inline void float32_outputs(const std::vector<custom::DType>&, const custom::Param&,
+                            std::vector<custom::DType>& outputs) {
+    for (auto& dtype : outputs) dtype = "float32";
 }
 
 }  // namespace fcos_cpu_ops
