@@ -53,6 +53,7 @@ async function loadModel() {
     `${model.classes.length} classes: ${names}`;
   if ($("#score").value === "") $("#score").value = model.defaults.score_threshold;
   if ($("#count").value === "") $("#count").value = model.defaults.max_detections;
+  document.body.dataset.model = "loaded";
 }
 
 function detectUrl() {
