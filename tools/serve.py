@@ -25,7 +25,7 @@ from official.vision.detection.errors import ConfigError
 from official.vision.detection.model_zoo import released_model_of_config
 from official.vision.detection.serve.app import ServeSettings, create_app
 from official.vision.detection.serve.server import (
-    bind, check_exposure, run_server, server_token, url_of
+    bind, check_exposure, return_large_blocks_to_the_system, run_server, server_token, url_of
 )
 from official.vision.detection.utils.config_file import load_config_module
 
@@ -85,6 +85,7 @@ def settings_of(args):
 
 def main():
     args = parse_args()
+    return_large_blocks_to_the_system()  # before the model's memory is taken
     settings = settings_of(args)
     check_exposure(args.host, settings.token)
     sock = bind(args.host, args.port)  # before the model loads: a port in use ends at once

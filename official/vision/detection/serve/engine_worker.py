@@ -198,15 +198,17 @@ class EngineWorker:
                 self._run_batch(batch)
 
     def _warm_up(self):
-        """A few forwards at the config's test size: the first runs of an engine allocate and
-        compile what later ones reuse."""
+        """Forwards of the largest inputs the config's test size gives, in both orientations
+        (short x max and max x short): the first runs of an engine compile, and allocate for
+        the largest input what smaller ones reuse, so the memory after warm-up is the memory
+        of a server that has seen every size (docs/benchmarks.md, "Serving")."""
         short, longest = self.cfg.test_image_short_size, self.cfg.test_image_max_size
-        image = np.zeros((short, min(longest, short * 4 // 3), 3), np.uint8)
-        data, im_info = process_inputs(image, short, longest)
         started = time.perf_counter()
-        for _ in range(self.warmup_runs):
-            self.engine.inference(data, im_info)
-        logger.info("engine warmed up: %d runs in %.2f s", self.warmup_runs,
+        for shape in ((short, longest, 3), (longest, short, 3)):
+            data, im_info = process_inputs(np.zeros(shape, np.uint8), short, longest)
+            for _ in range(self.warmup_runs):
+                self.engine.inference(data, im_info)
+        logger.info("engine warmed up: %d runs in %.2f s", 2 * self.warmup_runs,
                     time.perf_counter() - started)
         self.ready.set()
 

@@ -24,7 +24,7 @@ from ..engine.file_inference import label_categories
 from ..errors import ConfigError
 from ..utils.config_file import load_config_module
 from .app import ServeSettings, create_app
-from .server import server_token
+from .server import return_large_blocks_to_the_system, server_token
 
 # requests Ray's proxy lets wait for a busy deployment before it answers 503 itself
 DEFAULT_MAX_QUEUED = 64
@@ -37,6 +37,7 @@ class DetectionReplica:
 
     def __init__(self, files, config_name, model_name, engine, precision, categories,
                  settings):
+        return_large_blocks_to_the_system()
         self.folder = tempfile.TemporaryDirectory(prefix="fcos-replica-")
         for name, data in files.items():
             with open(os.path.join(self.folder.name, name), "wb") as f:
