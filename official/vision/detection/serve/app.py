@@ -81,7 +81,6 @@ class DetectionService:
         self.categories = categories
         self.description = dict(description, **self._model_facts())
         self.cpu_limiter = None  # threads decoding and post-processing; made in the loop
-        self.stopping = False
 
     def _model_facts(self):
         cfg, settings = self.cfg, self.settings
@@ -106,7 +105,6 @@ class DetectionService:
         engine on a thread of its own); it stops after the HTTP server."""
         self.cpu_limiter = anyio.CapacityLimiter(usable_cpus())
         yield
-        self.stopping = True
         await anyio.to_thread.run_sync(self.worker.stop, self.settings.timeout)
 
     # routes
@@ -214,8 +212,6 @@ class DetectionService:
     async def readyz(self, request):
         if self.worker.failure:
             return error_response(503, self.worker.failure)
-        if self.stopping:
-            return JSONResponse({"status": "stopping"}, 503, headers=API_HEADERS)
         if not self.worker.ready.is_set():
             return JSONResponse({"status": "warming up"}, 503, headers=API_HEADERS)
         return JSONResponse({"status": "ready"}, headers=API_HEADERS)
