@@ -14,15 +14,11 @@ its limits and the Ray Serve deployment: docs/serving.md. SIGTERM stops it grace
 import argparse
 import os
 
-from official.vision.detection.cli import run_cli
-from official.vision.detection.deploy.detector import ENGINE_HELP, ENGINES, build_detector, \
-    engine_of
-from official.vision.detection.deploy.precision import PRECISION_HELP, PRECISIONS
+from official.vision.detection.cli import add_detector_arguments, run_cli, weight_source
+from official.vision.detection.deploy.detector import build_detector, engine_of
 from official.vision.detection.deploy.quantize import DatasetCalibration
-from official.vision.detection.engine.checkpoint import resolve_weights
 from official.vision.detection.engine.file_inference import label_categories
 from official.vision.detection.errors import ConfigError
-from official.vision.detection.model_zoo import released_model_of_config
 from official.vision.detection.serve.app import ServeSettings, create_app
 from official.vision.detection.serve.server import (
     bind, check_exposure, return_large_blocks_to_the_system, run_server, server_token, url_of
@@ -34,15 +30,7 @@ DEFAULTS = ServeSettings()
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-f", "--file", required=True, help="config file exposing Net and Cfg")
-    weights = parser.add_mutually_exclusive_group(required=True)
-    weights.add_argument("-w", "--weights", help="state_dict or training checkpoint (a training "
-                         "output folder stands for its newest checkpoint)")
-    weights.add_argument("--pretrained", action="store_true",
-                         help="the published weights of the config's hub entry")
-    weights.add_argument("--model", help="a .mge, .onnx or .xml file from tools/dump.py")
-    parser.add_argument("--engine", choices=ENGINES, default="auto", help=ENGINE_HELP)
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
+    add_detector_arguments(parser, default_engine="auto")
     parser.add_argument("-d", "--dataset-dir", default="",
                         help="where the config's test annotations are, for the class names of "
                         "weights that do not keep them; int8: its train split calibrates")
@@ -89,12 +77,7 @@ def main():
     settings = settings_of(args)
     check_exposure(args.host, settings.token)
     sock = bind(args.host, args.port)  # before the model loads: a port in use ends at once
-    if args.model:
-        weights = None
-    elif args.pretrained:
-        weights = released_model_of_config(args.file).url
-    else:
-        weights = resolve_weights(args.weights)
+    weights = weight_source(args)
     detector = build_detector(
         load_config_module(args.file), weights, args.engine, args.model,
         precision=args.precision,
