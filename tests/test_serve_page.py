@@ -1,5 +1,6 @@
 """The page at / in a real headless Chromium (Debian's, driven by Playwright): a person gives
 the token, chooses images and sees the boxes and class names drawn on them."""
+import base64
 import json
 import os
 
@@ -53,6 +54,16 @@ EDGE_PIXELS = """([card, box]) => {
 }"""
 
 
+# A file dropped on the page's drop zone, as a browser delivers it.
+DROP = """([name, encoded]) => {
+    const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name, {type: "image/png"}));
+    document.querySelector("#drop").dispatchEvent(
+        new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+}"""
+
+
 def test_the_page_draws_the_detections_of_chosen_images(page_url, page, tmp_path):
     images = {"street.png": image_bytes(60, 90, ".png", seed=5),
               "field.jpg": image_bytes(80, 60, ".jpg", seed=6)}
@@ -92,3 +103,8 @@ def test_the_page_draws_the_detections_of_chosen_images(page_url, page, tmp_path
         shown = json.loads(card.query_selector("pre.json").text_content())
         assert shown["detections"] == answer["detections"]
         assert "engine" in card.query_selector(".timings").inner_text()
+    page.evaluate(DROP, ["dropped.png", base64.b64encode(images["street.png"]).decode()])
+    wait_until(lambda: page.query_selector(".card:nth-child(1)[data-state=done]") is not None,
+               what="the dropped image's card")
+    assert page.inner_text(".card:nth-child(1) .name") == "dropped.png"
+    assert len(page.query_selector_all(".card:nth-child(1) .detection")) == SHOWN
