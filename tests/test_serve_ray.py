@@ -34,10 +34,10 @@ def deployed(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ray")
     config, _ = write_config_and_weights(str(folder))
     model = export_onnx(small_model(), str(folder / "small.onnx"))
-    # no usage reports: a test reaches no host outside this machine
+    # no usage reports to Ray's authors; Ray's own services listen on this machine's address
+    # (it replaces 127.0.0.1 by it), its HTTP proxy on loopback
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
