@@ -137,9 +137,9 @@ class DetectionService:
         body = await read_image_bytes(request, self.settings.max_body_bytes,
                                       arrived + self.settings.timeout - time.monotonic())
         timings["read"] = _ms_since(started)
-        image, data, im_info, timings["decode"], timings["preprocess"] = \
+        (height, width), data, im_info, timings["decode"], timings["preprocess"] = \
             await anyio.to_thread.run_sync(self.prepare, body, limiter=self.cpu_limiter)
-        del body
+        del body  # the network's input is all a queued request keeps
         self.worker.submit(job, data, im_info)
         waited = time.perf_counter()
         try:
@@ -157,20 +157,21 @@ class DetectionService:
         timings["postprocess"] = _ms_since(post)
         timings["total"] = _ms_since(started)
         return JSONResponse({
-            "image": {"width": image.shape[1], "height": image.shape[0]},
+            "image": {"width": width, "height": height},
             "detections": [self.detection_json(row) for row in rows],
             "timings_ms": {key: round(value, 3) for key, value in timings.items()},
             "batch_size": batch_size,
         }, headers=API_HEADERS)
 
     def prepare(self, body):
-        """(image, network input, im_info, decode ms, preprocess ms) of an upload."""
+        """((height, width), network input, im_info, decode ms, preprocess ms) of an
+        upload."""
         started = time.perf_counter()
         image = decode_upload(body, self.settings.max_pixels)
         decoded = time.perf_counter()
         data, im_info = process_inputs(image, self.cfg.test_image_short_size,
                                        self.cfg.test_image_max_size)
-        return image, data, im_info, (decoded - started) * 1000, _ms_since(decoded)
+        return image.shape[:2], data, im_info, (decoded - started) * 1000, _ms_since(decoded)
 
     async def wait_for_engine(self, request, answer, deadline):
         """The engine's outcome for this request; ClientGone when the client leaves first,
