@@ -49,15 +49,14 @@ class JobDropped(Exception):
 
 class Job:
     """One image on its way through the queue. ``on_done(outcome)`` is called once, on the
-    engine's thread, with (scores [P, K], boxes [P, 4], engine seconds, batch size) or an
-    exception; never after the job was withdrawn."""
+    engine's thread (or the one stopping it), with (scores [P, K], boxes [P, 4], engine
+    seconds, batch size) or an exception; never after the job was withdrawn."""
 
     def __init__(self, deadline, on_done):
         self.deadline = deadline  # time.monotonic() seconds
         self.on_done = on_done
         self.state = ADMITTED
         self.data = self.im_info = None
-        self.queued_at = None
 
     @property
     def padded_size(self):
@@ -121,7 +120,7 @@ class EngineWorker:
         with self._lock:
             if job.state != ADMITTED:
                 return
-            job.data, job.im_info, job.queued_at = data, im_info, time.monotonic()
+            job.data, job.im_info = data, im_info
             job.state = QUEUED
             self._queue.append(job)
             self._lock.notify()
