@@ -89,6 +89,15 @@ def test_an_empty_file_is_400():
     assert refusal(b"") == (400, "the image is empty: send the file's bytes")
 
 
+def test_a_jpeg_with_a_second_frame_header_is_400():
+    data = image_bytes(16, 16, ".jpg")
+    frame = data.index(b"\xff\xc0")
+    length = int.from_bytes(data[frame + 2:frame + 4], "big")
+    header = data[frame:frame + 2 + length]
+    assert refusal(data[:frame] + header + header + data[frame + 2 + length:]) == (
+        400, "corrupt JPEG: two frame headers")
+
+
 def test_a_complete_file_with_corrupt_data_is_400():
     data = bytearray(image_bytes(37, 53, ".png"))
     idat = data.index(b"IDAT")

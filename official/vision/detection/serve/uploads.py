@@ -98,6 +98,8 @@ def _jpeg_scan_start(data):
         if marker in JPEG_FRAME_MARKERS:
             if length < 7:
                 raise _truncated("JPEG", "inside its frame header")
+            if size is not None:  # libjpeg refuses it too; the size checked is the one decoded
+                raise RequestRefused(400, "corrupt JPEG: two frame headers")
             height, width = struct.unpack(">HH", data[position + 3:position + 7])
             size = (width, height)
         if marker == JPEG_START_OF_SCAN:
