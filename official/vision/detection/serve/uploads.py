@@ -73,8 +73,8 @@ def decode_upload(data, max_pixels):
     return image
 
 
-def _truncated(kind, where):
-    return RequestRefused(400, "truncated or corrupt {}: it ends {}".format(kind, where))
+def _truncated(kind, what):
+    return RequestRefused(400, "truncated or corrupt {}: {}".format(kind, what))
 
 
 def _jpeg_scan_start(data):
@@ -83,21 +83,21 @@ def _jpeg_scan_start(data):
     position, size = 2, None
     while True:
         if position >= len(data) or data[position] != 0xFF:
-            raise _truncated("JPEG", "or breaks inside its header")
+            raise _truncated("JPEG", "its header breaks off")
         while position < len(data) and data[position] == 0xFF:  # fill bytes
             position += 1
         if position + 3 > len(data):
-            raise _truncated("JPEG", "inside its header")
+            raise _truncated("JPEG", "its header breaks off")
         marker = data[position]
         position += 1
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # segments without a length
             continue
         length = int.from_bytes(data[position:position + 2], "big")
         if length < 2 or position + length > len(data):
-            raise _truncated("JPEG", "inside its header")
+            raise _truncated("JPEG", "its header breaks off")
         if marker in JPEG_FRAME_MARKERS:
             if length < 7:
-                raise _truncated("JPEG", "inside its frame header")
+                raise _truncated("JPEG", "its frame header is too short")
             if size is not None:  # libjpeg refuses it too; the size checked is the one decoded
                 raise RequestRefused(400, "corrupt JPEG: two frame headers")
             height, width = struct.unpack(">HH", data[position + 3:position + 7])
@@ -117,12 +117,12 @@ def _jpeg_complete(data):
     # libjpeg decodes a file cut short with gray where the data is missing, and says so only
     # as a warning: the end marker after the first scan tells a complete file
     if data.find(JPEG_END, _jpeg_scan_start(data)[1]) < 0:
-        raise _truncated("JPEG", "before its end marker")
+        raise _truncated("JPEG", "it ends before its end marker")
 
 
 def _png_size(data):
     if len(data) < 24 or data[12:16] != b"IHDR":
-        raise _truncated("PNG", "before its IHDR header")
+        raise _truncated("PNG", "it ends before its IHDR header")
     return struct.unpack(">II", data[16:24])
 
 
@@ -135,7 +135,7 @@ def _png_complete(data):
         position += 12 + length  # length, type, data, CRC
         if kind == b"IEND" and position <= len(data):
             return
-    raise _truncated("PNG", "before its IEND chunk")
+    raise _truncated("PNG", "it ends before its IEND chunk")
 
 
 def _webp_size(data):
@@ -149,24 +149,24 @@ def _webp_size(data):
     if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:  # lossless: 14 bits each
         bits = int.from_bytes(data[21:25], "little")
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    raise _truncated("WebP", "or breaks inside its header")
+    raise _truncated("WebP", "its header breaks off")
 
 
 def _webp_complete(data):
     if 8 + int.from_bytes(data[4:8], "little") > len(data):  # the RIFF size
-        raise _truncated("WebP", "before the size its RIFF header gives")
+        raise _truncated("WebP", "it is shorter than its RIFF header says")
 
 
 def _bmp_header(data):
     """(width, height, bits per pixel, compression, pixel data offset)."""
     if len(data) < 26:
-        raise _truncated("BMP", "inside its header")
+        raise _truncated("BMP", "its header breaks off")
     offset, header_size = struct.unpack("<II", data[10:18])
     if header_size == 12:  # OS/2 BITMAPCOREHEADER
         width, height, _, bits = struct.unpack("<HHHH", data[18:26])
         return width, height, bits, 0, offset
     if header_size < 40 or len(data) < 34:
-        raise _truncated("BMP", "inside its header")
+        raise _truncated("BMP", "its header breaks off")
     width, height, _, bits, compression = struct.unpack("<iiHHI", data[18:34])
     return width, abs(height), bits, compression, offset  # a negative height: top-down rows
 
@@ -180,7 +180,7 @@ def _bmp_complete(data):
     if compression in (0, 3):  # uncompressed rows (BI_RGB, BI_BITFIELDS), 4-byte aligned
         row_bytes = (bits * width + 31) // 32 * 4
         if offset + row_bytes * height > len(data):
-            raise _truncated("BMP", "before its last row of pixels")
+            raise _truncated("BMP", "it ends before its last row of pixels")
 
 
 HEADER_SIZE = {"jpeg": _jpeg_size, "png": _png_size, "webp": _webp_size, "bmp": _bmp_size}
