@@ -140,12 +140,14 @@ async function draw(card, file, answer) {
     context.strokeStyle = rgb(color);
     context.strokeRect(x1, y1, x2 - x1, y2 - y1);
     const text = `${found.category_name} ${found.score.toFixed(2)}`;
+    // the label above the box, moved in where it would leave the picture
     const width = context.measureText(text).width + 4;
+    const left = Math.max(Math.min(x1, canvas.width - width), 0);
     const top = Math.max(y1 - fontSize - 4, 0);
     context.fillStyle = rgb(color);
-    context.fillRect(x1, top, width, fontSize + 4);
+    context.fillRect(left, top, width, fontSize + 4);
     context.fillStyle = "#fff";
-    context.fillText(text, x1 + 2, top + fontSize);
+    context.fillText(text, left + 2, top + fontSize);
     list.append(listItem(found, color, found.bbox.map(Math.round), text));
   }
 }
