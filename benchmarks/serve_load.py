@@ -37,6 +37,7 @@ import megengine as mge
 import numpy as np
 
 from official.vision.detection.deploy.detector import build_detector, engine_of
+from official.vision.detection.engine.checkpoint import resolve_weights
 from official.vision.detection.predictor import Predictor, as_engine, process_inputs
 from official.vision.detection.utils.config_file import load_config_module
 from official.vision.detection.weights import build_model
@@ -51,7 +52,8 @@ ENGINE_RUNS = 20
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-f", "--file", default=DEFAULT_CONFIG)
-    parser.add_argument("-w", "--weights", help="default: random weights (timing only)")
+    parser.add_argument("-w", "--weights", help="a weight file or training output folder; "
+                        "default: random weights (timing only)")
     parser.add_argument("--engine", default="auto")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("-i", "--image", required=True, help="the image of phases 1-3")
@@ -213,14 +215,32 @@ def load_levels(server, args, body, content_type):
     return levels
 
 
+def refusal_buckets(server):
+    """{upper bound in seconds: count} of the 503 answers of /v1/detect, from /metrics (the
+    server's own clock, from arrival to response)."""
+    prefix = 'fcos_request_duration_seconds_bucket{le="'
+    buckets = {}
+    for line in server.get("/metrics")[1].decode().splitlines():
+        if line.startswith(prefix) and 'route="/v1/detect",status="503"' in line:
+            bound = line[len(prefix):].split('"')[0]
+            buckets[float(bound)] = float(line.split()[-1])
+    return buckets
+
+
 def overload(server, args, body, content_type):
+    """Over the queue limit: the 503s as the clients saw them (their threads share this
+    process's interpreter, which adds its waits) and as the server's histogram counts them."""
     concurrency = 2 * args.max_queue
     results, _ = drive(server, [(body, content_type)], concurrency, args.overload_requests,
                        args.seconds)
     refused = [seconds for status, seconds, _ in results if status == 503]
+    buckets = refusal_buckets(server)
+    within = buckets.get(TARGET_503_MS / 1000, 0) / max(buckets.get(float("inf"), 0), 1)
     return {"concurrency": concurrency, "requests": len(results),
             "statuses": status_counts(results), "503_ms": percentiles_ms(refused),
-            "503_max_ms": round(max(refused) * 1000, 1) if refused else None}
+            "503_max_ms": round(max(refused) * 1000, 1) if refused else None,
+            "503_server_buckets": {str(k): v for k, v in sorted(buckets.items())},
+            "503_server_within_50_ms": round(within, 4)}
 
 
 def mixed_images(count, seed=0):
@@ -337,10 +357,14 @@ def targets(report, max_queue):
     lines.append("5xx or errors below the queue limit: {}: target 0: {}".format(
         errors, "met" if errors == 0 else "NOT met"))
     over = report["overload"]
-    lines.append("over the limit: 503 in p50 {} ms, p99 {} ms, max {} ms: target <= 50 ms: "
-                 "{}".format(over["503_ms"]["p50"], over["503_ms"]["p99"], over["503_max_ms"],
-                             "met" if over["503_max_ms"] is not None
-                             and over["503_max_ms"] <= TARGET_503_MS else "NOT met"))
+    lines.append("over the limit: 503 in p50 {} ms, p99 {} ms, max {} ms at the clients; {:.1%} "
+                 "within 50 ms by the server's clock: target <= 50 ms: {}".format(
+                     over["503_ms"]["p50"], over["503_ms"]["p99"], over["503_max_ms"],
+                     over["503_server_within_50_ms"],
+                     "met" if over["503_server_within_50_ms"] == 1 and over["503_max_ms"]
+                     is not None and over["503_max_ms"] <= TARGET_503_MS
+                     else "met by the server's clock only"
+                     if over["503_server_within_50_ms"] == 1 else "NOT met"))
     mixed = report["mixed"]
     lines.append("RSS after {} mixed-size requests {} MB vs {} MB after warm-up ({:+.1%}): "
                  "target within 10%: {}".format(
@@ -367,7 +391,8 @@ def main():
     image = cv2.imread(args.image, cv2.IMREAD_COLOR)
     content_type = "image/png" if args.image.lower().endswith(".png") else "image/jpeg"
     with tempfile.TemporaryDirectory() as folder:
-        weights = args.weights or random_weights(args.file, folder)
+        weights = resolve_weights(args.weights) if args.weights else random_weights(args.file,
+                                                                                 folder)
         server = Server(args, weights)
         report = {"cpu": cpu_description(), "config": args.file, "image": args.image,
                   "image_size": list(image.shape[:2]), "max_queue": args.max_queue,

@@ -193,7 +193,10 @@ def test_metrics_count_responses_inferences_and_batches(detector):
         values = metric_values(url)
     assert values[("fcos_responses_total", (("route", "/v1/detect"), ("status", "200")))] == 3
     assert values[("fcos_responses_total", (("route", "/v1/detect"), ("status", "415")))] == 1
-    assert values[("fcos_request_duration_seconds_count", (("route", "/v1/detect"),))] == 4
+    assert values[("fcos_request_duration_seconds_count", (("route", "/v1/detect"),
+                                                           ("status", "200")))] == 3
+    assert values[("fcos_request_duration_seconds_count", (("route", "/v1/detect"),
+                                                           ("status", "415")))] == 1
     assert values[("fcos_inferences_total", ())] == 3
     assert values[("fcos_batch_size_count", ())] == 3
     assert values[("fcos_batch_size_bucket", (("le", "1.0"),))] == 3

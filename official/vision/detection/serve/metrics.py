@@ -10,8 +10,9 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-# seconds: from a few milliseconds (a small model, or a refusal) to a queue of large models
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# seconds: from a millisecond (a refusal) to a queue of large models
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                   30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
 
 
@@ -19,8 +20,9 @@ class ServerMetrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         self.request_seconds = Histogram(
-            "fcos_request_duration_seconds", "time from a request's arrival to its response",
-            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+            "fcos_request_duration_seconds", "time from a request's arrival to its response, "
+            "by route and HTTP status", ["route", "status"], buckets=LATENCY_BUCKETS,
+            registry=self.registry)
         self.responses = Counter("fcos_responses", "responses by route and HTTP status",
                                  ["route", "status"], registry=self.registry)
         self.queue_depth = Gauge(
@@ -68,5 +70,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_recording_status)
         finally:
-            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+            self.metrics.request_seconds.labels(route, str(status[0])).observe(
+                time.perf_counter() - started)
             self.metrics.responses.labels(route, str(status[0])).inc()
