@@ -12,14 +12,15 @@ DEMO_TRAIN_FLAGS := -b 8
 CUSTOM_OPS_DIR := official/vision/detection/cpu/custom_ops
 CUSTOM_OPS_LIBRARY := $(VENV)/lib/libfcos_cpu_ops.so
 
-.PHONY: setup test demo finetune-benchmark clean
+.PHONY: setup chromium test demo serve finetune-benchmark clean
 
 # MegEngine 1.13.0 has wheels for Python 3.6-3.10 only: find a working python3.10 on PATH,
 # then under pyenv. mgeconvert installs on its own, with the option file its setup.py needs
 # (requirements-mgeconvert.txt). The package itself is installed in editable mode, so tools and
 # tests import this checkout.
 $(VENV)/.installed: requirements.txt requirements-test.txt requirements-export.txt \
-		requirements-mgeconvert.txt mgeconvert-install.cfg pyproject.toml
+		requirements-serve.txt requirements-ray.txt requirements-mgeconvert.txt \
+		mgeconvert-install.cfg pyproject.toml
 	@py=""; \
 	for candidate in python3.10 $$(ls -d "$${PYENV_ROOT:-$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)}"/versions/3.10.*/bin/python 2>/dev/null); do \
 		if "$$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then py="$$candidate"; break; fi; \
@@ -46,14 +47,27 @@ $(CUSTOM_OPS_LIBRARY): $(wildcard $(CUSTOM_OPS_DIR)/*.cpp $(CUSTOM_OPS_DIR)/*.h)
 	fi
 	-$(PY) -c 'from official.vision.detection.cpu.custom_ops.library import main; main()'
 
-setup: $(VENV)/.installed $(CUSTOM_OPS_LIBRARY)
+setup: $(VENV)/.installed $(CUSTOM_OPS_LIBRARY) chromium
+
+# The page's test (tests/test_serve_page.py) drives Debian's Chromium; installed here where it is
+# missing and we are root (as CI runs), else one line says how.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's chromium for the page's test"; \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+		else \
+			echo "error: the page's test needs Chromium at $(CHROMIUM): install it (sudo apt-get install chromium) or give its path, make CHROMIUM=/path/to/chromium" >&2; exit 1; \
+		fi; \
+	fi
 
 test: setup
-	$(PY) -m pytest -q
+	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q
 
 # The main job, offline: synthetic COCO-format data -> train -> COCO evaluation -> pictures.
 # Batches load in the training process: a loader process took ~3% of the two cores' time.
-demo: setup
+demo: $(VENV)/.installed $(CUSTOM_OPS_LIBRARY)
 	rm -rf $(DEMO_DIR)
 	$(PY) tools/make_synthetic_coco.py -o $(DEMO_DIR)/data/synthetic --train 800 --val 100 \
 		--classes 3 --seed 0 $(SYNTHETIC_SHAPES)
@@ -62,9 +76,14 @@ demo: setup
 		-i $(DEMO_DIR)/data/synthetic/val -o $(DEMO_DIR)/pictures -b 4
 	$(PY) tools/test.py -f $(DEMO_CONFIG) -w $(DEMO_DIR)/train -d $(DEMO_DIR)/data -b 4
 
+# The model `make demo` trained, served at http://127.0.0.1:8000 (the page at /; docs/serving.md).
+serve: $(VENV)/.installed
+	@test -d $(DEMO_DIR)/train || { echo "error: run 'make demo' first: it trains the model to serve" >&2; exit 1; }
+	$(PY) tools/serve.py -f $(DEMO_CONFIG) -w $(DEMO_DIR)/train -d $(DEMO_DIR)/data
+
 # Fine-tuning the demo's 3-class detector on 4 classes vs training from scratch, same schedule
 # (README, "Fine-tuning"). Needs the model `make demo` trained.
-finetune-benchmark: setup
+finetune-benchmark: $(VENV)/.installed $(CUSTOM_OPS_LIBRARY)
 	@test -d $(DEMO_DIR)/train || { echo "error: run 'make demo' first: it trains the model to fine-tune from" >&2; exit 1; }
 	rm -rf $(DEMO_DIR)/four_shapes $(DEMO_DIR)/scratch $(DEMO_DIR)/finetune
 	$(PY) tools/make_synthetic_coco.py -o $(DEMO_DIR)/four_shapes/synthetic --train 400 --val 100 \

@@ -18,34 +18,21 @@ annotations under -d.
 import argparse
 import os
 
-from official.vision.detection.deploy.detector import ENGINE_HELP, ENGINES, build_detector
-from official.vision.detection.deploy.precision import PRECISION_HELP, PRECISIONS
+from official.vision.detection.deploy.detector import build_detector
 from official.vision.detection.deploy.quantize import DatasetCalibration
-from official.vision.detection.engine.checkpoint import resolve_weights
 from official.vision.detection.engine.file_inference import (
     detect_files, image_paths, label_categories
 )
 from official.vision.detection.engine.video_inference import (
     detect_video, is_video, require_video, video_outputs
 )
-from official.vision.detection.model_zoo import released_model_of_config
-from official.vision.detection.cli import run_cli
+from official.vision.detection.cli import add_detector_arguments, run_cli, weight_source
 from official.vision.detection.utils.config_file import load_config_module
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-f", "--file", required=True, help="config file exposing Net and Cfg")
-    weights = parser.add_mutually_exclusive_group(required=True)
-    weights.add_argument("-w", "--weights", help="state_dict or training checkpoint (a training "
-                         "output folder stands for its newest checkpoint)")
-    weights.add_argument("--pretrained", action="store_true",
-                         help="the published weights of the config's hub entry")
-    weights.add_argument("--model", help="a .mge (with --engine lite), .onnx (with --engine "
-                         "onnxruntime or openvino) or .xml (openvino) from tools/dump.py")
-    parser.add_argument("--engine", choices=ENGINES, default="eager",
-                        help=ENGINE_HELP)
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
+    add_detector_arguments(parser, default_engine="eager")
     parser.add_argument("-i", "--input", required=True,
                         help="image file, folder or glob, or a video file")
     parser.add_argument("-o", "--output-dir", default="outputs")
@@ -59,15 +46,6 @@ def parse_args(argv=None):
                         "weights that do not keep them (a training checkpoint keeps them); "
                         "int8: its train split calibrates the quantization")
     return parser.parse_args(argv)
-
-
-def weight_source(args):
-    """The weight file or URL to load; None with a dumped model."""
-    if args.model:
-        return None
-    if args.pretrained:
-        return released_model_of_config(args.file).url
-    return resolve_weights(args.weights)
 
 
 def detector_of(args):

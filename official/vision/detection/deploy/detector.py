@@ -113,6 +113,16 @@ def _fastest_detector(config_module, weights, model_path, threads, profile_path,
         engines, choice_key(config_module.__file__, model_path or weights, threads, precision))
 
 
+def file_detector(config_module, engine, model_path, threads=None, precision="fp32"):
+    """A dumped model (tools/dump.py) on a file engine, built without running a MegEngine
+    operator: the detector a thread other than a process's main one can build, as a Ray Serve
+    replica's (MegEngine's imperative runtime runs on the main thread only,
+    serve/engine_worker.py)."""
+    check_precision(precision, engine)
+    return _file_detector(config_module.Cfg(), engine, model_path, threads or usable_cpus(),
+                          None, precision)
+
+
 def engine_of(detector):
     """The name in ENGINES of the engine running ``detector`` (what "auto" chose)."""
     kinds = {LiteDetector: "lite", OnnxRuntimeDetector: "onnxruntime",
