@@ -15,12 +15,12 @@ CUSTOM_OPS_LIBRARY := $(VENV)/lib/libfcos_cpu_ops.so
 .PHONY: setup chromium test demo serve finetune-benchmark clean
 
 # MegEngine 1.13.0 has wheels for Python 3.6-3.10 only: find a working python3.10 on PATH,
-# then under pyenv. mgeconvert installs on its own, with the option file its setup.py needs
+# then under pyenv. What the package and its tools run with is installed first (the demo needs
+# no more); mgeconvert installs on its own, with the option file its setup.py needs
 # (requirements-mgeconvert.txt). The package itself is installed in editable mode, so tools and
-# tests import this checkout.
-$(VENV)/.installed: requirements.txt requirements-test.txt requirements-export.txt \
-		requirements-serve.txt requirements-ray.txt requirements-mgeconvert.txt \
-		mgeconvert-install.cfg pyproject.toml
+# tests import this checkout. The tests' own packages (pytest, Playwright, Ray) come after.
+$(VENV)/.installed: requirements.txt requirements-export.txt requirements-serve.txt \
+		requirements-mgeconvert.txt mgeconvert-install.cfg pyproject.toml
 	@py=""; \
 	for candidate in python3.10 $$(ls -d "$${PYENV_ROOT:-$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)}"/versions/3.10.*/bin/python 2>/dev/null); do \
 		if "$$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then py="$$candidate"; break; fi; \
@@ -30,10 +30,15 @@ $(VENV)/.installed: requirements.txt requirements-test.txt requirements-export.t
 	fi; \
 	echo "creating $(VENV) with $$py"; \
 	"$$py" -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-export.txt \
+		-r requirements-serve.txt
 	DIST_EXTRA_CONFIG=$(CURDIR)/mgeconvert-install.cfg $(PY) -m pip install --quiet --no-deps \
 		-r requirements-mgeconvert.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt requirements-ray.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
 	@touch $@
 
 # The CPU training operators (oneDNN convolutions, one-pass optimizer updates: a MegEngine
@@ -47,7 +52,7 @@ $(CUSTOM_OPS_LIBRARY): $(wildcard $(CUSTOM_OPS_DIR)/*.cpp $(CUSTOM_OPS_DIR)/*.h)
 	fi
 	-$(PY) -c 'from official.vision.detection.cpu.custom_ops.library import main; main()'
 
-setup: $(VENV)/.installed $(CUSTOM_OPS_LIBRARY) chromium
+setup: $(VENV)/.installed-test $(CUSTOM_OPS_LIBRARY) chromium
 
 # The page's test (tests/test_serve_page.py) drives Debian's Chromium; installed here where it is
 # missing and we are root (as CI runs), else one line says how.
