@@ -4,14 +4,21 @@ docs/benchmarks.md, "Serving").
     .venv/bin/python benchmarks/serve_load.py -i ../shared/data/cat.jpg \
         -f official/vision/detection/configs/fcos_res18_synthetic_demo.py
 
-Starts tools/serve.py (random weights unless -w is given) on a free loopback port, then:
+Starts tools/serve.py (random weights unless -w is given; its queue's capacity chosen at
+warm-up unless --max-queue is given, and read from GET /v1/model) on a free loopback port, then:
 1. the engine alone, in this process: the same detector (the same engine, which "auto" chose
-   and remembered) on the same image, the network and the whole prediction (resize, network,
-   NMS), after the server has warmed up and while it idles;
+   and remembered) on the same image, after the server has warmed up and while it idles. The
+   engine's latency is its whole prediction of the image (resize, network, NMS:
+   Predictor.predict_images, what tools/benchmark.py times as its total), which is what the
+   server wraps; the server's own work is HTTP, reading and decoding the upload, and JSON. The
+   network alone is timed beside it;
 2. POST /v1/detect of that image at each concurrency of --levels, each client on its own
    keep-alive connection, --requests per level at most and --seconds per level at most:
    latency p50/p90/p99, throughput, status counts, the server's RSS;
-3. over the queue limit: 2 x --max-queue clients, each retrying at once: how fast 503 comes;
+3. over the queue limit: 2 x the capacity clients, each retrying at once, from one selectors
+   loop over raw sockets: how fast 503 comes, from each request's send to the first byte of
+   its answer by the kernel's receive timestamp (so the client's own delays do not count), and
+   by the server's histogram of its 503s;
 4. --mixed requests of images of mixed sizes and formats: the server's RSS after them against
    its RSS after warm-up;
 5. --fuzz malformed requests (random bytes, truncated files, bombs, wrong types, broken forms):
@@ -23,7 +30,9 @@ import argparse
 import http.client
 import json
 import os
+import selectors
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -35,6 +44,7 @@ import zlib
 import cv2
 import megengine as mge
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from official.vision.detection.deploy.detector import build_detector, engine_of
 from official.vision.detection.engine.checkpoint import resolve_weights
@@ -47,6 +57,10 @@ DEFAULT_CONFIG = "official/vision/detection/configs/fcos_res18_synthetic_demo.py
 TARGET_ADDED_FRACTION, TARGET_ADDED_MS = 0.05, 30.0
 TARGET_THROUGHPUT_FRACTION, TARGET_503_MS, TARGET_RSS_FRACTION = 0.95, 50.0, 0.10
 ENGINE_RUNS = 20
+# Linux's number for SO_TIMESTAMPNS (the socket module does not name it): each read returns the
+# time its data reached the socket (SCM_TIMESTAMPNS, a struct timespec)
+SO_TIMESTAMPNS = 35
+TIMESPEC = struct.Struct("qq")
 
 
 def parse_args():
@@ -60,7 +74,8 @@ def parse_args():
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--requests", type=int, default=200, help="per level, at most")
     parser.add_argument("--seconds", type=float, default=60, help="per level, at most")
-    parser.add_argument("--max-queue", type=int, default=16)
+    parser.add_argument("--max-queue", type=int, help="the server's queue capacity "
+                        "(default: the server's own choice at warm-up)")
     parser.add_argument("--max-batch", type=int, default=1)
     parser.add_argument("--overload-requests", type=int, default=400)
     parser.add_argument("--mixed", type=int, default=1000)
@@ -77,8 +92,9 @@ class Server:
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         command = [sys.executable, os.path.join(PROJECT_ROOT, "tools", "serve.py"), "-f",
                    args.file, "-w", weights, "--engine", args.engine, "--precision",
-                   args.precision, "--port", "0", "--max-queue", str(args.max_queue),
-                   "--max-batch", str(args.max_batch)]
+                   args.precision, "--port", "0", "--max-batch", str(args.max_batch)]
+        if args.max_queue is not None:
+            command += ["--max-queue", str(args.max_queue)]
         self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                                         stderr=self.log, text=True)
         line = self.process.stdout.readline()
@@ -93,6 +109,7 @@ class Server:
             if time.monotonic() > deadline or self.process.poll() is not None:
                 sys.exit("tools/serve.py did not get ready; its log: " + self.log.name)
             time.sleep(0.2)
+        self.capacity = json.loads(self.get("/v1/model")[1])["limits"]["max_queue"]
 
     def connection(self):
         return http.client.HTTPConnection(self.host, self.port, timeout=600)
@@ -176,7 +193,8 @@ def status_counts(results):
 
 
 def engine_alone(args, weights, image):
-    """The network's and the whole prediction's latencies on ``image``, in this process."""
+    """The engine's latency on ``image``, in this process: its whole prediction (resize,
+    network, NMS), and the network alone beside it."""
     detector = build_detector(load_config_module(args.file), weights, args.engine,
                               precision=args.precision)
     engine = as_engine(detector)
@@ -194,7 +212,8 @@ def engine_alone(args, weights, image):
         predictor.predict_images([image])
         prediction.append(time.perf_counter() - started)
     return {"engine": engine_of(detector), "input": list(data.shape[2:]),
-            "network_ms": percentiles_ms(network), "prediction_ms": percentiles_ms(prediction)}
+            "prediction_ms": percentiles_ms(prediction),
+            "network_alone_ms": percentiles_ms(network)}
 
 
 def load_levels(server, args, body, content_type):
@@ -203,44 +222,163 @@ def load_levels(server, args, body, content_type):
         results, wall = drive(server, [(body, content_type)], concurrency,
                               max(args.requests, concurrency), args.seconds)
         ok = [seconds for status, seconds, _ in results if status == 200]
-        engine_ms = [json.loads(answer)["timings_ms"]["engine"] for status, _, answer in results
-                     if status == 200]
+        network_ms = [json.loads(answer)["timings_ms"]["engine"] for status, _, answer
+                      in results if status == 200]  # the server's "engine": its forwards
         levels.append({"concurrency": concurrency, "requests": len(results),
                        "latency_ms": percentiles_ms(ok),
                        "throughput_per_s": round(len(ok) / wall, 2),
-                       "server_engine_ms_p50": round(float(np.median(engine_ms)), 1)
-                       if engine_ms else None,
+                       "network_ms_in_server_p50": round(float(np.median(network_ms)), 1)
+                       if network_ms else None,
                        "statuses": status_counts(results), "rss_mb": round(server.rss_mb())})
         print(json.dumps(levels[-1]), flush=True)
     return levels
 
 
-def refusal_buckets(server):
-    """{upper bound in seconds: count} of the 503 answers of /v1/detect, from /metrics (the
-    server's own clock, from arrival to response)."""
-    prefix = 'fcos_request_duration_seconds_bucket{le="'
-    buckets = {}
-    for line in server.get("/metrics")[1].decode().splitlines():
-        if line.startswith(prefix) and 'route="/v1/detect",status="503"' in line:
-            bound = line[len(prefix):].split('"')[0]
-            buckets[float(bound)] = float(line.split()[-1])
-    return buckets
+def refusal_counts(server):
+    """{upper bound in seconds: cumulative count} of the 503 answers of /v1/detect, from
+    /metrics (the server's own clock, from arrival to response)."""
+    text = server.get("/metrics")[1].decode()
+    return {float(sample.labels["le"]): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+            if sample.name == "fcos_request_duration_seconds_bucket"
+            and sample.labels["route"] == "/v1/detect" and sample.labels["status"] == "503"}
+
+
+def histogram_summary(before, after):
+    """The 503s of a phase by the server's histogram (``after`` less ``before``): their count,
+    the share within the target and the bucket bounds holding their p50, p99 and max."""
+    counts = {bound: count - before.get(bound, 0) for bound, count in sorted(after.items())}
+    total = counts.get(float("inf"), 0)
+
+    def bound_of(share):
+        bound = next((b for b, count in counts.items() if count >= share * total), None)
+        return None if not total or bound is None else bound * 1000
+
+    return {"count": int(total), "within_50_ms": round(counts.get(TARGET_503_MS / 1000, 0)
+                                                  / max(total, 1), 4),
+            "p50_at_most_ms": bound_of(0.5), "p99_at_most_ms": bound_of(0.99),
+            "max_at_most_ms": bound_of(1.0),
+            "buckets": {str(bound): count for bound, count in counts.items()}}
+
+
+class RawExchange:
+    """One keep-alive connection of the overload client, sending ``request`` whole and reading
+    each answer to its end. ``sent_ns`` is taken just before the request's first byte is
+    written; the answer's first byte is read alone, with the time the kernel received it."""
+
+    def __init__(self, server, selector):
+        self.sock = socket.create_connection((server.host, server.port))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.setblocking(False)
+        self.selector = selector
+        self.selector.register(self.sock, selectors.EVENT_READ, self)
+
+    def begin(self, request):
+        self.out, self.answer, self.outcome = memoryview(request), b"", None
+        self.first_byte_ns = self.first_read_ns = None
+        self.sent_ns = time.time_ns()
+        self.write()
+
+    def step(self, events):
+        """Write or read as ``events`` allow: (status, keep-alive) once the request is sent
+        and its answer is whole (the answer may come first: a 503 is sent at arrival), else
+        None. A connection error is a status of its own, and the connection is not kept."""
+        try:
+            if events & selectors.EVENT_WRITE:
+                self.write()
+            if events & selectors.EVENT_READ and self.outcome is None:
+                self.outcome = self.read()
+        except OSError as error:  # ConnectionError included
+            return "error: " + type(error).__name__, False
+        return None if self.out else self.outcome
+
+    def write(self):
+        """Write what the socket takes; wait for it to take the rest."""
+        if self.out:
+            self.out = self.out[self.sock.send(self.out):]
+        self.selector.modify(self.sock, selectors.EVENT_READ | (
+            selectors.EVENT_WRITE if self.out else 0), self)
+
+    def read(self):
+        """Read what has come: (status, keep-alive) once the answer is whole, else None.
+        ConnectionError when the server closed the connection before."""
+        if self.first_byte_ns is None:
+            data, ancillary, _, _ = self.sock.recvmsg(1, socket.CMSG_SPACE(TIMESPEC.size))
+            self.first_read_ns = time.time_ns()
+            stamps = [TIMESPEC.unpack(raw[:TIMESPEC.size]) for level, kind, raw in ancillary
+                      if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS)]
+            self.first_byte_ns = (stamps[0][0] * 10 ** 9 + stamps[0][1] if stamps
+                                  else self.first_read_ns)
+        else:
+            data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        self.answer += data
+        head, separator, body = self.answer.partition(b"\r\n\r\n")
+        if not separator:
+            return None
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        if len(body) < int(headers.get("content-length", 0)):
+            return None
+        return int(lines[0].split()[1]), headers.get("connection") != "close"
+
+    def result(self, status):
+        """(status, seconds to the first byte by the kernel's clock, as this loop read it)."""
+        return (status, (self.first_byte_ns - self.sent_ns) / 1e9,
+                (self.first_read_ns - self.sent_ns) / 1e9)
+
+    def close(self):
+        self.selector.unregister(self.sock)
+        self.sock.close()
+
+
+def raw_drive(server, body, content_type, concurrency, max_requests, max_seconds):
+    """POST ``body`` from ``concurrency`` connections of one selectors loop, each sending its
+    next request as soon as its answer is whole, until ``max_requests`` are answered or
+    ``max_seconds`` pass: [RawExchange.result]."""
+    request = ("POST /v1/detect HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: {}\r\n"
+               "Content-Length: {}\r\n\r\n".format(server.host, server.port, content_type,
+                                                    len(body))).encode() + body
+    selector, results = selectors.DefaultSelector(), []
+    deadline = time.monotonic() + max_seconds
+    begun = min(concurrency, max_requests)
+    for _ in range(begun):
+        RawExchange(server, selector).begin(request)
+    while selector.get_map() and time.monotonic() < deadline:
+        for key, events in selector.select(timeout=1):
+            exchange = key.data
+            outcome = exchange.step(events)
+            if outcome is None:
+                continue
+            status, keep_alive = outcome
+            results.append(exchange.result(status) if isinstance(status, int)
+                           else (status, None, None))
+            if not keep_alive or begun == max_requests:
+                exchange.close()
+            if begun < max_requests:
+                (exchange if keep_alive else RawExchange(server, selector)).begin(request)
+                begun += 1
+    for key in list(selector.get_map().values()):  # the unanswered, past max_seconds
+        key.data.close()
+    return results
 
 
 def overload(server, args, body, content_type):
-    """Over the queue limit: the 503s as the clients saw them (their threads share this
-    process's interpreter, which adds its waits) and as the server's histogram counts them."""
-    concurrency = 2 * args.max_queue
-    results, _ = drive(server, [(body, content_type)], concurrency, args.overload_requests,
-                       args.seconds)
-    refused = [seconds for status, seconds, _ in results if status == 503]
-    buckets = refusal_buckets(server)
-    within = buckets.get(TARGET_503_MS / 1000, 0) / max(buckets.get(float("inf"), 0), 1)
+    """Over the queue limit: 2 x the capacity clients. The 503s' times from send to the first
+    byte of the answer (by the kernel's receive time, and as the loop read it), and by the
+    server's histogram."""
+    concurrency = 2 * server.capacity
+    before = refusal_counts(server)
+    results = raw_drive(server, body, content_type, concurrency, args.overload_requests,
+                        args.seconds)
+    refused = [result for result in results if result[0] == 503]
+    first_byte = [seconds for _, seconds, _ in refused]
     return {"concurrency": concurrency, "requests": len(results),
-            "statuses": status_counts(results), "503_ms": percentiles_ms(refused),
-            "503_max_ms": round(max(refused) * 1000, 1) if refused else None,
-            "503_server_buckets": {str(k): v for k, v in sorted(buckets.items())},
-            "503_server_within_50_ms": round(within, 4)}
+            "statuses": status_counts(results), "503_first_byte_ms": percentiles_ms(first_byte),
+            "503_first_byte_max_ms": round(max(first_byte) * 1000, 1) if refused else None,
+            "503_as_read_ms": percentiles_ms([seconds for _, _, seconds in refused]),
+            "503_server": histogram_summary(before, refusal_counts(server))}
 
 
 def mixed_images(count, seed=0):
@@ -335,48 +473,67 @@ def cpu_description():
         "Model name", "CPU family", "Model")))
 
 
-def targets(report, max_queue):
-    network, level_1 = report["engine_alone"]["network_ms"]["p50"], report["levels"][0]
-    added = level_1["latency_ms"]["p50"] - network
-    lines = ["server adds {:.1f} ms ({:+.1%}) to the network's p50 {:.1f} ms at concurrency "
-             "{}: target <= 5% or <= 30 ms: {}".format(
-                 added, added / network, network, level_1["concurrency"],
-                 "met" if added <= max(TARGET_ADDED_FRACTION * network, TARGET_ADDED_MS)
-                 else "NOT met")]
+def verdict(met):
+    return "met" if met else "NOT met"
+
+
+def targets(report):
+    alone, level_1 = report["engine_alone"], report["levels"][0]
+    engine, network = alone["prediction_ms"]["p50"], alone["network_alone_ms"]["p50"]
+    added = level_1["latency_ms"]["p50"] - engine
+    lines = ["server adds {:.1f} ms ({:+.1%}) to the engine's p50 {:.1f} ms (its whole "
+             "prediction: resize, network, NMS; the network alone {:.1f} ms) at concurrency {}: "
+             "target <= 5% or <= 30 ms: {}".format(
+                 added, added / engine, engine, network, level_1["concurrency"],
+                 verdict(added <= max(TARGET_ADDED_FRACTION * engine, TARGET_ADDED_MS)))]
     eight = [level for level in report["levels"] if level["concurrency"] == 8]
     if eight:
-        best = 1000 / network
-        ratio = eight[0]["throughput_per_s"] / best
-        lines.append("throughput at concurrency 8: {:.2f}/s = {:.2f}x the engine's best "
-                     "{:.2f}/s: target >= 0.95x: {}".format(
-                         eight[0]["throughput_per_s"], ratio, best,
-                         "met" if ratio >= TARGET_THROUGHPUT_FRACTION else "NOT met"))
-    below = [level for level in report["levels"] if level["concurrency"] <= max_queue]
+        ratio = eight[0]["throughput_per_s"] * engine / 1000
+        lines.append("throughput at concurrency 8: {:.2f}/s = {:.2f}x the engine's best {:.2f}/s "
+                     "(1 / its whole prediction; 1 / the network alone: {:.2f}/s): target >= "
+                     "0.95x: {}".format(eight[0]["throughput_per_s"], ratio, 1000 / engine,
+                                        1000 / network,
+                                        verdict(ratio >= TARGET_THROUGHPUT_FRACTION)))
+    capacity = report["max_queue"]
+    below = [level for level in report["levels"] if level["concurrency"] <= capacity]
     errors = sum(count for level in below for status, count in level["statuses"].items()
                  if not status.startswith(("2", "4")))
-    lines.append("5xx or errors below the queue limit: {}: target 0: {}".format(
-        errors, "met" if errors == 0 else "NOT met"))
-    over = report["overload"]
-    lines.append("over the limit: 503 in p50 {} ms, p99 {} ms, max {} ms at the clients; {:.1%} "
-                 "within 50 ms by the server's clock: target <= 50 ms: {}".format(
-                     over["503_ms"]["p50"], over["503_ms"]["p99"], over["503_max_ms"],
-                     over["503_server_within_50_ms"],
-                     "met" if over["503_server_within_50_ms"] == 1 and over["503_max_ms"]
-                     is not None and over["503_max_ms"] <= TARGET_503_MS
-                     else "met by the server's clock only"
-                     if over["503_server_within_50_ms"] == 1 else "NOT met"))
+    lines.append("5xx or errors at concurrency <= the queue's capacity {}: {}: target 0: "
+                 "{}".format(capacity, errors, verdict(errors == 0)))
+    above = [level["statuses"] for level in report["levels"] if level["concurrency"] > capacity]
+    if above:
+        lines.append("at concurrency over it: {} refused (503), {} other 5xx or errors".format(
+            sum(statuses.get("503", 0) for statuses in above),
+            sum(count for statuses in above for status, count in statuses.items()
+                if status != "503" and not status.startswith(("2", "4")))))
+    lines.append(overload_target(report["overload"]))
     mixed = report["mixed"]
     lines.append("RSS after {} mixed-size requests {} MB vs {} MB after warm-up ({:+.1%}): "
                  "target within 10%: {}".format(
                      mixed["requests"], mixed["rss_after_mb"], mixed["rss_after_warmup_mb"],
-                     mixed["growth"], "met" if abs(mixed["growth"]) <= TARGET_RSS_FRACTION
-                     else "NOT met"))
+                     mixed["growth"], verdict(abs(mixed["growth"]) <= TARGET_RSS_FRACTION)))
     fuzzed = report["fuzz"]
     lines.append("{} malformed requests: {} not 4xx, /readyz not 200 {} times: target 0 and 0: "
                  "{}".format(fuzzed["requests"], fuzzed["not_4xx_count"],
-                             fuzzed["readyz_not_200"], "met" if fuzzed["not_4xx_count"] == 0
-                             and fuzzed["readyz_not_200"] == 0 else "NOT met"))
+                             fuzzed["readyz_not_200"], verdict(fuzzed["not_4xx_count"] == 0
+                                                               and fuzzed["readyz_not_200"] == 0)))
     return lines
+
+
+def overload_target(over):
+    client, server = over["503_first_byte_ms"], over["503_server"]
+    at_client = over["503_first_byte_max_ms"] is not None and \
+        over["503_first_byte_max_ms"] <= TARGET_503_MS
+    at_server = server["count"] > 0 and server["within_50_ms"] == 1
+    return ("over the limit ({} clients): {} of {} answered 503, from send to first byte p50 "
+            "{} ms, p99 {} ms, max {} ms (p99 {} ms as the client's loop read them); by the "
+            "server's clock {:.1%} within 50 ms, p99 <= {} ms: target <= 50 ms: {}".format(
+                over["concurrency"], over["statuses"].get("503", 0), over["requests"],
+                client["p50"], client["p99"],
+                over["503_first_byte_max_ms"], over["503_as_read_ms"]["p99"],
+                server["within_50_ms"], server["p99_at_most_ms"],
+                "met" if at_client and at_server else "met by the server's clock only"
+                if at_server else "NOT met"))
 
 
 def random_weights(config_file, folder):
@@ -395,7 +552,8 @@ def main():
                                                                                  folder)
         server = Server(args, weights)
         report = {"cpu": cpu_description(), "config": args.file, "image": args.image,
-                  "image_size": list(image.shape[:2]), "max_queue": args.max_queue,
+                  "image_size": list(image.shape[:2]), "max_queue": server.capacity,
+                  "max_queue_given": args.max_queue is not None,
                   "max_batch": args.max_batch, "rss_after_warmup_mb": round(server.rss_mb())}
         print(json.dumps(report), flush=True)
         try:
@@ -411,7 +569,7 @@ def main():
             print(json.dumps(report["fuzz"]), flush=True)
         finally:
             report["exit_status_after_sigterm"] = server.stop()
-    report["targets"] = targets(report, args.max_queue)
+    report["targets"] = targets(report)
     print("\n".join(["", report["cpu"]] + report["targets"]
                     + ["server exit status after SIGTERM: {}".format(
                         report["exit_status_after_sigterm"])]))

@@ -157,16 +157,19 @@ def serving(detector, settings, categories=CATEGORIES, wait_ready=True):
 class GatedEngine:
     """A detector whose forwards wait until the test opens ``gate``: a test holds the engine
     busy to fill the queue, outlive a deadline or leave before its turn. ``calls`` counts the
-    forwards begun."""
+    forwards begun. With ``delay``, each forward takes that many seconds more: an engine as
+    slow as a large model's."""
 
-    def __init__(self, detector):
+    def __init__(self, detector, delay=0.0):
         self.detector, self.cfg = detector, detector.cfg
         self.gate = threading.Event()
+        self.delay = delay
         self.calls = 0
 
     def inference(self, image, im_info):
         self.calls += 1
         assert self.gate.wait(60), "the test never opened the gate"
+        time.sleep(self.delay)
         return self.detector.inference(image, im_info)
 
 

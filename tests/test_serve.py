@@ -242,8 +242,8 @@ def hold_engine(gated, url, first_calls):
     return join
 
 
-def warmed_gated_server(detector, settings):
-    gated = GatedEngine(detector)
+def warmed_gated_server(detector, settings, delay=0.0):
+    gated = GatedEngine(detector, delay)
     gated.gate.set()
     return gated, serving(gated, settings)
 
@@ -259,6 +259,37 @@ def test_a_full_queue_answers_503_with_retry_after_at_once(detector):
         assert "the queue is full (2 requests)" in refused.json()["error"]
         gated.gate.set()
         assert [a.status for a in running() + queued()] == [200, 200, 200]
+
+
+SLOW_FORWARD_SECONDS, SHORT_DEADLINE = 0.3, 2.0
+
+
+def all_at_once(url, count):
+    """The statuses of ``count`` requests sent at once."""
+    return [answer.status for answer in in_threads(
+        [lambda: post_image(url, image_bytes(20, 30))] * count)()]
+
+
+def test_the_queue_chosen_at_warm_up_is_served_within_the_deadline(detector):
+    _, server = warmed_gated_server(detector, ServeSettings(timeout=SHORT_DEADLINE),
+                                    SLOW_FORWARD_SECONDS)
+    with server as (url, service):
+        capacity = service.worker.capacity
+        assert request(url, "GET", "/v1/model").json()["limits"]["max_queue"] == capacity
+        # 0.75 x 2 s holds 4 forwards of over 0.3 s: the one running, the capacity - 1 ahead
+        # of the last request admitted and its own
+        assert 1 <= capacity <= 3
+        statuses = all_at_once(url, capacity + 4)
+    assert statuses.count(200) >= capacity and set(statuses) <= {200, 503}
+
+
+def test_a_queue_given_larger_is_kept_and_its_last_requests_pass_the_deadline(detector):
+    _, server = warmed_gated_server(detector, ServeSettings(timeout=SHORT_DEADLINE,
+                                                            max_queue=10), SLOW_FORWARD_SECONDS)
+    with server as (url, service):
+        assert request(url, "GET", "/v1/model").json()["limits"]["max_queue"] == 10
+        statuses = all_at_once(url, 10)  # 10 x 0.3 s of forwards, 2 s to answer them
+    assert 503 not in statuses and 200 in statuses and 504 in statuses
 
 
 def test_a_client_gone_before_its_turn_has_its_work_dropped(detector):

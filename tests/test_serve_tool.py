@@ -32,7 +32,10 @@ def test_served_detections_are_those_of_tools_inference(model_files, tmp_path):
     assert result.returncode == 0, result.stderr
     expected = {record["file"].rsplit("/", 1)[-1]: record for record in json.loads(
         (tmp_path / "out" / "detections.json").read_text())}
-    with serve_tool("-f", config, "-w", weights, "--engine", "eager") as (url, _):
+    with serve_tool("-f", config, "-w", weights, "--engine", "eager") as (url, process):
+        capacity = request(url, "GET", "/v1/model").json()["limits"]["max_queue"]
+        assert "queue capacity {} (chosen from the engine's time)".format(capacity) in \
+            process.log()
         for name, data in images.items():
             found = post_image(url, data, "image/jpeg" if name.endswith("jpg") else "image/png")
             assert found.status == 200
@@ -58,7 +61,9 @@ def test_sigterm_finishes_the_requests_in_flight_and_exits_0(model_files):
     body = image_bytes(60, 90)
     head = b"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n" \
         b"Content-Length: %d\r\n\r\n" % len(body)
-    with serve_tool("-f", config, "-w", weights, "--engine", "eager") as (url, process):
+    with serve_tool("-f", config, "-w", weights, "--engine", "eager", "--max-queue", 3) as (
+            url, process):
+        assert request(url, "GET", "/v1/model").json()["limits"]["max_queue"] == 3
         host, port = url.split("//")[1].split(":")
         clients = [socket.create_connection((host, int(port)), timeout=60) for _ in range(3)]
         for client in clients:  # three requests in flight: their bodies half sent

@@ -41,7 +41,9 @@ def parse_args(argv=None):
                         "(default: the FCOS_SERVE_TOKEN variable; none on loopback)")
     parser.add_argument("--max-queue", type=int, default=DEFAULTS.max_queue,
                         help="requests read, decoded or waiting for the engine at once; one "
-                        "more is answered 503 at once")
+                        "more is answered 503 at once (default: as many as the engine serves "
+                        "within --timeout, from its time at warm-up, at most 16; a larger "
+                        "queue can answer 504)")
     parser.add_argument("--max-batch", type=int, default=DEFAULTS.max_batch,
                         help="queued images of one padded size the network runs together")
     parser.add_argument("--max-body-mb", type=float, default=DEFAULTS.max_body_bytes / 2 ** 20,
@@ -61,7 +63,8 @@ def parse_args(argv=None):
 
 def settings_of(args):
     for name in ("max_queue", "max_batch", "max_pixels"):
-        if getattr(args, name) < 1:
+        value = getattr(args, name)
+        if value is not None and value < 1:  # max_queue None: chosen at warm-up
             raise ConfigError("--{} must be at least 1".format(name.replace("_", "-")))
     if args.max_body_mb <= 0 or args.timeout <= 0:
         raise ConfigError("--max-body-mb and --timeout must be positive")

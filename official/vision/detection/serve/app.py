@@ -55,7 +55,9 @@ CLIENT_CLOSED_REQUEST = 499  # the status counted for a request whose client lef
 @dataclasses.dataclass
 class ServeSettings:
     """Limits and security of a server (tools/serve.py's options)."""
-    max_queue: int = 16  # requests holding a place: read, decoded or waiting for the engine
+    # requests holding a place: read, decoded or waiting for the engine; None: as many as the
+    # engine serves within the timeout, from its time at warm-up (engine_worker.queue_capacity)
+    max_queue: int = None
     max_batch: int = 1  # images of one padded size per forward (docs/benchmarks.md, serving)
     max_body_bytes: int = 20 * 2 ** 20
     max_pixels: int = 50_000_000  # width x height of an upload, read from its header
@@ -75,8 +77,8 @@ class DetectionService:
     def __init__(self, detector, categories, description, settings):
         self.metrics = ServerMetrics()
         self.settings = settings
-        self.worker = EngineWorker(detector, settings.max_queue, settings.max_batch,
-                                   self.metrics, settings.warmup_runs)
+        self.worker = EngineWorker(detector, settings.timeout, settings.max_queue,
+                                   settings.max_batch, self.metrics, settings.warmup_runs)
         self.cfg = self.worker.cfg
         self.categories = categories
         self.description = dict(description, **self._model_facts())
@@ -92,9 +94,8 @@ class DetectionService:
             "defaults": {"score_threshold": cfg.test_vis_threshold,
                          "max_detections": cfg.test_max_boxes_per_image},
             "limits": {"max_body_bytes": settings.max_body_bytes,
-                       "max_pixels": settings.max_pixels, "max_queue": settings.max_queue,
-                       "max_batch": settings.max_batch, "timeout_s": settings.timeout,
-                       "max_detections": MAX_DETECTIONS_LIMIT},
+                       "max_pixels": settings.max_pixels, "max_batch": settings.max_batch,
+                       "timeout_s": settings.timeout, "max_detections": MAX_DETECTIONS_LIMIT},
             "media_types": sorted(MEDIA_TYPES.values()),
             "token_required": bool(settings.token),
         }
@@ -122,7 +123,7 @@ class DetectionService:
                                         _settle, answer, outcome))
         except QueueFull:
             raise RequestRefused(503, "the queue is full ({} requests): retry later".format(
-                self.settings.max_queue), self.retry_after()) from None
+                self.worker.capacity), self.retry_after()) from None
         try:
             return await self._detect(request, job, answer, arrived, started, score_threshold,
                                       max_detections)
@@ -203,7 +204,9 @@ class DetectionService:
 
     async def model(self, request):
         self.authorize(request)
-        return JSONResponse(self.description, headers=API_HEADERS)
+        # the queue's capacity in use: chosen at warm-up unless given (null until then)
+        limits = dict(self.description["limits"], max_queue=self.worker.capacity)
+        return JSONResponse(dict(self.description, limits=limits), headers=API_HEADERS)
 
     async def livez(self, request):
         if self.worker.failure:

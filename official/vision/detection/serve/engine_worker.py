@@ -3,7 +3,9 @@
 A request takes a place when it arrives (``admit``), before its body is read, and gives it back
 when the engine starts on its image or when it ends early; so the requests held in memory are
 bounded by ``capacity``, and the one over it is refused at once (``QueueFull``, the server's
-503), never left to wait. Reading, decoding, resizing and NMS run on the request's side: the
+503), never left to wait. Without a capacity given, it is chosen after warm-up from the
+engine's time and the deadline, so that a full queue is served within the deadline
+(``queue_capacity``). Reading, decoding, resizing and NMS run on the request's side: the
 engine's thread runs only the network, on up to ``max_batch`` queued images of one padded size
 at a time, which gives the results of one image at a time (``boxes.group_by_padded_size``). A
 job whose client has gone or whose deadline has passed is dropped before it runs.
@@ -15,6 +17,7 @@ of its own. The file engines (Lite, ONNX Runtime, OpenVINO) run on any thread: `
 them one.
 """
 import collections
+import math
 import threading
 import time
 
@@ -33,6 +36,22 @@ ADMITTED, QUEUED, RUNNING, FINISHED, DROPPED = "admitted", "queued", "running", 
 # weight of the newest batch in the running mean of the engine's time, which estimates the
 # wait a refused client is told to give (Retry-After)
 ENGINE_TIME_SMOOTHING = 0.2
+# the share of the deadline a full queue's forwards may take when the capacity is chosen from
+# the engine's time; the rest is for reading, decoding and NMS, and for forwards slower than at
+# warm-up (the decoding of other requests takes the engine's cores)
+DEADLINE_SHARE_OF_FORWARDS = 0.75
+# the most places a chosen capacity has (the former fixed default): each place may hold a body
+# of up to --max-body-mb while it is read
+MAX_CHOSEN_CAPACITY = 16
+
+
+def queue_capacity(deadline_seconds, forward_seconds, max_batch):
+    """Places for which the last request admitted to a full queue is answered within the
+    deadline: it waits for the batch running (up to ``max_batch`` images, none holding a place)
+    and the ``capacity - 1`` ahead of it, then for its own forward, each image taking up to
+    ``forward_seconds``. At least 1, at most MAX_CHOSEN_CAPACITY."""
+    forwards = math.floor(DEADLINE_SHARE_OF_FORWARDS * deadline_seconds / forward_seconds)
+    return max(1, min(MAX_CHOSEN_CAPACITY, forwards - max_batch))
 
 
 class QueueFull(Exception):
@@ -65,12 +84,15 @@ class Job:
 
 class EngineWorker:
     """``detector`` (any engine of deploy/detector.py, or the eager model) on one thread,
-    ``capacity`` places in its queue."""
+    ``capacity`` places in its queue (None: chosen at warm-up, ``queue_capacity``), each
+    request answered within ``deadline_seconds`` of its arrival or dropped."""
 
-    def __init__(self, detector, capacity, max_batch=1, metrics=None, warmup_runs=2):
+    def __init__(self, detector, deadline_seconds, capacity=None, max_batch=1, metrics=None,
+                 warmup_runs=2):
         self.engine = as_engine(detector)
         self.cfg = self.engine.cfg
         self.capacity, self.max_batch = capacity, max_batch
+        self.deadline_seconds = deadline_seconds
         self.metrics = metrics
         self.warmup_runs = warmup_runs
         self.ready = threading.Event()
@@ -200,16 +222,40 @@ class EngineWorker:
         """Forwards of the largest inputs the config's test size gives, in both orientations
         (short x max and max x short): the first runs of an engine compile, and allocate for
         the largest input what smaller ones reuse, so the memory after warm-up is the memory
-        of a server that has seen every size (docs/benchmarks.md, "Serving")."""
+        of a server that has seen every size (docs/benchmarks.md, "Serving"). The slower
+        orientation's last run is the time of one image at most, which sizes the queue."""
         short, longest = self.cfg.test_image_short_size, self.cfg.test_image_max_size
         started = time.perf_counter()
+        forward_seconds = 0.0
         for shape in ((short, longest, 3), (longest, short, 3)):
             data, im_info = process_inputs(np.zeros(shape, np.uint8), short, longest)
             for _ in range(self.warmup_runs):
+                run_started = time.perf_counter()
                 self.engine.inference(data, im_info)
+            forward_seconds = max(forward_seconds, time.perf_counter() - run_started)
         logger.info("engine warmed up: %d runs in %.2f s", 2 * self.warmup_runs,
                     time.perf_counter() - started)
+        self.engine_seconds = forward_seconds  # Retry-After's estimate until a request runs
+        self._size_queue(forward_seconds, (short, longest))
         self.ready.set()
+
+    def _size_queue(self, forward_seconds, largest):
+        """Choose the capacity when none was given, and say in one line what a full queue
+        asks of the deadline."""
+        chosen = self.capacity is None
+        if chosen:
+            self.capacity = queue_capacity(self.deadline_seconds, forward_seconds,
+                                           self.max_batch)
+        full_queue = (self.capacity + self.max_batch) * forward_seconds
+        line = "queue capacity {} ({}): a full queue takes ~{:.1f} s of forwards at {:.3f} s " \
+            "per image (the largest input, {} x {}, at warm-up)".format(
+                self.capacity, "chosen from the engine's time" if chosen else "given",
+                full_queue, forward_seconds, *largest)
+        if full_queue > self.deadline_seconds:
+            logger.warning("%s, over the deadline of %g s: requests at the end of a full queue "
+                           "will be answered 504", line, self.deadline_seconds)
+        else:
+            logger.info("%s, within the deadline of %g s", line, self.deadline_seconds)
 
     def _run_batch(self, batch):
         started = time.perf_counter()

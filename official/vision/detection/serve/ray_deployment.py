@@ -14,6 +14,7 @@ not the files. From the shell (docs/serving.md):
     serve run official.vision.detection.serve.ray_deployment:build config=CONFIG \
         model=fcos.onnx engine=onnxruntime replicas=2
 """
+import dataclasses
 import os
 import tempfile
 
@@ -28,6 +29,9 @@ from .server import return_large_blocks_to_the_system, server_token
 
 # requests Ray's proxy lets wait for a busy deployment before it answers 503 itself
 DEFAULT_MAX_QUEUED = 64
+# requests a replica takes at once (its queue's capacity): Ray needs the number when deploying,
+# before a replica has timed its engine, so it is not chosen from the engine's time here
+DEFAULT_REPLICA_QUEUE = 16
 
 
 class DetectionReplica:
@@ -75,6 +79,8 @@ def ray_application(config_file, model, engine, precision="fp32", weights=None, 
     files[config_name] = _read(config_file)
     categories = label_categories(load_config_module(config_file).Cfg(), weights, dataset_dir)
     settings = settings or ServeSettings()
+    if settings.max_queue is None:
+        settings = dataclasses.replace(settings, max_queue=DEFAULT_REPLICA_QUEUE)
     deployment = serve.deployment(serve.ingress()(DetectionReplica), name="fcos",
                                   num_replicas=replicas,
                                   max_ongoing_requests=settings.max_queue,
@@ -87,7 +93,7 @@ def build(args):
     """``serve run official.vision.detection.serve.ray_deployment:build key=value ...``: the
     keys config, model, engine, and optionally precision, weights, dataset_dir, replicas,
     max_queue, max_queued, token (default: the FCOS_SERVE_TOKEN variable)."""
-    settings = ServeSettings(max_queue=int(args.get("max_queue", ServeSettings.max_queue)),
+    settings = ServeSettings(max_queue=int(args.get("max_queue", DEFAULT_REPLICA_QUEUE)),
                              token=server_token(args.get("token")))
     return ray_application(args["config"], args["model"], args["engine"],
                            args.get("precision", "fp32"), args.get("weights"),
