@@ -146,11 +146,13 @@ def test_a_primitive_is_made_once_per_shape():
 
 
 def run_python(code, env=None, timeout=300, check=True):
+    """Runs ``code`` in a new interpreter; its prints are in ``stdout``, MegEngine's and the
+    package's log lines in ``stderr`` (kept apart: a worker's warning can land mid-line)."""
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT,
                             env=dict(os.environ, **(env or {})), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+                            stderr=subprocess.PIPE, text=True, timeout=timeout, check=False)
     if check:
-        assert result.returncode == 0, result.stdout[-3000:]
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result
 
 
@@ -200,7 +202,7 @@ def test_a_library_built_with_the_new_string_abi_cannot_register_its_operators(t
     new_abi = library.build(str(tmp_path / "new_abi.so"), abi=1)
     result = run_python(code, {"FCOS_CPU_OPS_LIBRARY": new_abi}, check=False)
     assert result.returncode != 0
-    assert "undefined symbol: _ZN6custom9op_insertENSt7__cxx11" in result.stdout
+    assert "undefined symbol: _ZN6custom9op_insertENSt7__cxx11" in result.stderr
     assert "reason None" in run_python(code).stdout
 
 
@@ -215,9 +217,10 @@ for args in (("onednn",), ("auto", "bf16")):
     except ConfigError as error:
         print("refused:", error)
 """
-    output = run_python(code, {"FCOS_CPU_OPS_LIBRARY": str(tmp_path / "missing.so")}).stdout
+    result = run_python(code, {"FCOS_CPU_OPS_LIBRARY": str(tmp_path / "missing.so")})
+    output = result.stdout
     assert "chosen megengine" in output
-    assert "the package's CPU operators are not built" in output  # the log line
+    assert "the package's CPU operators are not built" in result.stderr  # the log line
     if HAS_BF16_UNITS:
         assert output.count("refused: the package's CPU operators are not built") == 2
     else:
@@ -247,10 +250,10 @@ print("equal", float(abs(y - expected).max()) < 1e-5, conv.weight.grad is not No
 def test_a_shape_onednn_refuses_runs_on_megengines_convolution():
     """With its kernels limited to SSE4.1, oneDNN has no bf16 convolution: the module says
     so in one line and MegEngine's convolution runs it (in fp32)."""
-    output = run_python(REFUSED_SHAPE, {"ONEDNN_MAX_CPU_ISA": "SSE41"}).stdout
-    assert "refusal: could not create a primitive descriptor" in output
-    assert "oneDNN refused a convolution of (2, 8, 6, 6)" in output
-    assert "equal True True" in output
+    result = run_python(REFUSED_SHAPE, {"ONEDNN_MAX_CPU_ISA": "SSE41"})
+    assert "refusal: could not create a primitive descriptor" in result.stdout
+    assert "oneDNN refused a convolution of (2, 8, 6, 6)" in result.stderr
+    assert "equal True True" in result.stdout
 
 
 def test_refusal_says_why_for_impossible_settings():
