@@ -14,10 +14,13 @@ the model's tensors and the optimizer's state, which it returns updated: MegEngi
 without-host mode (modules and optimizer as arguments, updates captured) hung compiling a
 second graph of the same model.
 
+A graph serves one input shape, compiled with static shapes, which plan its memory ahead.
+
 Single-process CPU training only: the GradManager's all-reduce callbacks of a distributed run
 are not traced here.
 """
 import collections
+import ctypes
 
 import numpy as np
 
@@ -49,6 +52,36 @@ def padded_batch(batch):
     padded_boxes = np.zeros((n, count, boxes.shape[2]), boxes.dtype)
     padded_boxes[:, :boxes.shape[1]] = boxes
     return dict(batch, image=padded_image, gt_boxes=padded_boxes)
+
+
+def static_graph(function):
+    """``function`` traced as one static graph without host, a pure function of its arguments
+    (see the module's text), with the graph options measured at 8 images of 160 x 256
+    (docs/megengine_notes.md, "Memory of a compiled graph")."""
+    # optimization level 1: level 2 (MegEngine's default) compiled twice as long and kept
+    # ~0.4 GB more per graph, for steps no faster
+    graph = trace(function, symbolic=True, symbolic_shape=False, without_host=True, opt_level=1)
+    graph.overall = False
+    # pylint: disable=protected-access
+    # the inputs' shapes fixed in the graph (what MEGENGINE_INPUT_NODE_USE_STATIC_SHAPE does):
+    # otherwise most values have shapes known only when the graph runs and are allocated then,
+    # ~2 GB at the step's peak, against ~0.4 GB planned ahead
+    graph._trace.record_input_shapes = True
+    # MegEngine's check, on a graph's first run, that no operator writes its inputs: with
+    # static shapes ~40 s of a compilation's ~50 s of CPU time
+    graph._graph_options["var_sanity_check_first_run"] = False
+    return graph
+
+
+def return_freed_memory():
+    """Give the memory freed after recording and compiling a graph back to the system: glibc
+    keeps freed blocks for reuse, and what a compilation leaves scattered would otherwise count
+    in the process's size for as long as it lives (docs/megengine_notes.md). A no-op where
+    the C library is not glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class TracedStep:
@@ -91,12 +124,12 @@ class TracedStep:
         every step runs on a compiled graph (the recording call computed ~1e-6 apart), so a
         step's result does not depend on when its graph was traced, and a run resumed from a
         checkpoint (graphs traced anew) ends with the uninterrupted run's weights."""
-        graph = trace(self._step, symbolic=True, symbolic_shape=False, without_host=True)
-        graph.overall = False  # a pure function of its arguments, see the module's text
+        graph = static_graph(self._step)
         saved = [F.copy(tensor) for tensor in self.state]
         lrs = [mge.tensor(0.0) for _ in self.optimizer.param_groups]
         graph(self.state, lrs, **inputs)
         self._put_state(saved)
+        return_freed_memory()
         return graph
 
     def _put_state(self, values):
