@@ -14,7 +14,9 @@ the model's tensors and the optimizer's state, which it returns updated: MegEngi
 without-host mode (modules and optimizer as arguments, updates captured) hung compiling a
 second graph of the same model.
 
-A graph serves one input shape, compiled with static shapes, which plan its memory ahead.
+A graph serves one input shape: batches are padded to the canvases of the run's plan
+(step_plan.py), so a run compiles a graph or two, and the graphs are compiled with static
+shapes, which plan their memory ahead.
 
 Single-process CPU training only: the GradManager's all-reduce callbacks of a distributed run
 are not traced here.
@@ -30,25 +32,23 @@ from megengine.jit import trace
 from megengine.optimizer import SGD, AdamW
 
 from ..boxes import padded_side
-
-# Box rows of a batch are padded to at least this many: most training images have fewer
-# objects, so one graph serves them (the assignment's cost per box row is negligible)
-MIN_PADDED_BOXES = 16
-# A compiled graph keeps its activations' memory (~600 MB for the demo's batch of 8 96 x 128
-# images), so only the graphs of the last few batch shapes are kept
-MAX_GRAPHS = 3
+from .step_plan import MAX_GRAPHS, box_rows
 
 
-def padded_batch(batch):
-    """``batch`` with the image zero-padded at the bottom and right to the model's multiple of
-    32 (the model pads so itself: same results) and the boxes padded with zero rows to a power
-    of two, at least MIN_PADDED_BOXES (the assigner ignores rows past each image's count in
+def padded_batch(batch, plan=None):
+    """``batch`` with the image zero-padded at the bottom and right to the smallest canvas of
+    ``plan`` (step_plan.py) that holds it, else to the model's multiple of 32 (the model pads
+    so itself: same results), and the boxes padded with zero rows to the plan's rows, else to
+    a power of two, at least 16 (the assigner ignores rows past each image's count in
     im_info): few distinct shapes, so few graphs to compile."""
     image, boxes = batch["image"], batch["gt_boxes"]
     n, c, h, w = image.shape
-    padded_image = np.zeros((n, c, padded_side(h), padded_side(w)), image.dtype)
+    height, width = plan.input_size(h, w) if plan else (padded_side(h), padded_side(w))
+    padded_image = np.zeros((n, c, height, width), image.dtype)
     padded_image[:, :, :h, :w] = image
-    count = max(MIN_PADDED_BOXES, 1 << (boxes.shape[1] - 1).bit_length())
+    count = box_rows(boxes.shape[1])
+    if plan is not None and plan.box_rows >= boxes.shape[1]:
+        count = plan.box_rows
     padded_boxes = np.zeros((n, count, boxes.shape[2]), boxes.dtype)
     padded_boxes[:, :boxes.shape[1]] = boxes
     return dict(batch, image=padded_image, gt_boxes=padded_boxes)
@@ -86,24 +86,26 @@ def return_freed_memory():
 
 class TracedStep:
     """``step(batch)``: one optimizer step of ``model`` on a collated batch inside a traced
-    graph, one graph per padded batch shape (the last MAX_GRAPHS kept); returns the losses
+    graph, one graph per padded batch shape (the canvases of ``plan``, a step_plan.StepPlan;
+    the graphs of the last MAX_GRAPHS shapes kept); returns the losses
     (tensors). The update is applied only where every loss is finite, so a NaN/Inf loss leaves
     the weights and the optimizer's state as they were (the caller raises). ``optimizer`` is a
     ``megengine.optimizer.SGD`` (without Nesterov momentum) or ``AdamW``, updated as they
     compute it; its state and its param groups' "lr", read at every step, are used; the other
     hyper-parameters are read when a graph is traced."""
 
-    def __init__(self, model, optimizer, grad_manager):
+    def __init__(self, model, optimizer, grad_manager, plan=None):
         if not isinstance(optimizer, (SGD, AdamW)) or getattr(optimizer, "nesterov", False):
             raise TypeError("the traced step updates as SGD without Nesterov momentum or AdamW "
                             "do, not as {}".format(type(optimizer).__name__))
         self.model, self.optimizer, self.grad_manager = model, optimizer, grad_manager
+        self.plan = plan  # step_plan.StepPlan: the canvases and box rows, or None
         self.graphs = collections.OrderedDict()  # (image shape, boxes shape) -> traced step
         self.state = None  # the tensors a step reads and replaces, see _state
 
     def __call__(self, batch):
         self.model.check_training_inputs(batch["im_info"], batch["gt_boxes"])
-        batch = padded_batch(batch)
+        batch = padded_batch(batch, self.plan)
         key = (batch["image"].shape, batch["gt_boxes"].shape)
         if self.state is None:
             self.state = self._state()
