@@ -83,6 +83,18 @@ def test_traced_steps_give_the_eager_losses_and_weights(eager_run):
     assert relative_difference(weights(trainer), expected_weights, start) < 0.01
 
 
+def steps_from_the_same_state(eager, eager_batch, traced, traced_batch, lr):
+    """A step of each trainer at ``lr`` from the eager one's weights and optimizer state:
+    (the weights before, the eager step's losses, the traced step's)."""
+    traced.model.load_state_dict(eager.model.state_dict())
+    traced.optimizer.load_state_dict(eager.optimizer.state_dict())
+    traced.traced_step.reset()
+    start = weights(eager)
+    set_lr(eager, lr)
+    set_lr(traced, lr)
+    return start, eager.run_step(eager_batch), traced.run_step(traced_batch)
+
+
 def test_batches_padded_to_a_canvas_train_as_the_eager_step_on_the_padded_batches():
     """Padding to a canvas changes the input (the padded points are background in the
     classification loss and the padded pixels enter BatchNorm's statistics, as the padding of
@@ -94,13 +106,8 @@ def test_batches_padded_to_a_canvas_train_as_the_eager_step_on_the_padded_batche
     for number, batch in enumerate(list(batches())[:2]):
         padded = padded_batch(batch, plan)
         assert padded["image"].shape[2:] == (96, 96) and padded["gt_boxes"].shape[1] == 32
-        traced.model.load_state_dict(eager.model.state_dict())
-        traced.optimizer.load_state_dict(eager.optimizer.state_dict())
-        traced.traced_step.reset()
-        start = weights(eager)
-        set_lr(eager, 0.002 * (number + 1))
-        set_lr(traced, 0.002 * (number + 1))
-        expected, losses = eager.run_step(padded), traced.run_step(batch)
+        start, expected, losses = steps_from_the_same_state(eager, padded, traced, batch,
+                                                            0.002 * (number + 1))
         np.testing.assert_allclose([losses[k] for k in expected], list(expected.values()),
                                    rtol=1e-5)
         assert relative_difference(weights(traced), weights(eager), start) < 0.01
@@ -111,13 +118,8 @@ def test_traced_adamw_steps_give_the_eager_ones_from_the_same_state():
     differences grow (AdamW moves every weight by about lr, whatever its gradient's size)."""
     eager, traced = trainer_of("eager", "adamw"), trainer_of("traced", "adamw")
     for number, batch in enumerate(batches()):
-        traced.model.load_state_dict(eager.model.state_dict())
-        traced.optimizer.load_state_dict(eager.optimizer.state_dict())
-        traced.traced_step.reset()
-        start = weights(eager)
-        set_lr(eager, 0.002 * (number + 1))
-        set_lr(traced, 0.002 * (number + 1))
-        expected, losses = eager.run_step(batch), traced.run_step(batch)
+        start, expected, losses = steps_from_the_same_state(eager, batch, traced, batch,
+                                                            0.002 * (number + 1))
         np.testing.assert_allclose([losses[k] for k in expected], list(expected.values()),
                                    rtol=1e-5)
         assert relative_difference(weights(traced), weights(eager), start) < 1e-3
