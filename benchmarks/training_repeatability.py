@@ -13,6 +13,8 @@ give bit-identical weights. Settings take turns, so a slow spell of the machine 
         -o demo_steps.jsonl     # what each setting costs at the demo's size
     .venv/bin/python benchmarks/training_repeatability.py --optimizer adamw --runs 30 \
         --settings traced:0 --kernels on -o repeatability.jsonl   # the demo's optimizer
+    .venv/bin/python benchmarks/training_repeatability.py --size varied --runs 60 \
+        --settings default:0 traced:0 --kernels on -o repeatability.jsonl   # varied sizes
 
 Runs with the project's .venv (not benchmarks/.venv): it needs MegEngine, not torch.
 """
@@ -37,7 +39,7 @@ class Cfg(models.FCOSConfig):
         super().__init__()
         self.update(backbone="resnet18", backbone_pretrained=False, backbone_norm="BN",
                     backbone_freeze_at=0, fpn_in_channels=[128, 256, 512], fpn_out_channels={width},
-                    fpn_top_in_channel={width}, num_classes=3, train_image_short_size=({short},),
+                    fpn_top_in_channel={width}, num_classes=3, train_image_short_size={short},
                     train_image_max_size={long}, nr_images_epoch={images}, max_epoch=1,
                     warm_iters=4, lr_decay_stages=[1], optimizer="{optimizer}",
                     basic_lr={basic_lr}, weight_decay={weight_decay}, log_interval=1000,
@@ -60,6 +62,11 @@ from official.vision.detection.errors import NonFiniteError
 config, data, out, step, level, kernels, batch = sys.argv[1:]
 
 
+class StepRoute(HookBase):  # which step the run took: the default is the plan's
+    def before_train(self, trainer):
+        self.route = "eager" if trainer.traced_step is None else "traced"
+
+
 class StepTimes(HookBase):
     def __init__(self):
         self.seconds = []
@@ -71,10 +78,10 @@ class StepTimes(HookBase):
         self.seconds.append(time.perf_counter() - self.start)
 
 
-timer = StepTimes()
+timer, route = StepTimes(), StepRoute()
 options = TrainOptions(data, out, batch_size=int(batch), num_workers=0, non_finite_retries=0,
-                       cpu_kernels=kernels == "on", extra_hooks=(timer,), async_level=int(level),
-                       step=step)
+                       cpu_kernels=kernels == "on", extra_hooks=(timer, route),
+                       async_level=int(level), step=None if step == "default" else step)
 status, losses = "ok", []
 try:
     losses = run_training(config, options)
@@ -85,7 +92,8 @@ if status == "ok":
     state = mge.load(out + "/epoch_0.pkl")["state_dict"]
     digest = hashlib.sha1(b"".join(np.ascontiguousarray(state[k]).tobytes()
                                    for k in sorted(state))).hexdigest()[:12]
-print(json.dumps(dict(step=step, level=int(level), kernels=kernels, status=status,
+print(json.dumps(dict(step=step, route=route.route, level=int(level), kernels=kernels,
+                      status=status,
                       final_loss=losses[-1] if losses else None,
                       step_ms=1000 * float(np.median(timer.seconds[2:] or [0])),
                       digest=digest)))
@@ -99,10 +107,13 @@ OPTIMIZERS = {
 }
 
 # "tiny": many runs in little time; "demo": the step of `make demo` (its FPN width, image size
-# and batch), for what a level costs on a real training
+# and batch), for what a level costs on a real training; "varied": tiny, on images of varied
+# sizes and aspect ratios at two scales, so the batches take several padded sizes (the traced
+# step pads them to canvases, cpu/step_plan.py)
 SIZES = {
-    "tiny": dict(width=32, short=64, long=96, batch=2, image=64),
-    "demo": dict(width=64, short=96, long=128, batch=8, image=128),
+    "tiny": dict(width=32, short=(64,), long=96, batch=2, image=64),
+    "demo": dict(width=64, short=(96,), long=128, batch=8, image=128),
+    "varied": dict(width=32, short=(32, 64), long=96, batch=2, image=((40, 100), (40, 100))),
 }
 
 
@@ -133,7 +144,10 @@ def summary(rows):
     rows from before the optimizer option SGD."""
     groups = collections.defaultdict(list)
     for row in rows:
-        groups[(row.get("size", "tiny"), row.get("optimizer", "sgd"), row.get("step", "eager"),
+        step = row.get("step", "eager")
+        if step == "default":  # the trainer's choice
+            step = "default ({})".format(row.get("route", "?"))
+        groups[(row.get("size", "tiny"), row.get("optimizer", "sgd"), step,
                 row["level"], row["kernels"])].append(row)
     lines = ["| size | optimizer | step | async level | CPU kernels | runs | NaN/Inf or crash | "
              "distinct final weights | final loss min / max | median step ms |",
@@ -154,9 +168,10 @@ def summary(rows):
 def setting(text):
     """"traced:0" -> ("traced", 0)."""
     step, _, level = text.partition(":")
-    if step not in ("traced", "eager") or level not in ("0", "1", "2"):
-        raise argparse.ArgumentTypeError("expected STEP:LEVEL, STEP traced or eager, LEVEL "
-                                         "0-2, not {!r}".format(text))
+    if step not in ("traced", "eager", "default") or level not in ("0", "1", "2"):
+        raise argparse.ArgumentTypeError("expected STEP:LEVEL, STEP traced, eager or default "
+                                         "(the trainer's choice), LEVEL 0-2, not {!r}".format(
+                                             text))
     return step, int(level)
 
 
@@ -166,11 +181,13 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="steps per training")
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
                         help="tiny: 2 images of 64 x 96 per step, a 32-channel FPN; demo: "
-                             "8 of 96 x 128, 64 channels, as `make demo` trains")
+                             "8 of 96 x 128, 64 channels, as `make demo` trains; varied: "
+                             "tiny on images of varied sizes, short side 32 or 64")
     parser.add_argument("--settings", nargs="+", type=setting,
                         default=[("eager", 2), ("eager", 1), ("eager", 0)],
-                        help="STEP:LEVEL pairs, the training step (traced or eager) and "
-                             "MegEngine's async level, e.g. traced:0 eager:2")
+                        help="STEP:LEVEL pairs, the training step (traced, eager, or default: "
+                             "the trainer's choice) and MegEngine's async level, e.g. traced:0 "
+                             "eager:2")
     parser.add_argument("--kernels", nargs="+", default=["on", "off"], choices=["on", "off"])
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd",
                         help="cfg.optimizer, at the demo's rates for it")

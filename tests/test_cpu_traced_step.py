@@ -8,7 +8,8 @@ from megengine.jit import trace
 from megengine.optimizer import AdamW
 
 from official.vision.detection.benchmark.training import synthetic_sample
-from official.vision.detection.cpu.traced_step import MAX_GRAPHS, TracedStep
+from official.vision.detection.cpu.step_plan import MAX_GRAPHS, StepPlan
+from official.vision.detection.cpu.traced_step import TracedStep, padded_batch
 from official.vision.detection.data.collate import collate_train
 from official.vision.detection.data.transforms import TrainTransform
 from official.vision.detection.engine.trainer import TrainOptions, build_trainer, training_step
@@ -30,11 +31,11 @@ def batches(seed=0):
                              for _ in range(2)])
 
 
-def trainer_of(step, optimizer="sgd"):
+def trainer_of(step, optimizer="sgd", plan=None):
     mge.random.seed(0)
     model = FCOS(tiny_config().update(optimizer=optimizer))
     trainer = build_trainer(model, model.cfg, TrainOptions("", "", batch_size=2, step=step),
-                            on_cpu=True)
+                            on_cpu=True, step_plan=plan)
     if optimizer == "adamw":
         # AdamW scales each gradient by its own size, so gradients that are rounding noise
         # (summed in different orders by the two routes) would move full steps of either
@@ -84,6 +85,36 @@ def test_traced_steps_give_the_eager_losses_and_weights(eager_run):
     # the routes sum gradients in different orders: compared to the size of the update
     start = weights(trainer_of("traced"))
     assert relative_difference(weights(trainer), expected_weights, start) < 0.01
+
+
+def steps_from_the_same_state(eager, eager_batch, traced, traced_batch, lr):
+    """A step of each trainer at ``lr`` from the eager one's weights and optimizer state:
+    (the weights before, the eager step's losses, the traced step's)."""
+    traced.model.load_state_dict(eager.model.state_dict())
+    traced.optimizer.load_state_dict(eager.optimizer.state_dict())
+    traced.traced_step.reset()
+    start = weights(eager)
+    set_lr(eager, lr)
+    set_lr(traced, lr)
+    return start, eager.run_step(eager_batch), traced.run_step(traced_batch)
+
+
+def test_batches_padded_to_a_canvas_train_as_the_eager_step_on_the_padded_batches():
+    """Padding to a canvas changes the input (the padded points are background in the
+    classification loss and the padded pixels enter BatchNorm's statistics, as the padding of
+    a batch's smaller images does): the traced step on a canvas computes what the eager step
+    computes on the batch padded so, each step from the same state (the padded area's
+    gradients cancel, so rounding differences grow faster over steps than without)."""
+    plan = StepPlan("traced", ((96, 96),), 32, "")  # holds the 64x96 and 96x64 batches
+    eager, traced = trainer_of("eager"), trainer_of("traced", plan=plan)
+    for number, batch in enumerate(list(batches())[:2]):
+        padded = padded_batch(batch, plan)
+        assert padded["image"].shape[2:] == (96, 96) and padded["gt_boxes"].shape[1] == 32
+        start, expected, losses = steps_from_the_same_state(eager, padded, traced, batch,
+                                                            0.002 * (number + 1))
+        np.testing.assert_allclose([losses[k] for k in expected], list(expected.values()),
+                                   rtol=1e-5)
+        assert relative_difference(weights(traced), weights(eager), start) < 0.01
 
 
 def assert_equal_but_rounding(actual, expected, err_msg=""):
@@ -148,13 +179,8 @@ def test_traced_adamw_steps_give_the_eager_losses_and_nearly_their_weights():
     the routes differ in the subgradient they pick, not in the update (pinned above)."""
     eager, traced = trainer_of("eager", "adamw"), trainer_of("traced", "adamw")
     for number, batch in enumerate(batches()):
-        traced.model.load_state_dict(eager.model.state_dict())
-        traced.optimizer.load_state_dict(eager.optimizer.state_dict())
-        traced.traced_step.reset()
-        start = weights(eager)
-        set_lr(eager, 0.002 * (number + 1))
-        set_lr(traced, 0.002 * (number + 1))
-        expected, losses = eager.run_step(batch), traced.run_step(batch)
+        start, expected, losses = steps_from_the_same_state(eager, batch, traced, batch,
+                                                            0.002 * (number + 1))
         np.testing.assert_allclose([losses[k] for k in expected], list(expected.values()),
                                    rtol=1e-5)
         assert relative_difference(weights(traced), weights(eager), start) < 1e-2

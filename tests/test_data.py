@@ -59,6 +59,12 @@ def test_ids_come_from_the_annotation_file(small_dataset):
     np.testing.assert_array_equal(first["labels"], [1])
 
 
+def test_sizes_and_box_counts_come_from_the_annotations(small_dataset):
+    dataset = COCODetection(*small_dataset)
+    assert [dataset.image_size(i) for i in range(3)] == [(40, 60), (50, 30), (30, 30)]
+    assert dataset.max_boxes() == 1  # the crowd and the empty box are not boxes
+
+
 def test_boxes_are_clipped_to_the_image(small_dataset):
     second = COCODetection(*small_dataset)[1]
     np.testing.assert_array_equal(second["boxes"], [[20, 30, 30, 50]])

@@ -9,9 +9,10 @@ from official.vision.detection.benchmark.flops import count_conv_flops
 from official.vision.detection.benchmark.training import (
     PHASES, TrainTiming, synthetic_sample, time_training
 )
+from official.vision.detection.data.synthetic import make_synthetic_coco
 from official.vision.detection.utils.config_file import load_config_module
 
-from conftest import load_tool, run_tool
+from conftest import load_tool, run_tool, write_config
 
 CONFIG = '''
 import sys
@@ -61,8 +62,12 @@ def test_report_prints_the_phases_the_median_step_and_its_gflops(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[1].split() == ["forward", "median", "20.0", "ms", "(min", "10.0,", "max", "30.0)"]
     # 6 conv GFLOPs in the median step of 76 ms: 78.9 GFLOP/s, 79% of 100
-    assert lines[-3] == ("step: 76.0 ms for 4 images of 64x96 (padded), 6.0 conv GFLOPs (3 x the "
+    assert lines[-5] == ("step: 76.0 ms for 4 images of 64x96 (padded), 6.0 conv GFLOPs (3 x the "
                          "forward's), 78.9 GFLOP/s, 79% of the measured 100 GFLOP/s limit")
+    # all steps, 45 + 85 + 76 ms
+    assert lines[-4] == ("total: 0.2 s for 3 steps of 1 padded input shape(s), data and graph "
+                         "compilations included")
+    assert lines[-3] == "train_total_s=0.2"
     assert lines[-2] == "train_ms_per_image=19.0"
 
 
@@ -85,12 +90,26 @@ def test_tool_prints_the_phase_split_and_ends_with_per_image_time_and_peak_memor
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     # the traced step is one graph: data and step, no phases inside
-    assert lines[-6].startswith("traced training step")
-    assert [line.split()[0] for line in lines[-5:-3]] == ["data", "step"]
-    step_ms = float(re.match(r"step: ([0-9.]+) ms for 2 images of 64x96", lines[-3]).group(1))
+    assert lines[-8].startswith("traced training step")
+    assert [line.split()[0] for line in lines[-7:-5]] == ["data", "step"]
+    step_ms = float(re.match(r"step: ([0-9.]+) ms for 2 images of 64x96", lines[-5]).group(1))
+    total = float(re.match(r"total: ([0-9.]+) s for 3 steps of 1 padded input shape\(s\), data "
+                           r"and graph compilations included", lines[-4]).group(1))
+    assert lines[-3] == "train_total_s={:.1f}".format(total) and total >= 3 * step_ms / 1000 - 0.1
     assert re.fullmatch(r"train_ms_per_image=[0-9.]+", lines[-2])
     assert float(lines[-2].split("=")[1]) == pytest.approx(step_ms / 2, abs=0.06)
     assert re.fullmatch(r"peak_rss_mb=[0-9]+", lines[-1]) and int(lines[-1].split("=")[1]) > 100
+
+
+def test_on_a_dataset_the_steps_train_on_its_batches_at_their_sizes(tmp_path):
+    make_synthetic_coco(str(tmp_path / "shapes"), num_train=6, num_val=1,
+                        image_size=((40, 100), (40, 100)), num_classes=3, seed=2)
+    module = load_config_module(write_config(tmp_path / "fcos.py", nr_images=6))
+    timing = time_training(module, batch_size=2, steps=3, warmup=0, short_size=None,
+                           max_size=None, step="eager", dataset_dir=str(tmp_path))
+    # the config's short side 64 and long side at most 96: padded 64x96 or 96x64
+    assert timing.input_shape in ((2, 3, 64, 96), (2, 3, 96, 64))
+    assert len(timing.step_ms()) == 3 and timing.total_seconds() == sum(timing.step_ms()) / 1000
 
 
 def test_tool_needs_an_image_unless_training(config_file):

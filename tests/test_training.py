@@ -14,6 +14,8 @@ import megengine.module as M
 import pytest
 from megengine.optimizer import SGD, AdamW
 
+from official.vision.detection.boxes import padded_side
+from official.vision.detection.data.build import build_train_dataset
 from official.vision.detection.data.coco import COCODetection
 from official.vision.detection.data.synthetic import make_synthetic_coco
 from official.vision.detection.data.transforms import TrainTransform
@@ -28,12 +30,13 @@ from official.vision.detection.engine.launch import launch
 from official.vision.detection.cpu.sgd import InplaceSGD
 from official.vision.detection.engine.trainer import (
     NonFiniteLossError, TrainBatches, TrainOptions, build_optimizer, build_trainer,
-    load_backbone_weights, run_training
+    cpu_step_plan, load_backbone_weights, run_training, training_batches
 )
 from official.vision.detection.errors import (
     ConfigError, DatasetError, NonFiniteError, WeightsUnavailableError
 )
 from official.vision.detection.models import FCOS
+from official.vision.detection.utils.config_file import load_config_module
 
 from conftest import PROJECT_ROOT, tiny_config, write_config
 
@@ -43,6 +46,16 @@ def dataset_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("datasets")
     make_synthetic_coco(str(root / "shapes"), num_train=10, num_val=4, image_size=64,
                         num_classes=3, seed=1)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def varied_dataset_dir(tmp_path_factory):
+    """Images of varied sizes and aspect ratios: at the configs' short side 64 and long side
+    96 the batches of two take several padded sizes."""
+    root = tmp_path_factory.mktemp("varied")
+    make_synthetic_coco(str(root / "shapes"), num_train=12, num_val=2,
+                        image_size=((40, 100), (40, 100)), num_classes=3, seed=2)
     return str(root)
 
 
@@ -194,10 +207,16 @@ def test_a_truncated_newest_checkpoint_is_reported_and_the_previous_one_resumed(
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_a_traced_run_resumed_mid_epoch_ends_with_the_uninterrupted_runs_weights(
-        dataset_dir, tmp_path, optimizer):
+        varied_dataset_dir, tmp_path, optimizer):
     # a graph recorded on loaded tensors computed ~1e-6 apart from one recorded on the tensors
-    # training made: the uninterrupted run continues from its checkpoints too, as this one does
+    # training made: the uninterrupted run continues from its checkpoints too, as this one
+    # does; the batches of varied sizes are padded to canvases, the same in both runs
     config = write_config(tmp_path / "resumable.py", nr_images=16, optimizer=optimizer)
+    path = tmp_path / "resumable.py"  # multi-scale training: more padded sizes
+    path.write_text(path.read_text().replace("short_size = (64,)", "short_size = (32, 64)"))
+    dataset_dir = varied_dataset_dir
+    sizes, plan = run_plan(config, dataset_dir)
+    assert len(set(sizes)) > len(plan.canvases)  # some batches padded beyond their size
     expected = train_in_process(config, dataset_dir, str(tmp_path / "straight"), step="traced")
     output_dir = str(tmp_path / "cut")
     with pytest.raises(Stopped):  # at iteration 7, after the checkpoint 6 steps into epoch 0
@@ -368,6 +387,46 @@ def test_devices_draw_their_own_scales_and_flips_for_the_same_batch(dataset_dir)
     assert draws(0) == draws(0)  # a resumed run repeats its draws
     assert draws(1) == draws(1)
     assert draws(0) != draws(1)
+
+
+def run_plan(config, dataset_dir, batch_size=2):
+    """The padded size of each batch of a one-process run of ``config``, and its step plan."""
+    cfg = load_config_module(config).Cfg()
+    dataset = build_train_dataset(cfg, dataset_dir)
+    sampler, make_batch = training_batches(cfg, dataset, batch_size, seed=0)
+    sizes = [make_batch.padded_size((epoch, number, indices)) for epoch in range(cfg.max_epoch)
+             for number, indices in enumerate(sampler.epoch_batches(epoch, cfg.nr_images_epoch
+                                                                     // batch_size))]
+    return sizes, cpu_step_plan(cfg, dataset, sampler, make_batch, batch_size)
+
+
+def test_a_batchs_padded_size_is_known_from_the_annotations(varied_dataset_dir):
+    dataset = COCODetection(os.path.join(varied_dataset_dir, "shapes", "train"),
+                            os.path.join(varied_dataset_dir, "shapes", "annotations",
+                                         "train.json"))
+    make_batch = TrainBatches(dataset, TrainTransform((32, 64, 96), 128), seed=0)
+    sizes = []
+    for number in range(8):
+        task = (1, number, [(number + k) % len(dataset) for k in range(3)])
+        sizes.append(make_batch.padded_size(task))
+        image = make_batch(task)["image"]
+        assert sizes[-1] == (padded_side(image.shape[2]), padded_side(image.shape[3]))
+    assert len(set(sizes)) > 2
+
+
+def test_the_default_cpu_step_is_the_plans_and_says_why(varied_dataset_dir, tmp_path, caplog):
+    config = write_config(tmp_path / "short.py", nr_images=2)  # a step an epoch, 2 epochs
+    sizes, plan = run_plan(config, varied_dataset_dir)
+    assert len(sizes) == 2 and plan.step == "eager"  # too few steps to pay for a graph
+    assert run_plan(write_config(tmp_path / "long.py", nr_images=16),
+                    varied_dataset_dir)[1].step == "traced"
+    seen = StepRouteAndAsyncLevel()
+    with caplog.at_level(logging.INFO):
+        run_training(config, TrainOptions(varied_dataset_dir, str(tmp_path / "out"),
+                                          batch_size=2, num_workers=0, extra_hooks=(seen,)))
+    assert seen.routes == {"eager"} and seen.levels == {0}
+    assert ["training step: " + plan.reason] == [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("training step")]
 
 
 def imagenet_style_weights(model):

@@ -7,11 +7,13 @@ OpenVINO; fp32, bf16 or int8), or its training step.
     python tools/benchmark.py -f CONFIG -i cat.jpg --mode auto --precision bf16
     python tools/benchmark.py -f official/vision/detection/configs/fcos_res18_synthetic_demo.py \
         --train -b 8 -n 20 --short-size 96 --max-size 128
+    python tools/benchmark.py -f CONFIG --train -d DATA -b 8 -n 80 --warmup 0   # DATA's batches
 
 On AMD CPUs importing the package sets MKL_DEBUG_CPU_TYPE=5 (MKL's AVX2 kernels) unless the
 variable is set: set it yourself to time other MKL kernels (see cpu/mkl.py). The last line is
-``median_ms=<median total per image>``; with ``--train`` the last two are
-``train_ms_per_image=<median step / batch size>`` and ``peak_rss_mb=<peak resident memory>``.
+``median_ms=<median total per image>``; with ``--train`` the last three are
+``train_total_s=<all timed steps>``, ``train_ms_per_image=<median step / batch size>`` and
+``peak_rss_mb=<peak resident memory>``.
 """
 import argparse
 import os
@@ -47,8 +49,9 @@ def parse_args(argv=None):
                         help="state_dict or checkpoint (path or URL); omit for random weights")
     parser.add_argument("-i", "--image", help="image file read with cv2 (inference)")
     parser.add_argument("--train", action="store_true",
-                        help="time training steps on synthetic images of --short-size x "
-                             "--max-size instead of inference")
+                        help="time training steps instead of inference, on synthetic images of "
+                             "--short-size x --max-size, or with -d on the config's training "
+                             "split")
     parser.add_argument("-b", "--batch-size", type=int, default=8, help="images per step "
                         "(--train)")
     parser.add_argument("--mode", "--engine", dest="engine", choices=ENGINES, default="auto",
@@ -57,8 +60,9 @@ def parse_args(argv=None):
                              "run the model in --precision")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     parser.add_argument("-d", "--dataset-dir",
-                        help="int8: calibrate on the config's train split there (default: on "
-                             "the timed image)")
+                        help="--train: train on the batches of the config's train split there "
+                             "(its sizes, the config's scales), as tools/train.py draws them; "
+                             "int8: calibrate on that split (default: on the timed image)")
     parser.add_argument("-n", "--runs", type=int, default=5, help="timed runs (or steps)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     parser.add_argument("--threads", type=int,
@@ -122,6 +126,10 @@ def report_training(timing, measured_peak_gflops=None):
         line += ", {:.0%} of the measured {:.0f} GFLOP/s limit".format(
             timing.gflops_per_second() / measured_peak_gflops, measured_peak_gflops)
     print(line)
+    print("total: {:.1f} s for {} steps of {} padded input shape(s), data and graph "
+          "compilations included".format(timing.total_seconds(), len(timing.step_ms()),
+                                         timing.num_shapes))
+    print("train_total_s={:.1f}".format(timing.total_seconds()))
     print("train_ms_per_image={:.1f}".format(timing.ms_per_image()))
     print("peak_rss_mb={:.0f}".format(peak_rss_mb()))
 
@@ -133,7 +141,7 @@ def main_training(args, module):
     timing = time_training(module, args.batch_size, args.runs, args.warmup, args.short_size,
                            args.max_size, async_level=args.async_level, step=args.step,
                            convolutions=args.convolutions, precision=args.precision,
-                           threads=args.threads)
+                           threads=args.threads, dataset_dir=args.dataset_dir)
     print("{} training step, {} thread(s), async level {}, {} convolutions in {}, {} steps "
           "after {} warm-up".format(timing.step, args.threads, timing.async_level,
                                     timing.convolutions, args.precision, args.runs,

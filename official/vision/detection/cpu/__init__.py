@@ -25,7 +25,9 @@ convolution. What they work around, measured on 2-core AMD EPYC machines:
   as the process lives and slows every engine that runs after it; it is moved to idle priority.
 - traced_step.py: the training step as one static graph (forward, backward, SGD): the
   interpreter runs one operator per step, so level 0 costs little and the step is sound and
-  close to the eager one at level 2; the default of single-process CPU training.
+  close to the eager one at level 2.
+- step_plan.py: which step a single-process CPU run takes (traced where its graphs pay for
+  their compilation, else eager), and the few batch sizes its graphs are compiled for.
 """
 import megengine as mge
 import megengine.module as M
@@ -44,15 +46,17 @@ from .mkl import use_mkl_avx2_kernels
 from .custom_ops import library as custom_ops_library
 from .custom_ops.conv import OneDNNConv2d
 from .sgd import InplaceSGD
+from .step_plan import StepPlan, plan_cpu_step
 from .sync_thread import idle_sync_thread
 from .traced_step import TracedStep
 
 __all__ = [
     "CONVOLUTIONS", "CPU_TRAINING_ASYNC_LEVEL", "FastBatchNorm2d", "FastGradientConv2d",
-    "InplaceSGD", "OneDNNConv2d", "RepeatNonFiniteEpoch", "TRAINING_PRECISIONS",
+    "InplaceSGD", "OneDNNConv2d", "RepeatNonFiniteEpoch", "StepPlan", "TRAINING_PRECISIONS",
     "async_level", "cpu_device", "custom_operators_available", "default_cpu_threads",
-    "fast_training_modules", "idle_sync_thread", "on_cpu_device", "prepare_cpu_process",
-    "prepare_training", "TracedStep", "training_convolutions", "use_mkl_avx2_kernels",
+    "fast_training_modules", "idle_sync_thread", "on_cpu_device", "plan_cpu_step",
+    "prepare_cpu_process", "prepare_training", "TracedStep", "training_convolutions",
+    "use_mkl_avx2_kernels",
 ]
 
 logger = mge.get_logger(__name__)

@@ -14,10 +14,15 @@ the model's tensors and the optimizer's state, which it returns updated: MegEngi
 without-host mode (modules and optimizer as arguments, updates captured) hung compiling a
 second graph of the same model.
 
+A graph serves one input shape: batches are padded to the canvases of the run's plan
+(step_plan.py), so a run compiles a graph or two, and the graphs are compiled with static
+shapes, which plan their memory ahead.
+
 Single-process CPU training only: the GradManager's all-reduce callbacks of a distributed run
 are not traced here.
 """
 import collections
+import ctypes
 
 import numpy as np
 
@@ -29,33 +34,62 @@ from megengine.optimizer import SGD, AdamW
 from ..boxes import padded_side
 from .custom_ops import library as custom_ops_library
 from .custom_ops import optimizer as one_pass
-
-# Box rows of a batch are padded to at least this many: most training images have fewer
-# objects, so one graph serves them (the assignment's cost per box row is negligible)
-MIN_PADDED_BOXES = 16
-# A compiled graph keeps its activations' memory (~600 MB for the demo's batch of 8 96 x 128
-# images), so only the graphs of the last few batch shapes are kept
-MAX_GRAPHS = 3
+from .step_plan import MAX_GRAPHS, box_rows
 
 
-def padded_batch(batch):
-    """``batch`` with the image zero-padded at the bottom and right to the model's multiple of
-    32 (the model pads so itself: same results) and the boxes padded with zero rows to a power
-    of two, at least MIN_PADDED_BOXES (the assigner ignores rows past each image's count in
+def padded_batch(batch, plan=None):
+    """``batch`` with the image zero-padded at the bottom and right to the smallest canvas of
+    ``plan`` (step_plan.py) that holds it, else to the model's multiple of 32 (the model pads
+    so itself: same results), and the boxes padded with zero rows to the plan's rows, else to
+    a power of two, at least 16 (the assigner ignores rows past each image's count in
     im_info): few distinct shapes, so few graphs to compile."""
     image, boxes = batch["image"], batch["gt_boxes"]
     n, c, h, w = image.shape
-    padded_image = np.zeros((n, c, padded_side(h), padded_side(w)), image.dtype)
+    height, width = plan.input_size(h, w) if plan else (padded_side(h), padded_side(w))
+    padded_image = np.zeros((n, c, height, width), image.dtype)
     padded_image[:, :, :h, :w] = image
-    count = max(MIN_PADDED_BOXES, 1 << (boxes.shape[1] - 1).bit_length())
+    count = box_rows(boxes.shape[1])
+    if plan is not None and plan.box_rows >= boxes.shape[1]:
+        count = plan.box_rows
     padded_boxes = np.zeros((n, count, boxes.shape[2]), boxes.dtype)
     padded_boxes[:, :boxes.shape[1]] = boxes
     return dict(batch, image=padded_image, gt_boxes=padded_boxes)
 
 
+def static_graph(function):
+    """``function`` traced as one static graph without host, a pure function of its arguments
+    (see the module's text), with the graph options measured at 8 images of 160 x 256
+    (docs/megengine_notes.md, "Memory of a compiled graph")."""
+    # optimization level 1: level 2 (MegEngine's default) compiled twice as long and kept
+    # ~0.4 GB more per graph, for steps no faster
+    graph = trace(function, symbolic=True, symbolic_shape=False, without_host=True, opt_level=1)
+    graph.overall = False
+    # pylint: disable=protected-access
+    # the inputs' shapes fixed in the graph (what MEGENGINE_INPUT_NODE_USE_STATIC_SHAPE does):
+    # otherwise most values have shapes known only when the graph runs and are allocated then,
+    # ~2 GB at the step's peak, against ~0.4 GB planned ahead
+    graph._trace.record_input_shapes = True
+    # MegEngine's check, on a graph's first run, that no operator writes its inputs: with
+    # static shapes ~40 s of a compilation's ~50 s of CPU time
+    graph._graph_options["var_sanity_check_first_run"] = False
+    return graph
+
+
+def return_freed_memory():
+    """Give the memory freed after recording and compiling a graph back to the system: glibc
+    keeps freed blocks for reuse, and what a compilation leaves scattered would otherwise count
+    in the process's size for as long as it lives (docs/megengine_notes.md). A no-op where
+    the C library is not glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class TracedStep:
     """``step(batch)``: one optimizer step of ``model`` on a collated batch inside a traced
-    graph, one graph per padded batch shape (the last MAX_GRAPHS kept); returns the losses
+    graph, one graph per padded batch shape (the canvases of ``plan``, a step_plan.StepPlan;
+    the graphs of the last MAX_GRAPHS shapes kept); returns the losses
     (tensors). The update is applied only where every loss is finite, so a NaN/Inf loss leaves
     the weights and the optimizer's state as they were (the caller raises). ``optimizer`` is a
     ``megengine.optimizer.SGD`` (without Nesterov momentum) or ``AdamW``, updated as they
@@ -64,11 +98,12 @@ class TracedStep:
     where the package's CPU operators load) each parameter is updated by one operator
     (custom_ops/optimizer.cpp) instead of a dozen elementwise passes."""
 
-    def __init__(self, model, optimizer, grad_manager, one_pass_updates=None):
+    def __init__(self, model, optimizer, grad_manager, plan=None, one_pass_updates=None):
         if not isinstance(optimizer, (SGD, AdamW)) or getattr(optimizer, "nesterov", False):
             raise TypeError("the traced step updates as SGD without Nesterov momentum or AdamW "
                             "do, not as {}".format(type(optimizer).__name__))
         self.model, self.optimizer, self.grad_manager = model, optimizer, grad_manager
+        self.plan = plan  # step_plan.StepPlan: the canvases and box rows, or None
         unavailable = custom_ops_library.unavailable_reason()  # loads the operators
         if one_pass_updates and unavailable:
             raise ValueError(unavailable)
@@ -83,7 +118,7 @@ class TracedStep:
 
     def __call__(self, batch):
         self.model.check_training_inputs(batch["im_info"], batch["gt_boxes"])
-        batch = padded_batch(batch)
+        batch = padded_batch(batch, self.plan)
         key = (batch["image"].shape, batch["gt_boxes"].shape)
         if self.state is None:
             self.state = self._state()
@@ -104,12 +139,12 @@ class TracedStep:
         every step runs on a compiled graph (the recording call computed ~1e-6 apart), so a
         step's result does not depend on when its graph was traced, and a run resumed from a
         checkpoint (graphs traced anew) ends with the uninterrupted run's weights."""
-        graph = trace(self._step, symbolic=True, symbolic_shape=False, without_host=True)
-        graph.overall = False  # a pure function of its arguments, see the module's text
+        graph = static_graph(self._step)
         saved = [F.copy(tensor) for tensor in self.state]
         lrs = [mge.tensor(0.0) for _ in self.optimizer.param_groups]
         graph(self.state, lrs, **inputs)
         self._put_state(saved)
+        return_freed_memory()
         return graph
 
     def _put_state(self, values):

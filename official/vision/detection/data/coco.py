@@ -127,6 +127,15 @@ class COCODetection:
                 record["width"]))
         return dict(record, image=image)
 
+    def image_size(self, index):
+        """(height, width) of an image, from the annotations (the image is not read)."""
+        record = self.records[index]
+        return record["height"], record["width"]
+
+    def max_boxes(self):
+        """The most boxes any image has."""
+        return max([0] + [len(record["boxes"]) for record in self.records])
+
     def aspect_ratio_group(self, index):
         """0 for landscape or square images, 1 for portrait (for batching similar shapes)."""
         record = self.records[index]

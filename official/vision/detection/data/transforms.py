@@ -29,10 +29,21 @@ class TrainTransform:
         """sample: dict from a dataset; rng: np.random.Generator. Returns a new dict with the
         resized image, boxes and ``im_info`` (resized_h, resized_w, original_h, original_w)."""
         image, boxes = sample["image"], sample["boxes"]
-        short_size = self.short_sizes[rng.integers(len(self.short_sizes))]
+        short_size, flip = self.draw(rng)
         resized, new_hw = resize(image, short_size, self.max_size)
         boxes = scale_boxes(boxes, image.shape[:2], new_hw)
-        if rng.random() < self.flip_prob:
+        if flip:
             resized, boxes = hflip(resized, boxes)
         im_info = (new_hw[0], new_hw[1], image.shape[0], image.shape[1])
         return dict(sample, image=resized, boxes=boxes, im_info=im_info)
+
+    def draw(self, rng):
+        """The random choices of one sample, (short size, flip), in the order ``__call__``
+        makes them."""
+        short_size = self.short_sizes[rng.integers(len(self.short_sizes))]
+        return short_size, rng.random() < self.flip_prob
+
+    def resized_size(self, height, width, rng):
+        """(height, width) after the transform of an image of this size, drawing from ``rng``
+        what ``__call__`` draws: the size of a batch is known without loading its images."""
+        return resized_hw(height, width, self.draw(rng)[0], self.max_size)

@@ -15,6 +15,7 @@ from megengine.optimizer import SGD, AdamW
 
 from .. import cpu
 from ..backbones.resnet import IMAGENET_WEIGHTS
+from ..boxes import padded_side
 from ..data.build import build_test_dataset, build_train_dataset, check_dataset
 from ..data.collate import collate_train
 from ..data.loader import BatchLoader
@@ -49,8 +50,8 @@ class TrainOptions:
     seed: int = 0
     threads: int = 2  # kernel threads of a single-process run on a machine without GPU
     # the training step: "traced" (one static graph, cpu/traced_step.py; single-process CPU
-    # runs only) or "eager" (MegEngine's operators one by one); None: traced on the CPU,
-    # eager on GPUs (docs/megengine_notes.md, "The training step on the CPU")
+    # runs only) or "eager" (MegEngine's operators one by one); None: on the CPU the one
+    # cpu/step_plan.py chooses for the run's batches, eager on GPUs (docs/training.md)
     step: str = None
     # MegEngine's async_level: None is cpu.CPU_TRAINING_ASYNC_LEVEL on the CPU, else 2
     async_level: int = None
@@ -79,7 +80,7 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, cfg, batch_size, output_dir, hooks=(), world_size=1,
-                 rank=0, traced=False):
+                 rank=0, traced=False, step_plan=None):
         self.model, self.optimizer, self.cfg = model, optimizer, cfg
         self.output_dir = output_dir
         self.hooks = list(hooks)
@@ -91,8 +92,10 @@ class Trainer:
         self.grad_manager = GradManager().attach(params, callbacks=callbacks)
         if traced and world_size > 1:
             raise ConfigError("the traced training step runs single-process CPU training only")
-        # the step as one static graph (cpu/traced_step.py), or MegEngine's eager operators
-        self.traced_step = cpu.TracedStep(model, optimizer, self.grad_manager) if traced else None
+        # the step as one static graph (cpu/traced_step.py) padding batches to the plan's
+        # canvases (cpu/step_plan.py), or MegEngine's eager operators
+        self.traced_step = cpu.TracedStep(model, optimizer, self.grad_manager,
+                                          step_plan) if traced else None
         self.epoch = 0
         self.iteration = 0
         self.step_in_epoch = 0
@@ -210,16 +213,18 @@ class Trainer:
         return path
 
 
-def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_dataset=None):
+def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_dataset=None,
+                  step_plan=None):
     """The trainer of ``model``: the config's optimizer (``build_optimizer``) over its trainable
     parameters, the standard hooks, the training logs (training_logs.py; validation on
     ``eval_dataset`` after every epoch) and ``options.extra_hooks``. ``on_cpu`` turns on the
     MegEngine 1.13 CPU workarounds: the repeat of an epoch ending in NaN/Inf, the traced step
-    (``training_step``) and, with ``options.cpu_kernels``, the fast training modules
-    (``cpu.prepare_training``; in-place SGD in the eager step)."""
+    (``training_step``, with the canvases of ``step_plan``, a cpu.StepPlan) and, with
+    ``options.cpu_kernels``, the fast training modules (``cpu.prepare_training``; in-place SGD
+    in the eager step)."""
     sgd = SGD
     hooks = [LearningRateSchedule(), EpochCheckpoint(), ProgressLog()]
-    traced = training_step(options, on_cpu) == "traced"
+    traced = training_step(options, on_cpu, step_plan) == "traced"
     if options.precision != "fp32" and not (on_cpu and options.cpu_kernels):
         raise ConfigError("--precision {} trains on the CPU with the package's CPU kernels "
                           "only".format(options.precision))
@@ -239,7 +244,7 @@ def build_trainer(model, cfg, options, world_size=1, rank=0, on_cpu=False, eval_
     optimizer = build_optimizer(model.trainable_parameters(), cfg,
                                 learning_rate(cfg, 0, 0, total_batch_size), sgd)
     return Trainer(model, optimizer, cfg, options.batch_size, options.output_dir, hooks,
-                   world_size, rank, traced)
+                   world_size, rank, traced, step_plan)
 
 
 def build_optimizer(params, cfg, lr, sgd=SGD):
@@ -254,9 +259,13 @@ def build_optimizer(params, cfg, lr, sgd=SGD):
     raise ConfigError("cfg.optimizer is 'sgd' or 'adamw', not {!r}".format(cfg.optimizer))
 
 
-def training_step(options, on_cpu):
+def training_step(options, on_cpu, step_plan=None):
     """``options.step``, "eager" or "traced" (on the CPU only: cpu/traced_step.py); by
-    default traced on the CPU, eager on GPUs."""
+    default on the CPU the step of ``step_plan`` (a cpu.StepPlan, logged with its reason), or
+    traced without one; eager on GPUs."""
+    if options.step is None and on_cpu and step_plan is not None:
+        logger.info("training step: %s", step_plan.reason)
+        return step_plan.step
     if options.step is None:
         return "traced" if on_cpu else "eager"
     if options.step not in ("traced", "eager"):
@@ -264,6 +273,8 @@ def training_step(options, on_cpu):
     if options.step == "traced" and not on_cpu:
         raise ConfigError("the traced training step runs single-process CPU training only: use "
                           "--step eager")
+    if options.step == "traced" and step_plan is not None:
+        logger.info("training step: traced, as asked; the default's plan: %s", step_plan.reason)
     return options.step
 
 
@@ -289,8 +300,42 @@ class TrainBatches:
 
     def __call__(self, task):
         epoch, number, indices = task
-        rng = np.random.default_rng([self.seed, self.rank, epoch, number])
+        rng = self._rng(epoch, number)
         return collate_train([self.transform(self.dataset[i], rng) for i in indices])
+
+    def padded_size(self, task):
+        """(height, width) of the batch of ``task`` padded to the model's multiples of 32,
+        from the annotations' image sizes and the draws ``__call__`` makes (no image is
+        read)."""
+        epoch, number, indices = task
+        rng = self._rng(epoch, number)
+        sizes = [self.transform.resized_size(*self.dataset.image_size(i), rng) for i in indices]
+        return tuple(padded_side(max(side)) for side in zip(*sizes))
+
+    def _rng(self, epoch, number):
+        return np.random.default_rng([self.seed, self.rank, epoch, number])
+
+
+def training_batches(cfg, dataset, batch_size, seed, world_size=1, rank=0):
+    """(sampler, make_batch) of a training run: the sampler's ``epoch_batches(epoch, count)``
+    lists each batch's indices, ``make_batch((epoch, number, indices))`` loads and augments
+    it (multi-scale resize and flips of the config)."""
+    sampler = GroupedBatchSampler([dataset.aspect_ratio_group(i) for i in range(len(dataset))],
+                                  batch_size, seed, world_size, rank)
+    transform = TrainTransform(cfg.train_image_short_size, cfg.train_image_max_size)
+    return sampler, TrainBatches(dataset, transform, seed, rank)
+
+
+def cpu_step_plan(cfg, dataset, sampler, make_batch, batch_size):
+    """The training step and canvases of a one-process CPU run (cpu/step_plan.py), from the
+    padded size of every batch of every epoch of the run, known from the annotations: the
+    same whether the run starts or resumes."""
+    num_steps = steps_per_epoch(cfg, batch_size)
+    return cpu.plan_cpu_step([make_batch.padded_size((epoch, number, indices))
+                              for epoch in range(cfg.max_epoch)
+                              for number, indices in enumerate(
+                                  sampler.epoch_batches(epoch, num_steps))],
+                             batch_size, dataset.max_boxes())
 
 
 def train_worker(config_file, options):
@@ -311,16 +356,17 @@ def train_worker(config_file, options):
         module = load_config_module(config_file)
         cfg = training_config(module, options)
         dataset, eval_dataset = training_datasets(cfg, options, rank)
+        sampler, make_batch = training_batches(cfg, dataset, options.batch_size, options.seed,
+                                               world_size, rank)
+        plan = None
+        if on_cpu and world_size == 1 and options.step != "eager":
+            plan = cpu_step_plan(cfg, dataset, sampler, make_batch, options.batch_size)
         mge.random.seed(options.seed)  # the same initial weights on every run and rank
         model = module.Net(cfg)
-        trainer = build_trainer(model, cfg, options, world_size, rank, on_cpu, eval_dataset)
+        trainer = build_trainer(model, cfg, options, world_size, rank, on_cpu, eval_dataset,
+                                plan)
         trainer.categories = dataset.categories
         start_weights(trainer, options)
-        sampler = GroupedBatchSampler([dataset.aspect_ratio_group(i) for i in range(len(dataset))],
-                                      options.batch_size, options.seed, world_size, rank)
-        make_batch = TrainBatches(dataset, TrainTransform(cfg.train_image_short_size,
-                                                          cfg.train_image_max_size),
-                                  options.seed, rank)
         with BatchLoader(make_batch, options.num_workers) as loader:
             def epoch_batches(epoch, start):
                 # the batches before ``start`` are not loaded: a batch depends only on its
