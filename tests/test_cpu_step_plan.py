@@ -3,9 +3,11 @@ import itertools
 
 import pytest
 
+from official.vision.detection.cpu import custom_operators_available
 from official.vision.detection.cpu.step_plan import (
     MAX_GRAPHS, RunCost, StepPlan, box_rows, choose_canvases, plan_cpu_step
 )
+from official.vision.detection.engine.trainer import TrainOptions, quiet_cpu_workers
 
 # padded batch sizes of a multi-scale run on images of varied sizes and aspect ratios
 LANDSCAPE = {(160, 256): 300, (160, 224): 110, (160, 192): 20, (128, 256): 3}
@@ -70,3 +72,14 @@ def test_the_plan_depends_only_on_the_batches():
     shuffled = list(itertools.chain(sizes[1::2], sizes[::2]))
     assert plan_cpu_step(sizes, 8, 3) == plan_cpu_step(sizes, 8, 3)
     assert plan_cpu_step(shuffled, 8, 3).canvases == plan_cpu_step(sizes, 8, 3).canvases
+
+
+def test_megengines_workers_are_quieted_for_a_traced_step_on_the_packages_operators_only():
+    """An eager run at level 0 waits after each operator, and a worker that sleeps at once
+    must then be woken for each: quieting is for the traced step (the plan's, by default)."""
+    traced, eager = (StepPlan(step, ((96, 128),), 16, "") for step in ("traced", "eager"))
+    default, asked_eager = TrainOptions("", ""), TrainOptions("", "", step="eager")
+    assert not quiet_cpu_workers(default, eager)
+    assert not quiet_cpu_workers(asked_eager, traced)
+    assert quiet_cpu_workers(default, traced) == custom_operators_available()
+    assert not quiet_cpu_workers(TrainOptions("", "", cpu_kernels=False), traced)

@@ -88,18 +88,6 @@ def time_training(config_module, batch_size, steps, warmup, short_size, max_size
     drawn, loaded and augmented as tools/train.py does (the config's scales, whatever the
     images' sizes)."""
     on_cpu = not mge.is_cuda_available()
-    if on_cpu:
-        # as the trainer does
-        cpu.prepare_cpu_process(quiet_cpu_workers(TrainOptions("", "", step=step, **options)))
-    if async_level is None and on_cpu:
-        async_level = cpu.CPU_TRAINING_ASYNC_LEVEL
-    with cpu.async_level(mge.config.async_level if async_level is None else async_level):
-        return _time_training(config_module, batch_size, steps, warmup, short_size, max_size,
-                              seed, on_cpu, step, dataset_dir, options)
-
-
-def _time_training(config_module, batch_size, steps, warmup, short_size, max_size, seed,
-                   on_cpu, step, dataset_dir, options):
     cfg = config_module.Cfg()
     options = TrainOptions(dataset_dir="", output_dir="", batch_size=batch_size, step=step,
                            **options)
@@ -112,6 +100,16 @@ def _time_training(config_module, batch_size, steps, warmup, short_size, max_siz
         if on_cpu and step != "eager":
             plan = cpu_step_plan(cfg, dataset, sampler, make_batch, batch_size)
         batches = dataset_batches(sampler, make_batch, steps_per_epoch(cfg, batch_size))
+    if on_cpu:
+        cpu.prepare_cpu_process(quiet_cpu_workers(options, plan))  # as the trainer does
+    if async_level is None and on_cpu:
+        async_level = cpu.CPU_TRAINING_ASYNC_LEVEL
+    with cpu.async_level(mge.config.async_level if async_level is None else async_level):
+        return _time_training(config_module, cfg, options, batches, plan, steps, warmup,
+                              seed, on_cpu)
+
+
+def _time_training(config_module, cfg, options, batches, plan, steps, warmup, seed, on_cpu):
     mge.random.seed(seed)
     model = config_module.Net(cfg)
     trainer = build_trainer(model, cfg, options, on_cpu=on_cpu, step_plan=plan)
@@ -130,7 +128,7 @@ def _time_training(config_module, batch_size, steps, warmup, short_size, max_siz
     flops = {shape: TRAIN_FLOPS_PER_FORWARD_FLOP * count_conv_flops(model, shape)
              for shape in set(shapes)}
     onednn = any(isinstance(module, cpu.OneDNNConv2d) for module in model.modules())
-    return TrainTiming(phase_ms, batch_size, collections.Counter(shapes).most_common(1)[0][0],
+    return TrainTiming(phase_ms, options.batch_size, collections.Counter(shapes).most_common(1)[0][0],
                        statistics.mean(flops[shape] for shape in shapes),
                        mge.config.async_level,
                        "eager" if trainer.traced_step is None else "traced",

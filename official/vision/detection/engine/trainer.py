@@ -278,13 +278,14 @@ def training_step(options, on_cpu, step_plan=None):
     return options.step
 
 
-def quiet_cpu_workers(options):
+def quiet_cpu_workers(options, step_plan=None):
     """Whether a CPU training keeps MegEngine's idle workers from spinning: for the traced step
-    with the package's operators (each waits for the queue to drain, and a spinning worker took
-    a core from it); the eager step at level 0 waits after every operator, and a worker that
-    sleeps at once then has to be woken for each (docs/megengine_notes.md)."""
-    return (options.cpu_kernels and training_step(options, on_cpu=True) == "traced"
-            and cpu.custom_operators_available())
+    (asked for, or the default's ``step_plan``) with the package's operators (each waits for
+    the queue to drain, and a spinning worker took a core from it); the eager step at level 0
+    waits after every operator, and a worker that sleeps at once then has to be woken for
+    each (docs/megengine_notes.md)."""
+    step = options.step or (step_plan.step if step_plan else "traced")
+    return options.cpu_kernels and step == "traced" and cpu.custom_operators_available()
 
 
 class TrainBatches:
@@ -343,9 +344,19 @@ def train_worker(config_file, options):
     without one ``options.threads`` CPU threads. Returns the total loss of every step."""
     world_size, rank = world_info()
     on_cpu = not mge.is_cuda_available()
+    # the data and the step's plan first: the plan decides how the CPU process is prepared,
+    # before its first operator
+    module = load_config_module(config_file)
+    cfg = training_config(module, options)
+    dataset, eval_dataset = training_datasets(cfg, options, rank)
+    sampler, make_batch = training_batches(cfg, dataset, options.batch_size, options.seed,
+                                           world_size, rank)
+    plan = None
+    if on_cpu and world_size == 1 and options.step != "eager":
+        plan = cpu_step_plan(cfg, dataset, sampler, make_batch, options.batch_size)
     with contextlib.ExitStack() as stack:
         if on_cpu:
-            cpu.prepare_cpu_process(quiet_workers=quiet_cpu_workers(options))
+            cpu.prepare_cpu_process(quiet_workers=quiet_cpu_workers(options, plan))
             if world_size == 1:
                 stack.enter_context(cpu.default_cpu_threads(options.threads))
         level = options.async_level
@@ -353,14 +364,6 @@ def train_worker(config_file, options):
             level = cpu.CPU_TRAINING_ASYNC_LEVEL
         if level is not None:
             stack.enter_context(cpu.async_level(level))
-        module = load_config_module(config_file)
-        cfg = training_config(module, options)
-        dataset, eval_dataset = training_datasets(cfg, options, rank)
-        sampler, make_batch = training_batches(cfg, dataset, options.batch_size, options.seed,
-                                               world_size, rank)
-        plan = None
-        if on_cpu and world_size == 1 and options.step != "eager":
-            plan = cpu_step_plan(cfg, dataset, sampler, make_batch, options.batch_size)
         mge.random.seed(options.seed)  # the same initial weights on every run and rank
         model = module.Net(cfg)
         trainer = build_trainer(model, cfg, options, world_size, rank, on_cpu, eval_dataset,
