@@ -12,9 +12,10 @@ uninterrupted one did. The eager step runs instead where the graphs cannot pay f
 themselves (a short run, or batches too varied for few canvases to hold them cheaply).
 
 The cost model is a step's time as a fixed part plus a part per pixel of its padded batch,
-for each step, and a graph's compilation as a fixed part plus the eager step that records
-it; its constants were measured on a 2-core AMD EPYC (Zen 4) at three sizes
-(docs/megengine_notes.md, "Batch canvases"), and only their ratios matter.
+for each step, and a graph's recording and compilation likewise; its constants were
+measured on a 2-core AMD EPYC (Zen 4) at three sizes with the oneDNN convolutions
+(docs/megengine_notes.md, "Batch canvases and the choice of step"), and only their ratios
+matter.
 """
 import collections
 import dataclasses
@@ -22,13 +23,14 @@ import itertools
 
 from ..boxes import padded_side
 
-# seconds, fixed + per pixel of the padded batch: a step of the compiled graph, and one of the
-# eager step at async level 0, which waits for each of its thousands of operators (fitted to
-# 2 x 64 x 96, 8 x 96 x 128 and 8 x 160 x 256 images of the demo's model: within 0.07 s)
-TRACED_STEP = (0.29, 3.2e-6)
-EAGER_STEP = (0.81, 5.0e-6)
-# seconds: a graph's compilation besides its recording (an eager step) and first run
-COMPILE = 0.6
+# seconds, fixed + per pixel of the padded batch: a step of the compiled graph, one of the
+# eager step at async level 0, which waits for each of its thousands of operators, and a
+# graph's recording and compilation besides its first step (fitted to 2 x 64 x 96,
+# 8 x 96 x 128 and 8 x 160 x 256 images of the demo's model, two runs each: within 0.03,
+# 0.14 and 0.08 s)
+TRACED_STEP = (0.10, 1.9e-6)
+EAGER_STEP = (0.72, 3.2e-6)
+NEW_GRAPH = (0.70, 2.0e-6)
 # graphs kept at once: each holds its activations' memory (~0.3 GB at 8 images of 160 x 256)
 MAX_GRAPHS = 2
 # box rows of a batch are padded to a power of two, at least this many: the assignment's
@@ -107,7 +109,7 @@ class RunCost:
         """Every batch at its canvas, and each canvas's recording and compilation."""
         return (sum(count * self._step(TRACED_STEP, smallest_holding(canvases, size))
                     for size, count in self.counts.items())
-                + sum(COMPILE + self._step(EAGER_STEP, canvas) for canvas in canvases))
+                + sum(self._step(NEW_GRAPH, canvas) for canvas in canvases))
 
     def eager(self):
         return sum(count * self._step(EAGER_STEP, size) for size, count in self.counts.items())
