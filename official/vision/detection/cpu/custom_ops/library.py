@@ -31,9 +31,11 @@ MEGENGINE_ABI = 0
 # OpenMP threads of oneDNN wait without spinning between regions: spinning threads took the
 # cores MegEngine's own kernels run on (docs/megengine_notes.md, "oneDNN convolutions")
 OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
-# MegEngine's CPU workers spin this many rounds on an empty queue before they sleep; read
-# once, when its first worker starts
+# MegEngine's CPU workers spin this many rounds on an empty queue before they sleep. MegEngine
+# caches the value it reads only when it is not 0, so 0 is read again, with a warning, each
+# time a worker starts; 1 round is as quiet and warned about once per process
 MEGENGINE_WORKER_SPIN = "MGB_WORKER_MAX_SPIN"
+QUIET_WORKER_SPIN = "1"
 
 
 def quiet_megengine_workers():
@@ -41,7 +43,7 @@ def quiet_megengine_workers():
     MGB_WORKER_MAX_SPIN) instead of spinning ~5 ms: an operator of this library runs after
     the queue drains, and a spinning worker took one of its cores. Call it before MegEngine's
     first operator."""
-    os.environ.setdefault(MEGENGINE_WORKER_SPIN, "0")
+    os.environ.setdefault(MEGENGINE_WORKER_SPIN, QUIET_WORKER_SPIN)
 
 
 class BuildError(RuntimeError):
