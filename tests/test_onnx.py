@@ -18,9 +18,9 @@ import pytest
 
 from official.vision.detection.backbones.resnet import BasicBlock, Bottleneck
 from official.vision.detection.data.synthetic import make_synthetic_coco
-from official.vision.detection.deploy.detector import build_detector
+from official.vision.detection.deploy.detector import build_detector, file_detector
 from official.vision.detection.deploy.onnx_export import OPSET, export_onnx
-from official.vision.detection.deploy.onnxruntime_detector import OnnxRuntimeDetector
+from official.vision.detection.deploy.onnxruntime_detector import SPIN_OPTION, OnnxRuntimeDetector
 from official.vision.detection.deploy.openvino_detector import OpenVINODetector, openvino_cache_dir
 from official.vision.detection.deploy.trace import EXAMPLE_HW
 from official.vision.detection.engine.coco_evaluation import EvalOptions, run_test
@@ -242,6 +242,23 @@ def test_onnxruntime_loads_the_file_and_runs_it_on_the_given_threads(frozen_bn_m
     assert detector.session.get_session_options().intra_op_num_threads == 1
     default = OnnxRuntimeDetector(onnx_path, frozen_bn_model.cfg)
     assert default.session.get_session_options().intra_op_num_threads == usable_cpus()
+
+
+def test_a_server_runs_onnxruntime_without_spinning_threads_and_the_same_outputs(
+        frozen_bn_model, onnx_path, tiny_config_file):
+    """tools/serve.py's engine: its threads sleep after a run instead of spinning, so the
+    server's HTTP and decoding threads get the cores (docs/benchmarks.md, "Serving")."""
+    spinning = OnnxRuntimeDetector(onnx_path, frozen_bn_model.cfg)
+    quiet = file_detector(load_config_module(tiny_config_file), "onnxruntime", onnx_path,
+                          spin=False)
+    for detector, setting in ((spinning, "1"), (quiet, "0")):
+        options = detector.session.get_session_options()
+        assert options.get_session_config_entry(SPIN_OPTION) == setting
+    image = np.random.default_rng(0).uniform(0, 255, (1, 3, 64, 96)).astype("float32")
+    im_info = np.array([[64, 96, 64, 96]], "float32")
+    for expected, actual in zip(spinning.inference(image, im_info),
+                                quiet.inference(image, im_info)):
+        np.testing.assert_array_equal(actual, expected)
 
 
 # ------------------------------ building detectors ----------------------------- #

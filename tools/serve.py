@@ -84,7 +84,8 @@ def main():
     detector = build_detector(
         load_config_module(args.file), weights, args.engine, args.model,
         precision=args.precision,
-        calibration=DatasetCalibration(args.dataset_dir) if args.dataset_dir else None)
+        calibration=DatasetCalibration(args.dataset_dir) if args.dataset_dir else None,
+        spin=False)  # the engine's threads yield the cores to HTTP and decoding between runs
     description = {"config": os.path.basename(args.file),
                    "weights": os.path.basename(args.model or weights or "") or None,
                    "engine": engine_of(detector), "precision": args.precision}

@@ -39,7 +39,7 @@ ENGINE_HELP = ("eager: the MegEngine model; traced: its compiled graph; lite: Me
 
 def build_detector(config_module, weights=None, engine="eager", model_path=None,
                    threads=None, profile_path=None, layout="auto", precision="fp32",
-                   calibration=None):
+                   calibration=None, spin=True):
     """The detector of a config module on ``engine`` in ``precision`` ("fp32", "bf16" or
     "int8": see ``precision.py``; refused with one line where the engine or the CPU cannot).
     int8 without ``model_path`` is the model quantized on ``calibration``'s images
@@ -52,7 +52,9 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
     chooses for this CPU). "auto" is the fastest here of the file engines that run
     ``precision`` and can run the model (and that file, with ``model_path``;
     ``engine_choice.py``). ``threads``: of the file engines, by default the CPUs this process
-    may use; ``profile_path``: Lite's (see ``LiteDetector``).
+    may use; ``profile_path``: Lite's (see ``LiteDetector``); ``spin``: whether onnxruntime's
+    threads spin between runs, as they do by default (faster alone; a server turns it off, so
+    its HTTP and decoding threads get the cores: docs/benchmarks.md, "Serving").
     """
     if engine not in ENGINES:
         raise ConfigError("engine must be one of {}, got {!r}".format(ENGINES, engine))
@@ -66,12 +68,12 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
                           "int8")
     if engine == "auto":
         return _fastest_detector(config_module, weights, model_path, threads, profile_path,
-                                 precision, calibration)
+                                 precision, calibration, spin)
     if model_path is None and precision == "int8":
         model_path = int8_model(config_module, weights, calibration)
     if model_path is not None:
         return _file_detector(config_module.Cfg(), engine, model_path, threads, profile_path,
-                              precision)
+                              precision, spin)
     model = build_model(config_module, weights)
     if engine == "eager":
         return model
@@ -84,11 +86,11 @@ def build_detector(config_module, weights=None, engine="eager", model_path=None,
             dump_inference(model, path, layout=layout)
         else:
             export_onnx(model, path)
-        return _file_detector(model.cfg, engine, path, threads, profile_path, precision)
+        return _file_detector(model.cfg, engine, path, threads, profile_path, precision, spin)
 
 
 def _fastest_detector(config_module, weights, model_path, threads, profile_path, precision,
-                      calibration):
+                      calibration, spin):
     """"auto": the fastest of the file engines that run ``precision`` (and ``model_path``);
     the others are named in the log with the reason."""
     reasons = {}
@@ -105,22 +107,23 @@ def _fastest_detector(config_module, weights, model_path, threads, profile_path,
             os.path.basename(model_path), precision))
     if len(engines) == 1:
         return build_detector(config_module, weights, engines[0], model_path, threads,
-                              profile_path, precision=precision, calibration=calibration)
+                              profile_path, precision=precision, calibration=calibration,
+                              spin=spin)
     return fastest_detector(
         lambda chosen, layout: build_detector(config_module, weights, chosen, model_path,
                                               threads, profile_path, layout, precision,
-                                              calibration),
+                                              calibration, spin),
         engines, choice_key(config_module.__file__, model_path or weights, threads, precision))
 
 
-def file_detector(config_module, engine, model_path, threads=None, precision="fp32"):
+def file_detector(config_module, engine, model_path, threads=None, precision="fp32", spin=True):
     """A dumped model (tools/dump.py) on a file engine, built without running a MegEngine
     operator: the detector a thread other than a process's main one can build, as a Ray Serve
     replica's (MegEngine's imperative runtime runs on the main thread only,
-    serve/engine_worker.py)."""
+    serve/engine_worker.py). ``spin`` as for ``build_detector``."""
     check_precision(precision, engine)
     return _file_detector(config_module.Cfg(), engine, model_path, threads or usable_cpus(),
-                          None, precision)
+                          None, precision, spin)
 
 
 def engine_of(detector):
@@ -130,7 +133,7 @@ def engine_of(detector):
     return kinds.get(type(detector), "eager")
 
 
-def _file_detector(cfg, engine, model_path, threads, profile_path, precision):
+def _file_detector(cfg, engine, model_path, threads, profile_path, precision, spin=True):
     if engine not in FILE_ENGINES:
         raise ConfigError("a dumped model (--model) runs on a file engine: add --engine lite "
                           "for a .mge file, onnxruntime or openvino for a .onnx file, openvino "
@@ -148,5 +151,5 @@ def _file_detector(cfg, engine, model_path, threads, profile_path, precision):
     if engine == "openvino":
         return OpenVINODetector(model_path, cfg, threads, precision)
     if engine == "onnxruntime":
-        return OnnxRuntimeDetector(model_path, cfg, threads)
+        return OnnxRuntimeDetector(model_path, cfg, threads, spin)
     return LiteDetector(model_path, cfg, threads, profile_path)

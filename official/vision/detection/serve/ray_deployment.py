@@ -49,7 +49,7 @@ class DetectionReplica:
         config_module = load_config_module(os.path.join(self.folder.name, config_name))
         detector = file_detector(config_module, engine, os.path.join(self.folder.name,
                                                                      model_name),
-                                 precision=precision)
+                                 precision=precision, spin=False)  # as tools/serve.py
         description = {"config": config_name, "weights": model_name, "engine": engine,
                        "precision": precision}
         self.asgi_app = create_app(detector, categories, description, settings)
