@@ -128,9 +128,9 @@ def _time_training(config_module, cfg, options, batches, plan, steps, warmup, se
     flops = {shape: TRAIN_FLOPS_PER_FORWARD_FLOP * count_conv_flops(model, shape)
              for shape in set(shapes)}
     onednn = any(isinstance(module, cpu.OneDNNConv2d) for module in model.modules())
-    return TrainTiming(phase_ms, options.batch_size, collections.Counter(shapes).most_common(1)[0][0],
-                       statistics.mean(flops[shape] for shape in shapes),
-                       mge.config.async_level,
+    most_common_shape = collections.Counter(shapes).most_common(1)[0][0]
+    return TrainTiming(phase_ms, options.batch_size, most_common_shape,
+                       statistics.mean(flops[shape] for shape in shapes), mge.config.async_level,
                        "eager" if trainer.traced_step is None else "traced",
                        "onednn" if onednn else "megengine", len(set(shapes)))
 
