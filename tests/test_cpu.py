@@ -65,8 +65,9 @@ def test_cpuinfo_parser_reads_the_vendor_and_flags_lscpu_reports():
 
 
 def test_importing_the_package_and_every_module_changes_no_environment_variable():
-    # OpenCV and MegEngine set variables of their own when imported: they come first
-    code = ("import os, pkgutil, importlib, cv2, megengine, megenginelite\n"
+    # OpenCV, MegEngine and Ray (which serve/ray_deployment.py imports) set variables of their
+    # own when imported: they come first (a test that imported Ray before hid it)
+    code = ("import os, pkgutil, importlib, cv2, megengine, megenginelite, ray.serve\n"
             "before = dict(os.environ)\n"
             "import official.vision.detection as package\n"
             "for module in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
