@@ -95,11 +95,11 @@ def run_train(args):
                                extra_blocks=LastLevelP6P7(fpn, fpn))
     model = FCOS(backbone, num_classes=args.num_classes,
                  min_size=args.short_size, max_size=args.max_size).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    optimizer = build_optimizer(model.parameters(), args.optimizer)
     images, targets = synthetic_batch(args, torch.Generator().manual_seed(0))
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"FCOS resnet18-FPN{fpn}, {args.num_classes} classes, batch {args.batch_size} of "
-          f"{args.short_size}x{args.max_size}, {params:.2f}M params")
+          f"{args.short_size}x{args.max_size}, {params:.2f}M params, {args.optimizer}")
 
     phases = {"forward+loss": [], "backward": [], "optimizer": []}
 
@@ -133,6 +133,15 @@ def run_train(args):
     print(f"peak_rss_mb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
 
 
+def build_optimizer(params, name):
+    """sgd: torchvision's reference recipe; adamw: the demo config's optimizer (its weight
+    decay), in torch's default implementation or its fused CPU kernel (adamw-fused)."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05,
+                             fused=True if name == "adamw-fused" else None)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,6 +155,8 @@ def main():
     parser.add_argument("--short-size", type=int, default=96, help="train")
     parser.add_argument("--max-size", type=int, default=128, help="train")
     parser.add_argument("--fpn-channels", type=int, default=64, help="train")
+    parser.add_argument("--optimizer", choices=("sgd", "adamw", "adamw-fused"), default="sgd",
+                        help="train: adamw is the demo config's")
     args = parser.parse_args()
 
     inference = args.mode == "inference"
