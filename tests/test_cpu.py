@@ -13,7 +13,8 @@ import pytest
 from megengine.autodiff import GradManager
 
 from official.vision.detection.cpu import (
-    FastBatchNorm2d, FastGradientConv2d, async_level, default_cpu_threads, fast_training_modules
+    FastBatchNorm2d, FastGradientConv2d, SignGradientReLU, async_level, default_cpu_threads,
+    fast_training_modules
 )
 from official.vision.detection.cpu.mkl import needs_avx2_switch
 from official.vision.detection.utils.machine import cpu_vendor_and_flags
@@ -168,6 +169,8 @@ def test_the_fast_training_modules_keep_the_tensors_and_give_megengine_results()
     norms = [m for m in model.modules() if isinstance(m, M.BatchNorm2d)]
     assert convs and all(isinstance(m, FastGradientConv2d) for m in convs)
     assert norms and all(isinstance(m, FastBatchNorm2d) for m in norms)
+    relus = [m for m in model.modules() if isinstance(m, M.ReLU)]
+    assert relus and all(isinstance(m, SignGradientReLU) for m in relus)
     rng = np.random.RandomState(5)
     batch = dict(image=rng.uniform(0, 255, (2, 3, 64, 96)).astype("float32"),
                  im_info=np.array([[64, 96, 64, 96, 1]] * 2, "float32"),

@@ -1,9 +1,10 @@
 """ResNet and ResNeXt backbones returning the res2-res5 feature maps.
 
 Module names (conv1, bn1, layer1.0.conv1, layer1.0.downsample.0, ...) follow MegEngine's
-classification ResNet, so the published detection and ImageNet weights load by name.
+classification ResNet, so the published detection and ImageNet weights load by name. The
+ReLUs are modules (no tensors) so that CPU training can give them a faster gradient
+(cpu/relu.py).
 """
-import megengine.functional as F
 import megengine.module as M
 
 from ..errors import ConfigError
@@ -32,12 +33,13 @@ class BasicBlock(M.Module):
         self.conv2 = Conv2d(channels, channels, 3, 1, padding=1, bias=False)
         self.bn2 = norm(channels)
         self.downsample = _shortcut(in_channels, channels, stride, norm)
+        self.relu = M.ReLU()
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn1(self.conv1(x)))
         x = self.bn2(self.conv2(x))
-        return F.relu(x + identity)
+        return self.relu(x + identity)
 
 
 class Bottleneck(M.Module):
@@ -56,13 +58,14 @@ class Bottleneck(M.Module):
         self.conv3 = Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = norm(out_channels)
         self.downsample = _shortcut(in_channels, out_channels, stride, norm)
+        self.relu = M.ReLU()
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))
         x = self.bn3(self.conv3(x))
-        return F.relu(x + identity)
+        return self.relu(x + identity)
 
 
 # ImageNet classification weights of MegEngine's model hub, loaded into the backbone when
@@ -98,6 +101,7 @@ class ResNet(M.Module):
         self.freeze_at = freeze_at
         self.conv1 = Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm(64)
+        self.relu = M.ReLU()
         self.maxpool = M.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_channels = 64
         self.out_channels = []
@@ -124,7 +128,7 @@ class ResNet(M.Module):
         return [m for stage in self.stages()[:self.freeze_at] for m in stage]
 
     def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn1(self.conv1(x)))
         if self.freeze_at >= 1:
             x = x.detach()
         x = self.maxpool(x)
