@@ -28,6 +28,33 @@ void copy(const custom::Tensor& from, custom::Tensor& to) {
     std::memcpy(to.data(), from.data(), from.size() * sizeof(float));
 }
 
+// The loops below are vectorized (omp simd: GCC left them scalar otherwise) and compiled for
+// AVX-512, AVX2 and baseline x86-64, the CPU picking its version when the library loads
+// (GCC's target_clones); no FMA contraction (the build's -ffp-contract=off), so each version
+// rounds as MegEngine's elementwise operators do. Scalar SSE code took 35 ms of the demo's
+// 280 ms step for AdamW (docs/megengine_notes.md, "Where a training step's time goes").
+#define FCOS_VECTOR_VERSIONS __attribute__((target_clones("avx512f", "avx2", "default")))
+
+struct AdamWScalars {
+    float beta1, beta2, gain1, gain2, correction1, correction2, eps, decay, lr;
+};
+
+template <bool decay>
+FCOS_VECTOR_VERSIONS void adamw_loop(long size, const AdamWScalars& k, const float* p,
+                                     const float* g, const float* m, const float* v,
+                                     float* new_p, float* new_m, float* new_v) {
+#pragma omp parallel for simd schedule(static) if (size > 65536)
+    for (long i = 0; i < size; ++i) {
+        float mean = m[i] * k.beta1 + g[i] * k.gain1;
+        float square = v[i] * k.beta2 + k.gain2 * (g[i] * g[i]);
+        float delta = (mean / k.correction1) / (std::sqrt(square / k.correction2) + k.eps);
+        if (decay) delta += p[i] * k.decay;
+        new_p[i] = p[i] - k.lr * delta;
+        new_m[i] = mean;
+        new_v[i] = square;
+    }
+}
+
 void adamw_compute(const std::vector<custom::Tensor>& inputs, const custom::Param& param,
                    std::vector<custom::Tensor>& outputs) {
     fcos_cpu_ops::wait_for_queued_kernels();
@@ -38,57 +65,42 @@ void adamw_compute(const std::vector<custom::Tensor>& inputs, const custom::Para
         return;
     }
     const float beta1 = param["beta1"].as<float>(), beta2 = param["beta2"].as<float>();
-    const float eps = param["eps"].as<float>(), decay = param["weight_decay"].as<float>();
     // as MegEngine computes them, between float32 scalars
     const float new_step = step + 1.f;
-    const float gain1 = 1.f - beta1, gain2 = 1.f - beta2;
-    const float correction1 = 1.f - std::pow(beta1, new_step);
-    const float correction2 = 1.f - std::pow(beta2, new_step);
-    const float* p = inputs[0].data<float>();
-    const float* g = inputs[1].data<float>();
-    const float* m = inputs[2].data<float>();
-    const float* v = inputs[3].data<float>();
-    float* new_p = outputs[0].data<float>();
-    float* new_m = outputs[1].data<float>();
-    float* new_v = outputs[2].data<float>();
-    const long size = (long)inputs[0].size();
-#pragma omp parallel for schedule(static) if (size > 65536)
-    for (long i = 0; i < size; ++i) {
-        float mean = m[i] * beta1 + g[i] * gain1;
-        float square = v[i] * beta2 + gain2 * (g[i] * g[i]);
-        float delta = (mean / correction1) / (std::sqrt(square / correction2) + eps);
-        if (decay != 0.f) delta += p[i] * decay;
-        new_p[i] = p[i] - lr * delta;
-        new_m[i] = mean;
-        new_v[i] = square;
-    }
+    const AdamWScalars k{beta1, beta2, 1.f - beta1, 1.f - beta2,
+                         1.f - std::pow(beta1, new_step), 1.f - std::pow(beta2, new_step),
+                         param["eps"].as<float>(), param["weight_decay"].as<float>(), lr};
+    auto loop = k.decay != 0.f ? adamw_loop<true> : adamw_loop<false>;
+    loop((long)inputs[0].size(), k, inputs[0].data<float>(), inputs[1].data<float>(),
+         inputs[2].data<float>(), inputs[3].data<float>(), outputs[0].data<float>(),
+         outputs[1].data<float>(), outputs[2].data<float>());
     *outputs[3].data<float>() = new_step;
 }
 
-void sgd_compute(const std::vector<custom::Tensor>& inputs, const custom::Param& param,
-                 std::vector<custom::Tensor>& outputs) {
-    fcos_cpu_ops::wait_for_queued_kernels();
-    const float lr = scalar(inputs[3]);
-    if (scalar(inputs[4]) == 0.f) {  // not finite: param and buffer stay
-        copy(inputs[0], outputs[0]);
-        copy(inputs[2], outputs[1]);
-        return;
-    }
-    const float momentum = param["momentum"].as<float>();
-    const float decay = param["weight_decay"].as<float>();
-    const float* p = inputs[0].data<float>();
-    const float* g = inputs[1].data<float>();
-    const float* buffer = inputs[2].data<float>();
-    float* new_p = outputs[0].data<float>();
-    float* new_buffer = outputs[1].data<float>();
-    const long size = (long)inputs[0].size();
-#pragma omp parallel for schedule(static) if (size > 65536)
+FCOS_VECTOR_VERSIONS void sgd_loop(long size, float momentum, float decay, float lr,
+                                   const float* p, const float* g, const float* buffer,
+                                   float* new_p, float* new_buffer) {
+#pragma omp parallel for simd schedule(static) if (size > 65536)
     for (long i = 0; i < size; ++i) {
         float grad = decay != 0.f ? g[i] + p[i] * decay : g[i];
         float velocity = buffer[i] * momentum + grad;
         new_p[i] = p[i] - lr * velocity;
         new_buffer[i] = velocity;
     }
+}
+
+void sgd_compute(const std::vector<custom::Tensor>& inputs, const custom::Param& param,
+                 std::vector<custom::Tensor>& outputs) {
+    fcos_cpu_ops::wait_for_queued_kernels();
+    if (scalar(inputs[4]) == 0.f) {  // not finite: param and buffer stay
+        copy(inputs[0], outputs[0]);
+        copy(inputs[2], outputs[1]);
+        return;
+    }
+    sgd_loop((long)inputs[0].size(), param["momentum"].as<float>(),
+             param["weight_decay"].as<float>(), scalar(inputs[3]), inputs[0].data<float>(),
+             inputs[1].data<float>(), inputs[2].data<float>(), outputs[0].data<float>(),
+             outputs[1].data<float>());
 }
 
 void sgd_shapes(const std::vector<custom::Shape>& inputs, const custom::Param&,
