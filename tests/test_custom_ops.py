@@ -35,6 +35,9 @@ CONVOLUTIONS = {
     "3x3 in 4 groups": (16, 32, 3, 1, 1, 1, 4, (8, 9), True),
     "3x3 depthwise": (16, 16, 3, 1, 1, 1, 16, (8, 9), False),
     "3x3 on one pixel (P7)": (16, 16, 3, 1, 1, 1, 1, (1, 1), True),
+    # tensors above SmallReorder::MAX_ELEMENTS: reordered by oneDNN's kernels (the rest by
+    # conv.cpp's loops, padded blocks among them: 24 outputs in blocks of 16)
+    "3x3 of 96 channels": (96, 96, 3, 1, 1, 1, 1, (20, 24), True),
 }
 
 

@@ -178,43 +178,138 @@ Arena g_arena;
 enum Slot { SRC, WEIGHTS, DST, DIFF_DST_DATA, DIFF_DST_WEIGHTS, DIFF_SRC, DIFF_WEIGHTS,
             SCRATCHPAD };
 
+// Copies between a plain float32 tensor and a blocked float32 layout of the same dims, on the
+// calling thread. oneDNN 3.2's reorders of tensors of a few KB cost a fixed ~0.04-0.06 ms
+// per call in the training step (its threads woken, its transposing weight kernel; torch's
+// oneDNN 3.12 takes 0.006-0.02 ms), ~750 calls per step of the demo; these loops copy such
+// tensors in a few microseconds (docs/megengine_notes.md, "oneDNN convolutions").
+class SmallReorder {
+    // the blocked offset of a logical index is a sum of one term per dim: offsets[d][x_d]
+    std::vector<std::vector<memory::dim>> m_offsets;
+    std::vector<memory::dim> m_dims;
+    size_t m_blocked_bytes = 0;
+    bool m_padded = false;  // the blocked layout pads a dim: its padding must be zeros
+
+public:
+    static constexpr memory::dim MAX_ELEMENTS = 65536;  // above: oneDNN's threaded kernels
+
+    static bool suits(const memory::desc& plain, const memory::desc& blocked) {
+        if (plain.get_data_type() != dt::f32 || blocked.get_data_type() != dt::f32 ||
+            blocked.get_format_kind() != memory::format_kind::blocked || plain.get_ndims() < 2)
+            return false;
+        return plain.get_size() <= MAX_ELEMENTS * sizeof(float);  // plain: no padding
+    }
+
+    SmallReorder() = default;
+    explicit SmallReorder(const memory::desc& blocked) : m_dims(blocked.get_dims()) {
+        const int ndims = blocked.get_ndims();
+        auto strides = blocked.get_strides();
+        auto padded_dims = blocked.get_padded_dims();
+        auto blocks = blocked.get_inner_blks();
+        auto block_dims = blocked.get_inner_idxs();
+        // inner blocks are listed outermost first; a block's step is the product of those after
+        std::vector<memory::dim> block_step(blocks.size(), 1);
+        for (int k = (int)blocks.size() - 2; k >= 0; --k)
+            block_step[k] = block_step[k + 1] * blocks[k + 1];
+        m_offsets.resize(ndims);
+        for (int d = 0; d < ndims; ++d) {
+            m_padded = m_padded || padded_dims[d] != m_dims[d];
+            memory::dim span = 1;  // the product of the blocks of dim d
+            for (size_t k = 0; k < blocks.size(); ++k)
+                if (block_dims[k] == d) span *= blocks[k];
+            for (memory::dim x = 0; x < m_dims[d]; ++x) {
+                memory::dim offset = (x / span) * strides[d], rest = x % span, inner = span;
+                for (size_t k = 0; k < blocks.size(); ++k) {
+                    if (block_dims[k] != d) continue;
+                    inner /= blocks[k];
+                    offset += (rest / inner) * block_step[k];
+                    rest %= inner;
+                }
+                m_offsets[d].push_back(offset);
+            }
+        }
+        m_blocked_bytes = blocked.get_size();
+    }
+
+    template <bool to_blocked>
+    void copy(const float* from, float* to) const {
+        if (to_blocked && m_padded) std::memset(to, 0, m_blocked_bytes);
+        const int last = (int)m_dims.size() - 1;
+        std::vector<memory::dim> index(last, 0);  // of the dims before the last
+        const auto& inner = m_offsets[last];
+        for (memory::dim plain = 0;;) {
+            memory::dim base = 0;
+            for (int d = 0; d < last; ++d) base += m_offsets[d][index[d]];
+            for (memory::dim x = 0; x < m_dims[last]; ++x, ++plain) {
+                if (to_blocked)
+                    to[base + inner[x]] = from[plain];
+                else
+                    to[plain] = from[base + inner[x]];
+            }
+            int d = last - 1;
+            for (; d >= 0 && ++index[d] == m_dims[d]; --d) index[d] = 0;
+            if (d < 0) return;
+        }
+    }
+};
+
 // One tensor as the user holds it (plain, float32) and as a primitive wants it, with the
-// reorder between the two where they differ (made once, with the primitive).
+// reorder between the two where they differ (made once, with the primitive): SmallReorder's
+// loops for small float32 tensors, else oneDNN's.
 struct Transfer {
     memory::desc user, inner;
     Slot slot = SRC;
-    dnnl::reorder reorder;  // empty where user == inner
+    dnnl::reorder reorder;  // empty where user == inner or the small reorder does it
+    bool small = false;
+    SmallReorder small_reorder;
 
     Transfer() = default;
     Transfer(const memory::desc& user_desc, const memory::desc& inner_desc, Slot arena_slot,
              bool into_inner)
             : user(user_desc), inner(inner_desc), slot(arena_slot) {
         if (user == inner) return;
+        if (SmallReorder::suits(user, inner)) {
+            small = true;
+            small_reorder = SmallReorder(inner);
+            return;
+        }
         auto& engine = cpu_engine();
         reorder = into_inner ? dnnl::reorder({engine, user, engine, inner})
                              : dnnl::reorder({engine, inner, engine, user});
     }
 
+    bool reordered() const { return small || reorder; }
+
     // the user's ``data`` as ``inner``: itself, or reordered into the arena
     memory in(void* data, dnnl::stream& stream) const {
         memory user_memory(user, cpu_engine(), data);
-        if (!reorder) return user_memory;
+        if (!reordered()) return user_memory;
         memory inner_memory(inner, cpu_engine(), g_arena.get(slot, inner.get_size()));
-        reorder.execute(stream, {{DNNL_ARG_FROM, user_memory}, {DNNL_ARG_TO, inner_memory}});
+        if (small)
+            small_reorder.copy<true>(static_cast<const float*>(data),
+                                     static_cast<float*>(inner_memory.get_data_handle()));
+        else
+            reorder.execute(stream, {{DNNL_ARG_FROM, user_memory}, {DNNL_ARG_TO, inner_memory}});
         return inner_memory;
     }
 
     // where a primitive writes this output: the user's ``data`` itself, or the arena
     memory out(void* data) const {
-        if (!reorder) return memory(user, cpu_engine(), data);
+        if (!reordered()) return memory(user, cpu_engine(), data);
         return memory(inner, cpu_engine(), g_arena.get(slot, inner.get_size()));
     }
 
-    // the output ``result`` (from ``out``) into the user's ``data``
+    // the output ``result`` (from ``out``) into the user's ``data``; call after the stream's
+    // wait when the small reorder copies it (it reads the primitive's output)
     void back(const memory& result, void* data, dnnl::stream& stream) const {
-        if (!reorder) return;
-        memory user_memory(user, cpu_engine(), data);
-        reorder.execute(stream, {{DNNL_ARG_FROM, result}, {DNNL_ARG_TO, user_memory}});
+        if (small) {
+            stream.wait();
+            small_reorder.copy<false>(static_cast<const float*>(result.get_data_handle()),
+                                      static_cast<float*>(data));
+        } else if (reorder) {
+            memory user_memory(user, cpu_engine(), data);
+            reorder.execute(stream, {{DNNL_ARG_FROM, result}, {DNNL_ARG_TO, user_memory}});
+        }
     }
 };
 
@@ -302,14 +397,7 @@ memory scratchpad(const dnnl::primitive_desc_base& pd) {
 }
 
 void check_contiguous(const custom::Tensor& tensor, const char* name) {
-    auto shape = tensor.shape();
-    auto strides = tensor.stride();
-    ptrdiff_t expected = 1;
-    for (size_t i = shape.ndim(); i-- > 0;) {
-        require(shape[i] == 1 || strides[i] == expected,
-                      "%s is not contiguous", name);
-        expected *= shape[i];
-    }
+    require(fcos_cpu_ops::contiguous(tensor), "%s is not contiguous", name);
 }
 
 void before_compute() {

@@ -10,6 +10,7 @@
 
 #include "megbrain/custom/custom.h"
 
+#include <cstddef>
 #include <vector>
 
 namespace mgb {
@@ -25,6 +26,19 @@ inline void wait_for_queued_kernels() {
 #ifndef FCOS_CPU_OPS_NO_SYNC
     mgb::CompNode::sync_all();
 #endif
+}
+
+// Whether ``tensor``'s elements lie in row-major order without gaps (the operators index
+// them so).
+inline bool contiguous(const custom::Tensor& tensor) {
+    auto shape = tensor.shape();
+    auto strides = tensor.stride();
+    ptrdiff_t expected = 1;
+    for (size_t i = shape.ndim(); i-- > 0;) {
+        if (shape[i] != 1 && strides[i] != expected) return false;
+        expected *= shape[i];
+    }
+    return true;
 }
 
 // Outputs on the device of the first input, all float32.
