@@ -47,6 +47,7 @@ from .mkl import use_mkl_avx2_kernels
 from .relu import SignGradientReLU
 from .custom_ops import library as custom_ops_library
 from .custom_ops.conv import OneDNNConv2d
+from .custom_ops.pool import FastMaxPool2d
 from .sgd import InplaceSGD
 from .step_plan import StepPlan, plan_cpu_step
 from .sync_thread import idle_sync_thread
@@ -54,6 +55,7 @@ from .traced_step import TracedStep
 
 __all__ = [
     "CONVOLUTIONS", "CPU_TRAINING_ASYNC_LEVEL", "FastBatchNorm2d", "FastGradientConv2d",
+    "FastMaxPool2d",
     "InplaceSGD", "OneDNNConv2d", "RepeatNonFiniteEpoch", "SignGradientReLU", "StepPlan",
     "TRAINING_PRECISIONS",
     "async_level", "cpu_device", "custom_operators_available", "default_cpu_threads",
@@ -118,9 +120,10 @@ def training_convolutions(requested="auto", precision="fp32"):
 
 def fast_training_modules(model, convolutions="megengine", precision="fp32"):
     """Give ``model``, in place, the fast CPU training step of its convolutions,
-    BatchNorms and ReLUs: each is replaced by a module sharing its tensors (same state_dict,
-    same forward values): convolutions on oneDNN in ``precision`` (``convolutions`` "onednn")
-    or with the gradients of conv.py ("megengine"). Returns ``model``."""
+    BatchNorms, ReLUs and max pooling: each is replaced by a module sharing its tensors (same
+    state_dict, same forward values): convolutions on oneDNN in ``precision`` and pooling
+    with the package's operators (``convolutions`` "onednn"), or the gradients of conv.py
+    ("megengine"). Returns ``model``."""
 
     def replacement(module):
         kind = type(module)  # exactly: a subclass may compute otherwise
@@ -134,6 +137,8 @@ def fast_training_modules(model, convolutions="megengine", precision="fp32"):
             return FastBatchNorm2d.of(module)
         if kind is M.ReLU:
             return SignGradientReLU()
+        if kind is M.MaxPool2d and convolutions == "onednn":  # the operators are loaded
+            return FastMaxPool2d.of(module)
         return None
 
     replace_modules(model, replacement)

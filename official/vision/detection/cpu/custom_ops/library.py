@@ -1,7 +1,7 @@
 """The package's CPU training operators, MegEngine custom operators: the convolutions on oneDNN
-(conv.cpp) and the optimizers' updates in one pass (optimizer.cpp). Built into one shared
-library in this Python environment's lib/ (beside oneDNN's, against this environment's
-MegEngine), loaded into MegEngine once per process.
+(conv.cpp), the optimizers' updates in one pass (optimizer.cpp) and max pooling's gradient
+(pool.cpp). Built into one shared library in this Python environment's lib/ (beside oneDNN's,
+against this environment's MegEngine), loaded into MegEngine once per process.
 
 ``make setup`` builds it (``library.main()``) with g++ against MegEngine's custom-operator
 headers and ``libmegengine_shared.so`` from the MegEngine wheel, and oneDNN's CPU build with the
@@ -20,7 +20,7 @@ import tempfile
 import megengine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = [os.path.join(HERE, name) for name in ("conv.cpp", "optimizer.cpp")]
+SOURCES = [os.path.join(HERE, name) for name in ("conv.cpp", "optimizer.cpp", "pool.cpp")]
 BUILT_LIBRARY = os.path.join(sys.prefix, "lib", "libfcos_cpu_ops.so")
 # the library a process loads: the one make setup builds, or another (FCOS_CPU_OPS_LIBRARY)
 LIBRARY = os.environ.get("FCOS_CPU_OPS_LIBRARY", BUILT_LIBRARY)
