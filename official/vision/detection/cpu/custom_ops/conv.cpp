@@ -21,6 +21,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
@@ -183,72 +184,93 @@ enum Slot { SRC, WEIGHTS, DST, DIFF_DST_DATA, DIFF_DST_WEIGHTS, DIFF_SRC, DIFF_W
 // per call in the training step (its threads woken, its transposing weight kernel; torch's
 // oneDNN 3.12 takes 0.006-0.02 ms), ~750 calls per step of the demo; these loops copy such
 // tensors in a few microseconds (docs/megengine_notes.md, "oneDNN convolutions").
+//
+// The copy walks the blocked layout in its memory order (its outer dims by stride, then its
+// inner blocks), the last block innermost: the blocked side is read or written in sequence
+// and the plain side within one block's rows, which stay in cache. Each position of the walk
+// moves the plain offset and the logical index of one dim by fixed steps.
 class SmallReorder {
-    // the blocked offset of a logical index is a sum of one term per dim: offsets[d][x_d]
-    std::vector<std::vector<memory::dim>> m_offsets;
+    struct Axis {
+        memory::dim extent, blocked_step, plain_step, dim, dim_step;
+    };
+    std::vector<Axis> m_axes;  // outermost first
     std::vector<memory::dim> m_dims;
     size_t m_blocked_bytes = 0;
-    bool m_padded = false;  // the blocked layout pads a dim: its padding must be zeros
+    bool m_padded = false;  // a dim padded to a whole block: the copy checks the rows
 
 public:
     static constexpr memory::dim MAX_ELEMENTS = 65536;  // above: oneDNN's threaded kernels
 
     static bool suits(const memory::desc& plain, const memory::desc& blocked) {
         if (plain.get_data_type() != dt::f32 || blocked.get_data_type() != dt::f32 ||
-            blocked.get_format_kind() != memory::format_kind::blocked || plain.get_ndims() < 2)
+            blocked.get_format_kind() != memory::format_kind::blocked)
             return false;
         return plain.get_size() <= MAX_ELEMENTS * sizeof(float);  // plain: no padding
     }
 
     SmallReorder() = default;
     explicit SmallReorder(const memory::desc& blocked) : m_dims(blocked.get_dims()) {
-        const int ndims = blocked.get_ndims();
+        const int ndims = (int)m_dims.size();
         auto strides = blocked.get_strides();
-        auto padded_dims = blocked.get_padded_dims();
+        auto padded = blocked.get_padded_dims();
         auto blocks = blocked.get_inner_blks();
         auto block_dims = blocked.get_inner_idxs();
-        // inner blocks are listed outermost first; a block's step is the product of those after
-        std::vector<memory::dim> block_step(blocks.size(), 1);
-        for (int k = (int)blocks.size() - 2; k >= 0; --k)
-            block_step[k] = block_step[k + 1] * blocks[k + 1];
-        m_offsets.resize(ndims);
-        for (int d = 0; d < ndims; ++d) {
-            m_padded = m_padded || padded_dims[d] != m_dims[d];
-            memory::dim span = 1;  // the product of the blocks of dim d
-            for (size_t k = 0; k < blocks.size(); ++k)
-                if (block_dims[k] == d) span *= blocks[k];
-            for (memory::dim x = 0; x < m_dims[d]; ++x) {
-                memory::dim offset = (x / span) * strides[d], rest = x % span, inner = span;
-                for (size_t k = 0; k < blocks.size(); ++k) {
-                    if (block_dims[k] != d) continue;
-                    inner /= blocks[k];
-                    offset += (rest / inner) * block_step[k];
-                    rest %= inner;
-                }
-                m_offsets[d].push_back(offset);
-            }
+        std::vector<memory::dim> plain_stride(ndims, 1), span(ndims, 1);
+        for (int d = ndims - 2; d >= 0; --d) plain_stride[d] = plain_stride[d + 1] * m_dims[d + 1];
+        for (size_t k = 0; k < blocks.size(); ++k) span[block_dims[k]] *= blocks[k];
+        for (int d = 0; d < ndims; ++d)  // an outer dim steps over a whole block of itself
+            m_axes.push_back({padded[d] / span[d], strides[d], span[d] * plain_stride[d], d,
+                              span[d]});
+        std::stable_sort(m_axes.begin(), m_axes.end(), [](const Axis& a, const Axis& b) {
+            return a.blocked_step > b.blocked_step;
+        });
+        memory::dim step = 1;  // inner blocks: outermost first, the last one contiguous
+        std::vector<Axis> inner(blocks.size());
+        for (int k = (int)blocks.size() - 1; k >= 0; --k) {
+            memory::dim d = block_dims[k];
+            span[d] /= blocks[k];  // the product of d's blocks after this one
+            inner[k] = {blocks[k], step, span[d] * plain_stride[d], d, span[d]};
+            step *= blocks[k];
         }
+        m_axes.insert(m_axes.end(), inner.begin(), inner.end());
+        for (int d = 0; d < ndims; ++d) m_padded = m_padded || padded[d] != m_dims[d];
         m_blocked_bytes = blocked.get_size();
     }
 
     template <bool to_blocked>
     void copy(const float* from, float* to) const {
-        if (to_blocked && m_padded) std::memset(to, 0, m_blocked_bytes);
-        const int last = (int)m_dims.size() - 1;
-        std::vector<memory::dim> index(last, 0);  // of the dims before the last
-        const auto& inner = m_offsets[last];
-        for (memory::dim plain = 0;;) {
-            memory::dim base = 0;
-            for (int d = 0; d < last; ++d) base += m_offsets[d][index[d]];
-            for (memory::dim x = 0; x < m_dims[last]; ++x, ++plain) {
-                if (to_blocked)
-                    to[base + inner[x]] = from[plain];
-                else
-                    to[plain] = from[base + inner[x]];
+        if (to_blocked && m_padded) std::memset(to, 0, m_blocked_bytes);  // padding: zeros
+        const int last = (int)m_axes.size() - 1;
+        const Axis& row = m_axes[last];
+        std::vector<memory::dim> index(last, 0), logical(m_dims.size(), 0);
+        memory::dim blocked = 0, plain = 0;
+        for (;;) {
+            bool inside = true;
+            for (size_t d = 0; m_padded && d < m_dims.size(); ++d)
+                inside = inside && logical[d] < m_dims[d];
+            if (inside) {  // the row's elements up to the end of its dim (the rest is padding)
+                memory::dim count = std::min(
+                        row.extent, (m_dims[row.dim] - logical[row.dim] + row.dim_step - 1) /
+                                            row.dim_step);
+                for (memory::dim x = 0; x < count; ++x) {
+                    if (to_blocked)
+                        to[blocked + x * row.blocked_step] = from[plain + x * row.plain_step];
+                    else
+                        to[plain + x * row.plain_step] = from[blocked + x * row.blocked_step];
+                }
             }
-            int d = last - 1;
-            for (; d >= 0 && ++index[d] == m_dims[d]; --d) index[d] = 0;
-            if (d < 0) return;
+            int a = last - 1;  // the next row: an odometer over the other axes
+            for (; a >= 0; --a) {
+                const Axis& axis = m_axes[a];
+                blocked += axis.blocked_step, plain += axis.plain_step;
+                logical[axis.dim] += axis.dim_step;
+                if (++index[a] < axis.extent) break;
+                index[a] = 0;
+                blocked -= axis.extent * axis.blocked_step;
+                plain -= axis.extent * axis.plain_step;
+                logical[axis.dim] -= axis.extent * axis.dim_step;
+            }
+            if (a < 0) return;
         }
     }
 };
