@@ -172,7 +172,8 @@ mge.config.async_level = 2
 rng = np.random.default_rng(0)
 x0 = mge.tensor(rng.normal(size=(4, 32, 64, 64)).astype("float32"))
 w = mge.tensor(rng.normal(size=(32, 32, 3, 3)).astype("float32") * 0.05)
-settings = dict(stride=[1, 1], padding=[1, 1, 1, 1], dilation=[1, 1], groups=1, precision="fp32")
+settings = dict(stride=[1, 1], padding=[1, 1, 1, 1], dilation=[1, 1], groups=1, precision="fp32",
+                bias=True)
 wrong = 0
 for trial in range(10):
     x = x0
@@ -235,7 +236,8 @@ import numpy as np, megengine as mge
 from megengine.autodiff import GradManager
 from official.vision.detection.cpu.custom_ops.conv import OneDNNConv2d, refusal
 from official.vision.detection.layers.conv import Conv2d
-settings = dict(stride=[1, 1], padding=[1, 1, 1, 1], dilation=[1, 1], groups=1, precision="bf16")
+settings = dict(stride=[1, 1], padding=[1, 1, 1, 1], dilation=[1, 1], groups=1, precision="bf16",
+                bias=True)
 print("refusal:", refusal((2, 8, 6, 6), (8, 8, 3, 3), settings))
 reference = Conv2d(8, 8, 3, 1, 1)
 conv = OneDNNConv2d.of(reference, "bf16")
@@ -261,6 +263,6 @@ def test_a_shape_onednn_refuses_runs_on_megengines_convolution():
 
 def test_refusal_says_why_for_impossible_settings():
     settings = dict(stride=[1, 1], padding=[0, 0, 0, 0], dilation=[9, 9], groups=1,
-                    precision="fp32")
+                    precision="fp32", bias=False)
     assert refusal((2, 16, 8, 8), (16, 16, 3, 3), settings) == (
         "FcosConv: empty output for input 8x8")

@@ -1,7 +1,9 @@
 // Convolution forward and backward on oneDNN, as MegEngine 1.13 custom operators.
 //
 // FcosConvForward(x, weight, bias) -> y and FcosConvBackward(x, weight, dy) -> (dx, dweight,
-// dbias) for NCHW float32 tensors, weights [O, C, kh, kw] or grouped [G, O/G, C/G, kh, kw] as
+// dbias) for NCHW float32 tensors (with the parameter bias false, the bias input is ignored,
+// dbias a [1] placeholder, and the primitives have no bias: a bias gradient slowed the weight
+// gradient of the 512-channel 3 x 3 convolutions ~1.5x), weights [O, C, kh, kw] or grouped [G, O/G, C/G, kh, kw] as
 // MegEngine stores them. Inside, oneDNN picks its layouts (format_tag::any: blocked on AVX-512
 // and AVX2) and the tensors are reordered into them and back; with precision "bf16" the
 // reorders also round inputs, weights and output gradients to bfloat16, and outputs and
@@ -33,6 +35,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace fcos_onednn {
@@ -65,7 +68,7 @@ struct Geometry {
     memory::dim n, c, h, w, o, kh, kw, groups, oh, ow;
     memory::dim stride_h, stride_w, dilation_h, dilation_w;
     memory::dim pad_top, pad_bottom, pad_left, pad_right;
-    bool bf16;
+    bool bf16, bias;
 
     memory::dims src_dims() const { return {n, c, h, w}; }
     memory::dims dst_dims() const { return {n, o, oh, ow}; }
@@ -86,7 +89,7 @@ struct Geometry {
         for (auto v : {n, c, h, w, o, kh, kw, groups, stride_h, stride_w, dilation_h,
                        dilation_w, pad_top, pad_bottom, pad_left, pad_right})
             out << v << ",";
-        out << (bf16 ? "bf16" : "fp32");
+        out << (bf16 ? "bf16" : "fp32") << (bias ? ",bias" : "");
         return out.str();
     }
 };
@@ -99,14 +102,14 @@ memory::dim output_side(memory::dim in, memory::dim kernel, memory::dim stride,
 struct Settings {
     std::vector<int32_t> stride, padding, dilation;  // padding: top, bottom, left, right
     int32_t groups;
-    bool bf16;
+    bool bf16, bias;
 };
 
 Settings settings_of(const custom::Param& param) {
     return {param["stride"].as<std::vector<int32_t>>(),
             param["padding"].as<std::vector<int32_t>>(),
             param["dilation"].as<std::vector<int32_t>>(), param["groups"].as<int32_t>(),
-            param["precision"].as<std::string>() == "bf16"};
+            param["precision"].as<std::string>() == "bf16", param["bias"].as<bool>()};
 }
 
 Geometry make_geometry(const std::vector<size_t>& x, const std::vector<size_t>& weight,
@@ -133,6 +136,7 @@ Geometry make_geometry(const std::vector<size_t>& x, const std::vector<size_t>& 
     g.oh = output_side(g.h, g.kh, g.stride_h, g.dilation_h, g.pad_top, g.pad_bottom);
     g.ow = output_side(g.w, g.kw, g.stride_w, g.dilation_w, g.pad_left, g.pad_right);
     g.bf16 = s.bf16;
+    g.bias = s.bias;
     require(g.c % g.groups == 0 && g.c / g.groups == (memory::dim)weight[k - 1],
             "input of %d channels for weights of %d per group, %d groups", (int)g.c,
             (int)weight[k - 1], (int)g.groups);
@@ -358,7 +362,8 @@ struct Primitives {
         auto any = [](const memory::dims& dims, dt type) {
             return memory::desc(dims, type, tag::any);
         };
-        memory::desc bias({g.o}, dt::f32, tag::a);
+        // an empty descriptor: a primitive without bias
+        memory::desc bias = g.bias ? memory::desc({g.o}, dt::f32, tag::a) : memory::desc();
         auto attr = scratchpad_attr();
         forward_pd = dnnl::convolution_forward::primitive_desc(
                 engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
@@ -453,11 +458,14 @@ void forward_compute(const std::vector<custom::Tensor>& inputs, const custom::Pa
         auto& stream = cpu_stream();
         void* y = outputs[0].data();
         auto dst = p.dst.out(y);
-        memory bias(p.forward_pd.bias_desc(), cpu_engine(), inputs[2].data());
-        p.forward.execute(stream, {{DNNL_ARG_SRC, p.src.in(inputs[0].data(), stream)},
-                                   {DNNL_ARG_WEIGHTS, p.weights.in(inputs[1].data(), stream)},
-                                   {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst},
-                                   {DNNL_ARG_SCRATCHPAD, scratchpad(p.forward_pd)}});
+        std::unordered_map<int, memory> args{
+                {DNNL_ARG_SRC, p.src.in(inputs[0].data(), stream)},
+                {DNNL_ARG_WEIGHTS, p.weights.in(inputs[1].data(), stream)},
+                {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad(p.forward_pd)}};
+        if (p.geometry.bias)
+            args[DNNL_ARG_BIAS] = memory(p.forward_pd.bias_desc(), cpu_engine(),
+                                         inputs[2].data());
+        p.forward.execute(stream, args);
         p.dst.back(dst, y, stream);
         stream.wait();
     });
@@ -465,12 +473,12 @@ void forward_compute(const std::vector<custom::Tensor>& inputs, const custom::Pa
 
 void backward_shape(const std::vector<custom::Shape>& inputs, const custom::Param& param,
                     std::vector<custom::Shape>& outputs) {
-    // dx only where asked for (a [1] placeholder otherwise); dweight like weight; dbias [O]
+    // dx and dbias only where asked for ([1] placeholders otherwise); dweight like weight
     bool input_grad = param["input_grad"].as<bool>();
     outputs[0] = input_grad ? inputs[0] : custom::Shape({1});
     outputs[1] = inputs[1];
     auto g = geometry_of(inputs[0], inputs[1], param);
-    outputs[2] = {(size_t)g.o};
+    outputs[2] = {g.bias ? (size_t)g.o : 1};
 }
 
 void backward_compute(const std::vector<custom::Tensor>& inputs, const custom::Param& param,
@@ -498,12 +506,14 @@ void backward_compute(const std::vector<custom::Tensor>& inputs, const custom::P
             diff_dst = p.weights_diff_dst.in(dy, stream);
         void* dw = outputs[1].data();
         auto diff_weights = p.diff_weights.out(dw);
-        memory diff_bias(p.weights_pd.diff_bias_desc(), cpu_engine(), outputs[2].data());
-        p.backward_weights.execute(stream, {{DNNL_ARG_SRC, p.weights_src.in(x, stream)},
-                                            {DNNL_ARG_DIFF_DST, diff_dst},
-                                            {DNNL_ARG_DIFF_WEIGHTS, diff_weights},
-                                            {DNNL_ARG_DIFF_BIAS, diff_bias},
-                                            {DNNL_ARG_SCRATCHPAD, scratchpad(p.weights_pd)}});
+        std::unordered_map<int, memory> args{
+                {DNNL_ARG_SRC, p.weights_src.in(x, stream)}, {DNNL_ARG_DIFF_DST, diff_dst},
+                {DNNL_ARG_DIFF_WEIGHTS, diff_weights},
+                {DNNL_ARG_SCRATCHPAD, scratchpad(p.weights_pd)}};
+        if (p.geometry.bias)
+            args[DNNL_ARG_DIFF_BIAS] = memory(p.weights_pd.diff_bias_desc(), cpu_engine(),
+                                              outputs[2].data());
+        p.backward_weights.execute(stream, args);
         p.diff_weights.back(diff_weights, dw, stream);
         stream.wait();
     });
@@ -516,7 +526,8 @@ void backward_compute(const std::vector<custom::Tensor>& inputs, const custom::P
             .add_param("padding", std::vector<int32_t>{0, 0, 0, 0}) \
             .add_param("dilation", std::vector<int32_t>{1, 1})  \
             .add_param("groups", (int32_t)1)                    \
-            .add_param("precision", std::string("fp32"))
+            .add_param("precision", std::string("fp32"))        \
+            .add_param("bias", true)
 
 CUSTOM_OP_REG_BEGIN(FcosConvForward)
 CUSTOM_OP_REG(FcosConvForward)
@@ -559,13 +570,13 @@ void fcos_onednn_set_threads(int threads) { fcos_onednn::g_threads.store(threads
 // (``size`` bytes) saying why oneDNN refused it.
 int fcos_onednn_check(const int64_t* x_shape, const int64_t* weight_shape, int weight_ndim,
                       const int32_t* stride, const int32_t* padding, const int32_t* dilation,
-                      int groups, int bf16, char* message, int size) {
+                      int groups, int bf16, int bias, char* message, int size) {
     using namespace fcos_onednn;
     std::lock_guard<std::mutex> lock(g_mutex);
     try {
         Settings settings{{stride[0], stride[1]},
                           {padding[0], padding[1], padding[2], padding[3]},
-                          {dilation[0], dilation[1]}, groups, bf16 != 0};
+                          {dilation[0], dilation[1]}, groups, bf16 != 0, bias != 0};
         std::vector<size_t> xs(x_shape, x_shape + 4), ws(weight_shape, weight_shape + weight_ndim);
         primitives_of(make_geometry(xs, ws, settings));
         return 0;
@@ -575,7 +586,7 @@ int fcos_onednn_check(const int64_t* x_shape, const int64_t* weight_shape, int w
     }
 }
 
-// Primitive sets created so far (one per convolution shape and precision).
+// Primitive sets created so far (one per convolution shape, precision and bias).
 int fcos_onednn_primitive_count() {
     std::lock_guard<std::mutex> lock(fcos_onednn::g_mutex);
     return (int)fcos_onednn::g_cache.size();

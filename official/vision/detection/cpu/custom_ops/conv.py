@@ -25,10 +25,11 @@ PRECISIONS = ("fp32", "bf16")
 
 def conv_settings(conv, precision):
     """The operators' parameters of a convolution module: stride, padding (top, bottom,
-    left, right), dilation, groups and precision."""
+    left, right), dilation, groups, precision and whether it has a bias."""
     (pad_h, pad_w) = conv.padding
     return dict(stride=list(conv.stride), padding=[pad_h, pad_h, pad_w, pad_w],
-                dilation=list(conv.dilation), groups=conv.groups, precision=precision)
+                dilation=list(conv.dilation), groups=conv.groups, precision=precision,
+                bias=conv.bias is not None)
 
 
 def refusal(x_shape, weight_shape, settings):
@@ -41,13 +42,15 @@ def refusal(x_shape, weight_shape, settings):
         (int64s * 4)(*x_shape), (int64s * len(weight_shape))(*weight_shape),
         len(weight_shape), (int32s * 2)(*settings["stride"]),
         (int32s * 4)(*settings["padding"]), (int32s * 2)(*settings["dilation"]),
-        settings["groups"], int(settings["precision"] == "bf16"), message, len(message))
+        settings["groups"], int(settings["precision"] == "bf16"), int(settings["bias"]), message,
+        len(message))
     return message.value.decode(errors="replace").strip() if refused else None
 
 
 class OneDNNConvolution(Function):
     """y = conv(x, weight) + bias on oneDNN; its backward is one operator giving the input
-    gradient (when ``input_grad``), the weight gradient and the bias gradient."""
+    gradient (when ``input_grad``), the weight gradient and the bias gradient (with
+    ``settings["bias"]``; else ``bias`` is a placeholder that gets no gradient)."""
 
     def __init__(self, settings, input_grad=True):
         super().__init__()
@@ -64,7 +67,8 @@ class OneDNNConvolution(Function):
             return None, None, None
         op = custom.FcosConvBackward(input_grad=self.input_grad, **self.settings)
         input_grad, weight_grad, bias_grad = apply(op, self.inputs, self.weight, grad_output)
-        return (input_grad if self.input_grad else None), weight_grad, bias_grad
+        return ((input_grad if self.input_grad else None), weight_grad,
+                (bias_grad if self.settings["bias"] else None))
 
 
 class OneDNNConv2d(FastGradientConv2d):
@@ -93,8 +97,7 @@ class OneDNNConv2d(FastGradientConv2d):
                             "MegEngine's runs it", key[0], key[1], self.refused[key])
         if self.refused[key]:
             return super().calc_conv(inp, weight, bias)
-        out_channels = weight.shape[0] * (weight.shape[1] if weight.ndim == 5 else 1)
-        flat_bias = F.zeros((out_channels,)) if bias is None else bias.reshape(-1)
+        flat_bias = F.zeros((1,)) if bias is None else bias.reshape(-1)  # placeholder
         # the image, or a frozen stage's output, is tracked by no gradient: skip its gradient
         input_grad = core2.get_grad_key([inp]) is not None
         return OneDNNConvolution(settings, input_grad)(inp, weight, flat_bias)
