@@ -1,3 +1,5 @@
+"""The CPU training modules whose gradients replace slow MegEngine kernels: ReLU (cpu/relu.py)
+and max pooling (cpu/custom_ops/pool.py), against MegEngine's modules, exactly."""
 import numpy as np
 import pytest
 import megengine as mge
@@ -6,20 +8,34 @@ from megengine.autodiff import GradManager
 from megengine.jit import trace
 
 from official.vision.detection.cpu.custom_ops.pool import FastMaxPool2d
+from official.vision.detection.cpu.relu import SignGradientReLU
 
 
-def forward_backward(pool, x, grad_output):
+def forward_backward(module, x, grad_output):
     """The output and the input gradient, as tensors."""
     x = mge.Parameter(x)
     gm = GradManager().attach([x])
     with gm:
-        y = pool(x)
+        y = module(x)
         gm.backward(y, mge.tensor(grad_output))
     return y, x.grad
 
 
-def output_and_input_gradient(pool, x, grad_output):
-    return [tensor.numpy() for tensor in forward_backward(pool, x, grad_output)]
+def output_and_input_gradient(module, x, grad_output):
+    return [tensor.numpy() for tensor in forward_backward(module, x, grad_output)]
+
+
+def test_the_sign_gradient_relu_gives_megengines_output_and_gradient_exactly():
+    rng = np.random.RandomState(0)
+    x = rng.randn(2, 3, 5, 7).astype("float32")
+    x[0, 0, 0, :3] = [0.0, -0.0, 1e-38]  # zeros and a denormal: the gradient's edge
+    grad_output = rng.randn(*x.shape).astype("float32")
+    relu = SignGradientReLU()
+    relu.train()
+    expected = output_and_input_gradient(M.ReLU(), x, grad_output)
+    actual = output_and_input_gradient(relu, x, grad_output)
+    for want, got in zip(expected, actual):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("kernel, stride, padding, size", [
@@ -27,7 +43,7 @@ def output_and_input_gradient(pool, x, grad_output):
     (2, 2, 0, (8, 6)),
     ((3, 2), (1, 2), (1, 0), (7, 9)),
 ])
-def test_the_gradient_is_megengines_ties_included(kernel, stride, padding, size):
+def test_the_max_pooling_gradient_is_megengines_ties_included(kernel, stride, padding, size):
     rng = np.random.RandomState(0)
     # after a ReLU: a third zeros, so many windows hold their maximum more than once
     x = np.maximum(rng.randn(2, 3, *size), -0.0).astype("float32")
@@ -42,7 +58,7 @@ def test_the_gradient_is_megengines_ties_included(kernel, stride, padding, size)
         np.testing.assert_array_equal(got, want)
 
 
-def test_a_compiled_graph_gives_the_eager_gradient():
+def test_a_compiled_graph_gives_the_eager_max_pooling_gradient():
     rng = np.random.RandomState(1)
     x = np.maximum(rng.randn(2, 4, 12, 10), 0).astype("float32")
     grad_output = rng.randn(2, 4, 6, 5).astype("float32")
