@@ -13,8 +13,8 @@ import pytest
 from megengine.autodiff import GradManager
 
 from official.vision.detection.cpu import (
-    FastBatchNorm2d, FastGradientConv2d, SignGradientReLU, async_level, default_cpu_threads,
-    fast_training_modules
+    FastBatchNorm2d, FastGradientConv2d, FastMaxPool2d, FusedBatchNorm2d, OneDNNConv2d,
+    SignGradientReLU, async_level, default_cpu_threads, fast_training_modules
 )
 from official.vision.detection.cpu.mkl import needs_avx2_switch
 from official.vision.detection.utils.machine import cpu_vendor_and_flags
@@ -153,22 +153,28 @@ def trained_for_a_step(model, batch):
             [v for k, v in model.state_dict().items() if "running" in k])
 
 
-def test_the_fast_training_modules_keep_the_tensors_and_give_megengine_results():
+# the modules of each route: (convolutions, batch norms, max pooling)
+ROUTE_MODULES = {"megengine": (FastGradientConv2d, FastBatchNorm2d, M.MaxPool2d),
+                 "onednn": (OneDNNConv2d, FusedBatchNorm2d, FastMaxPool2d)}
+
+
+@pytest.mark.parametrize("convolutions", list(ROUTE_MODULES))
+def test_the_fast_training_modules_keep_the_tensors_and_give_megengine_results(convolutions):
     mge.random.seed(5)
     model = FCOS(tiny_config())
     reference = copy.deepcopy(model)
     before = {name: value.copy() for name, value in model.state_dict().items()}
     parameters = [id(p) for p in model.parameters()]
-    fast_training_modules(model)
+    fast_training_modules(model, convolutions)
     assert [id(p) for p in model.parameters()] == parameters  # an optimizer built before works
     after = model.state_dict()
     assert list(after) == list(before)
     for name, value in before.items():
         np.testing.assert_array_equal(after[name], value, name)
-    convs = [m for m in model.modules() if isinstance(m, M.Conv2d)]
-    norms = [m for m in model.modules() if isinstance(m, M.BatchNorm2d)]
-    assert convs and all(isinstance(m, FastGradientConv2d) for m in convs)
-    assert norms and all(isinstance(m, FastBatchNorm2d) for m in norms)
+    for base, route_module in zip((M.Conv2d, M.BatchNorm2d, M.MaxPool2d),
+                                  ROUTE_MODULES[convolutions]):
+        modules = [m for m in model.modules() if isinstance(m, base)]
+        assert modules and all(isinstance(m, route_module) for m in modules), base
     relus = [m for m in model.modules() if isinstance(m, M.ReLU)]
     assert relus and all(isinstance(m, SignGradientReLU) for m in relus)
     rng = np.random.RandomState(5)

@@ -11,7 +11,7 @@ convolution. What they work around, measured on 2-core AMD EPYC machines:
   for them are 5-15x (weight) and ~1.5x (input) slower than the forward convolution and
   matrix products that compute the same values.
 - batch_norm.py: the CPU BatchNorm kernels take 2-4x as long as the same statistics from
-  reductions and elementwise ops.
+  reductions and elementwise ops (and custom_ops/batch_norm.cpp computes them in fewer passes).
 - relu.py: ReLU's gradient kernel runs at a fraction of other elementwise kernels' speed.
 - sgd.py: ``megengine.optimizer.SGD`` builds five new tensors per parameter and step; the
   in-place update cut the demo's optimizer phase from ~35 to ~12 ms.
@@ -46,6 +46,7 @@ from .guard import RepeatNonFiniteEpoch
 from .mkl import use_mkl_avx2_kernels
 from .relu import SignGradientReLU
 from .custom_ops import library as custom_ops_library
+from .custom_ops.batch_norm import FusedBatchNorm2d
 from .custom_ops.conv import OneDNNConv2d
 from .custom_ops.pool import FastMaxPool2d
 from .sgd import InplaceSGD
@@ -55,7 +56,7 @@ from .traced_step import TracedStep
 
 __all__ = [
     "CONVOLUTIONS", "CPU_TRAINING_ASYNC_LEVEL", "FastBatchNorm2d", "FastGradientConv2d",
-    "FastMaxPool2d",
+    "FastMaxPool2d", "FusedBatchNorm2d",
     "InplaceSGD", "OneDNNConv2d", "RepeatNonFiniteEpoch", "SignGradientReLU", "StepPlan",
     "TRAINING_PRECISIONS",
     "async_level", "cpu_device", "custom_operators_available", "default_cpu_threads",
@@ -121,9 +122,9 @@ def training_convolutions(requested="auto", precision="fp32"):
 def fast_training_modules(model, convolutions="megengine", precision="fp32"):
     """Give ``model``, in place, the fast CPU training step of its convolutions,
     BatchNorms, ReLUs and max pooling: each is replaced by a module sharing its tensors (same
-    state_dict, same forward values): convolutions on oneDNN in ``precision`` and pooling
-    with the package's operators (``convolutions`` "onednn"), or the gradients of conv.py
-    ("megengine"). Returns ``model``."""
+    state_dict, same forward values): convolutions on oneDNN in ``precision``, BatchNorms and
+    pooling with the package's operators (``convolutions`` "onednn"), or the gradients of
+    conv.py and BatchNorms by reductions ("megengine"). Returns ``model``."""
 
     def replacement(module):
         kind = type(module)  # exactly: a subclass may compute otherwise
@@ -134,7 +135,7 @@ def fast_training_modules(model, convolutions="megengine", precision="fp32"):
                 return OneDNNConv2d.of(module, precision)
             return FastGradientConv2d.of(module)
         if kind is M.BatchNorm2d:
-            return FastBatchNorm2d.of(module)
+            return (FusedBatchNorm2d if convolutions == "onednn" else FastBatchNorm2d).of(module)
         if kind is M.ReLU:
             return SignGradientReLU()
         if kind is M.MaxPool2d and convolutions == "onednn":  # the operators are loaded

@@ -67,11 +67,16 @@ class FastBatchNorm2d(M.BatchNorm2d):
         fast.training = norm.training
         return fast
 
+    def statistics_norm(self):
+        """The Function normalizing a training batch; it keeps the batch's ``count``, ``mean``
+        and biased ``var`` ([1, C, 1, 1]) for the running averages."""
+        return BatchStatisticsNorm(self.eps)
+
     def forward(self, x):
         if not (self.training and self.affine and self.track_running_stats and not self.freeze
                 and x.ndim == 4):
             return super().forward(x)
-        norm = BatchStatisticsNorm(self.eps)
+        norm = self.statistics_norm()
         y = norm(x, self.weight, self.bias)
         # MegEngine's update: the running variance averages the unbiased batch variance
         unbiased_var = norm.var * (norm.count / max(norm.count - 1, 1))

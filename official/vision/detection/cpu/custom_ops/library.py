@@ -1,6 +1,6 @@
 """The package's CPU training operators, MegEngine custom operators: the convolutions on oneDNN
-(conv.cpp), the optimizers' updates in one pass (optimizer.cpp) and max pooling's gradient
-(pool.cpp). Built into one shared library in this Python environment's lib/ (beside oneDNN's,
+(conv.cpp), the optimizers' updates in one pass (optimizer.cpp), max pooling's gradient
+(pool.cpp) and training-mode batch normalization (batch_norm.cpp). Built into one shared library in this Python environment's lib/ (beside oneDNN's,
 against this environment's MegEngine), loaded into MegEngine once per process.
 
 ``make setup`` builds it (``library.main()``) with g++ against MegEngine's custom-operator
@@ -20,7 +20,8 @@ import tempfile
 import megengine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = [os.path.join(HERE, name) for name in ("conv.cpp", "optimizer.cpp", "pool.cpp")]
+SOURCES = [os.path.join(HERE, name)
+           for name in ("conv.cpp", "optimizer.cpp", "pool.cpp", "batch_norm.cpp")]
 BUILT_LIBRARY = os.path.join(sys.prefix, "lib", "libfcos_cpu_ops.so")
 # the library a process loads: the one make setup builds, or another (FCOS_CPU_OPS_LIBRARY)
 LIBRARY = os.environ.get("FCOS_CPU_OPS_LIBRARY", BUILT_LIBRARY)
