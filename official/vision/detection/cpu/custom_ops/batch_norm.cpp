@@ -34,7 +34,9 @@ void check(const std::vector<custom::Tensor>& inputs) {
             throw std::runtime_error("FcosBatchNorm: an input is not contiguous");
 }
 
-void forward_shape(const std::vector<custom::Shape>& inputs, const custom::Param&,
+// Both operators' outputs: one like x (y, dx), two of one value per channel (mean and var,
+// dweight and dbias).
+void output_shapes(const std::vector<custom::Shape>& inputs, const custom::Param&,
                    std::vector<custom::Shape>& outputs) {
     Layout x = layout_of(inputs[0]);
     outputs[0] = inputs[0];
@@ -77,13 +79,6 @@ void forward_compute(const std::vector<custom::Tensor>& inputs, const custom::Pa
         means[c] = mean;
         vars[c] = var;
     }
-}
-
-void backward_shape(const std::vector<custom::Shape>& inputs, const custom::Param&,
-                    std::vector<custom::Shape>& outputs) {
-    Layout x = layout_of(inputs[0]);
-    outputs[0] = inputs[0];
-    outputs[1] = outputs[2] = custom::Shape({(size_t)x.c});
 }
 
 void backward_compute(const std::vector<custom::Tensor>& inputs, const custom::Param& param,
@@ -139,7 +134,7 @@ CUSTOM_OP_REG(FcosBatchNormForward)
         .add_param("eps", 1e-5f)
         .set_device_infer(fcos_cpu_ops::inputs_device)
         .set_dtype_infer(fcos_cpu_ops::float32_outputs)
-        .set_shape_infer(fcos_batch_norm::forward_shape)
+        .set_shape_infer(fcos_batch_norm::output_shapes)
         .set_compute("x86", fcos_batch_norm::forward_compute);
 CUSTOM_OP_REG_END(FcosBatchNormForward)
 
@@ -157,6 +152,6 @@ CUSTOM_OP_REG(FcosBatchNormBackward)
         .add_param("eps", 1e-5f)
         .set_device_infer(fcos_cpu_ops::inputs_device)
         .set_dtype_infer(fcos_cpu_ops::float32_outputs)
-        .set_shape_infer(fcos_batch_norm::backward_shape)
+        .set_shape_infer(fcos_batch_norm::output_shapes)
         .set_compute("x86", fcos_batch_norm::backward_compute);
 CUSTOM_OP_REG_END(FcosBatchNormBackward)
