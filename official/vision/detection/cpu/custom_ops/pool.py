@@ -2,7 +2,7 @@
 
 MegEngine 1.13's CPU kernel for max pooling's gradient took 8.4 ms of the demo's 280 ms
 traced step (the stem's pooling of [8, 64, 48, 64]); the operator gives the same gradient,
-ties included, in about 1 ms (docs/megengine_notes.md, "Where a training step's time goes").
+ties included, in 3.3-3.8 ms (docs/megengine_notes.md, "Where a training step's time goes").
 """
 import megengine.functional as F
 import megengine.module as M
