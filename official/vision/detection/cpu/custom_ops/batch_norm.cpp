@@ -28,10 +28,14 @@ Layout layout_of(const custom::Shape& x) {
     return {(long)x[0], (long)x[1], (long)(x[2] * x[3])};
 }
 
-void check(const std::vector<custom::Tensor>& inputs) {
+// What both computes do first: wait for MegEngine's queued kernels, check the inputs; x's
+// layout.
+Layout started(const std::vector<custom::Tensor>& inputs) {
+    fcos_cpu_ops::wait_for_queued_kernels();
     for (auto& tensor : inputs)
         if (!fcos_cpu_ops::contiguous(tensor))
             throw std::runtime_error("FcosBatchNorm: an input is not contiguous");
+    return layout_of(inputs[0].shape());
 }
 
 // Both operators' outputs: one like x (y, dx), two of one value per channel (mean and var,
@@ -45,9 +49,7 @@ void output_shapes(const std::vector<custom::Shape>& inputs, const custom::Param
 
 void forward_compute(const std::vector<custom::Tensor>& inputs, const custom::Param& param,
                      std::vector<custom::Tensor>& outputs) {
-    fcos_cpu_ops::wait_for_queued_kernels();
-    check(inputs);
-    const Layout shape = layout_of(inputs[0].shape());
+    const Layout shape = started(inputs);
     const float eps = param["eps"].as<float>();
     const float *x = inputs[0].data<float>(), *weight = inputs[1].data<float>();
     const float* bias = inputs[2].data<float>();
@@ -66,7 +68,8 @@ void forward_compute(const std::vector<custom::Tensor>& inputs, const custom::Pa
         for (long n = 0; n < shape.n; ++n) {
             const float* plane = x + shape.at(n, c);
 #pragma omp simd reduction(+ : squares)
-            for (long i = 0; i < shape.hw; ++i) squares += (double)(plane[i] - mean) * (plane[i] - mean);
+            for (long i = 0; i < shape.hw; ++i)
+                squares += (double)(plane[i] - mean) * (plane[i] - mean);
         }
         const float var = (float)(squares / shape.count());
         const float inv_std = 1.f / std::sqrt(var + eps), w = weight[c], b = bias[c];
@@ -83,9 +86,7 @@ void forward_compute(const std::vector<custom::Tensor>& inputs, const custom::Pa
 
 void backward_compute(const std::vector<custom::Tensor>& inputs, const custom::Param& param,
                       std::vector<custom::Tensor>& outputs) {
-    fcos_cpu_ops::wait_for_queued_kernels();
-    check(inputs);
-    const Layout shape = layout_of(inputs[0].shape());
+    const Layout shape = started(inputs);
     const float eps = param["eps"].as<float>();
     const float *x = inputs[0].data<float>(), *weight = inputs[1].data<float>();
     const float *means = inputs[2].data<float>(), *vars = inputs[3].data<float>();
