@@ -35,9 +35,11 @@ CONVOLUTIONS = {
     "3x3 in 4 groups": (16, 32, 3, 1, 1, 1, 4, (8, 9), True),
     "3x3 depthwise": (16, 16, 3, 1, 1, 1, 16, (8, 9), False),
     "3x3 on one pixel (P7)": (16, 16, 3, 1, 1, 1, 1, (1, 1), True),
-    # tensors above SmallReorder::MAX_ELEMENTS: reordered by oneDNN's kernels (the rest by
-    # conv.cpp's loops, padded blocks among them: 24 outputs in blocks of 16)
+    # above conv.cpp's SERIAL_FLOPS: on oneDNN's threads (the convolutions above on one)
     "3x3 of 96 channels": (96, 96, 3, 1, 1, 1, 1, (20, 24), True),
+    # activations above ChannelBlockCopy::MAX_ELEMENTS: reordered by oneDNN's kernels (the
+    # rest by conv.cpp's loops, padded blocks among them: 24 outputs in blocks of 16)
+    "1x1 on a large input": (16, 24, 1, 1, 0, 1, 1, (180, 200), False),
 }
 
 
@@ -229,6 +231,40 @@ for args in (("onednn",), ("auto", "bf16")):
         assert output.count("refused: the package's CPU operators are not built") == 2
     else:
         assert "refused: the package's CPU operators are not built" in output
+
+
+AVX2_LAYOUTS = """
+import numpy as np, megengine as mge
+from megengine.autodiff import GradManager
+from official.vision.detection.cpu.custom_ops.conv import OneDNNConv2d
+from official.vision.detection.layers.conv import Conv2d
+rng = np.random.default_rng(0)
+for channels, out_channels, size in ((16, 20, (9, 11)), (24, 16, (13, 8))):
+    reference = Conv2d(channels, out_channels, 3, 1, 1)
+    conv = OneDNNConv2d.of(reference, "fp32")
+    conv.train()
+    x = mge.tensor(rng.normal(size=(2, channels) + size).astype("float32"))
+    errors = []
+    for module in (reference, conv):
+        manager = GradManager().attach([module.weight, x])
+        with manager:
+            y = module(x)
+            manager.backward((y * y).sum())
+        errors.append([y.numpy(), x.grad.numpy(), module.weight.grad.numpy()])
+        x.grad = module.weight.grad = None  # the two modules share the weight
+    for got, wanted in zip(errors[1], errors[0]):
+        print("error", float(np.abs(got - wanted).max() / np.abs(wanted).max()))
+"""
+
+
+def test_avx2_layouts_blocks_of_8_channels_give_megengines_values():
+    """With oneDNN's kernels limited to AVX2 (what Zen 3 runs), activations come in blocks of
+    8 channels, a padded one among them (20 outputs): conv.cpp's copies to and from them."""
+    result = run_python(AVX2_LAYOUTS, {"ONEDNN_MAX_CPU_ISA": "AVX2", "ONEDNN_VERBOSE": "1"})
+    assert "aBcd8b" in result.stdout and "aBcd16b" not in result.stdout
+    errors = [float(line.split()[1]) for line in result.stdout.splitlines()
+              if line.startswith("error ")]
+    assert len(errors) == 6 and max(errors) <= 1e-4, errors
 
 
 REFUSED_SHAPE = """

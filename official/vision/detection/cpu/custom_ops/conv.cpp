@@ -84,6 +84,10 @@ struct Geometry {
     memory::dims pad_r() const { return {pad_bottom, pad_right}; }
     dt compute_type() const { return bf16 ? dt::bf16 : dt::f32; }
 
+    double flops() const {  // multiply-adds x 2 of the forward pass
+        return 2.0 * n * o * oh * ow * (c / groups) * kh * kw;
+    }
+
     std::string key() const {
         std::ostringstream out;
         for (auto v : {n, c, h, w, o, kh, kw, groups, stride_h, stride_w, dilation_h,
@@ -280,14 +284,114 @@ public:
     }
 };
 
+// Copies between an NCHW float32 activation and oneDNN's channel-blocked layout of it
+// (aBcd16b on AVX-512, aBcd8b on AVX2: blocks of B channels, each position's B values
+// together), on the calling thread, by transposing tiles of 8 channels x 8 positions in
+// registers. In the demo's training step (~400 such copies per step) an 8 x 64 x 12 x 16
+// one takes ~0.06 ms where oneDNN's threaded reorder took ~0.10 (its threads woken), an
+// 8 x 256 x 6 x 8 one 0.07 against 0.11, an 8 x 64 x 24 x 32 one as long (~0.2); from cache
+// 0.01 against 0.02 (docs/megengine_notes.md, "oneDNN convolutions"). Larger tensors (above
+// MAX_ELEMENTS) keep oneDNN's threads.
+class ChannelBlockCopy {
+    using Floats8 = float __attribute__((vector_size(32)));
+    memory::dim m_n = 0, m_c = 0, m_hw = 0, m_block = 0;
+
+    // row i of ``in`` (8 floats from in + i * in_stride) becomes column i of ``out``
+    __attribute__((always_inline)) static inline void transpose8(
+            const float* in, memory::dim in_stride, float* out, memory::dim out_stride) {
+        Floats8 r[8], t[8], u[8];
+        for (int i = 0; i < 8; ++i) std::memcpy(&r[i], in + i * in_stride, sizeof(Floats8));
+        for (int i = 0; i < 8; i += 2) {  // pairs of rows interleaved
+            t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+            t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+        }
+        for (int i = 0; i < 8; i += 4) {  // then pairs of those
+            u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+            u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+        for (int i = 0; i < 4; ++i) {  // then the halves of rows 4 apart
+            Floats8 low = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+            Floats8 high = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+            std::memcpy(out + i * out_stride, &low, sizeof(Floats8));
+            std::memcpy(out + (i + 4) * out_stride, &high, sizeof(Floats8));
+        }
+    }
+
+    // one block of ``channels`` channels (B but in a last, padded block) at ``hw`` positions
+    template <int B, bool to_blocked>
+    FCOS_VECTOR_VERSIONS static void copy_block(float* blocked, float* plain, memory::dim hw,
+                                                memory::dim channels) {
+        memory::dim s = 0;
+        if (channels == B)
+            for (; s + 8 <= hw; s += 8)
+                for (int k = 0; k < B; k += 8) {
+                    if (to_blocked)
+                        transpose8(plain + k * hw + s, hw, blocked + s * B + k, B);
+                    else
+                        transpose8(blocked + s * B + k, B, plain + k * hw + s, hw);
+                }
+        for (; s < hw; ++s)  // the rest one by one; a padded block's extra channels are zeros
+            for (int k = 0; k < B; ++k) {
+                if (to_blocked)
+                    blocked[s * B + k] = k < channels ? plain[k * hw + s] : 0.0f;
+                else if (k < channels)
+                    plain[k * hw + s] = blocked[s * B + k];
+            }
+    }
+
+public:
+    static constexpr memory::dim MAX_ELEMENTS = 1 << 20;
+
+    static bool suits(const memory::desc& plain, const memory::desc& blocked) {
+        if (plain.get_data_type() != dt::f32 || blocked.get_data_type() != dt::f32 ||
+            blocked.get_format_kind() != memory::format_kind::blocked ||
+            blocked.get_ndims() != 4 || blocked.get_inner_nblks() != 1 ||
+            blocked.get_inner_idxs()[0] != 1 ||
+            plain.get_size() > MAX_ELEMENTS * sizeof(float))
+            return false;
+        auto dims = blocked.get_dims(), padded = blocked.get_padded_dims();
+        auto strides = blocked.get_strides();
+        memory::dim block = blocked.get_inner_blks()[0], hw = dims[2] * dims[3];
+        return (block == 8 || block == 16) && padded[2] == dims[2] && padded[3] == dims[3] &&
+               strides[3] == block && strides[2] == dims[3] * block &&
+               strides[1] == hw * block && strides[0] == padded[1] * hw;
+    }
+
+    ChannelBlockCopy() = default;
+    explicit ChannelBlockCopy(const memory::desc& blocked) {
+        auto dims = blocked.get_dims();
+        m_n = dims[0], m_c = dims[1], m_hw = dims[2] * dims[3];
+        m_block = blocked.get_inner_blks()[0];
+    }
+
+    template <bool to_blocked>
+    void copy(const float* from, float* to) const {
+        auto copy_block_of = m_block == 16 ? copy_block<16, to_blocked>
+                                           : copy_block<8, to_blocked>;
+        float* blocked = const_cast<float*>(to_blocked ? to : from);
+        float* plain = const_cast<float*>(to_blocked ? from : to);
+        const memory::dim blocks = (m_c + m_block - 1) / m_block;
+        for (memory::dim n = 0; n < m_n; ++n)
+            for (memory::dim b = 0; b < blocks; ++b)
+                copy_block_of(blocked + (n * blocks + b) * m_hw * m_block,
+                              plain + (n * m_c + b * m_block) * m_hw, m_hw,
+                              std::min(m_block, m_c - b * m_block));
+    }
+};
+
 // One tensor as the user holds it (plain, float32) and as a primitive wants it, with the
-// reorder between the two where they differ (made once, with the primitive): SmallReorder's
-// loops for small float32 tensors, else oneDNN's.
+// reorder between the two where they differ (made once, with the primitive): on the calling
+// thread for float32 activations in channel blocks (ChannelBlockCopy) and other small float32
+// tensors (SmallReorder), else oneDNN's.
 struct Transfer {
+    enum class Route { same, onednn, channel_blocks, small };
     memory::desc user, inner;
     Slot slot = SRC;
-    dnnl::reorder reorder;  // empty where user == inner or the small reorder does it
-    bool small = false;
+    Route route = Route::same;
+    dnnl::reorder reorder;  // the onednn route's
+    ChannelBlockCopy channel_blocks;
     SmallReorder small_reorder;
 
     Transfer() = default;
@@ -295,48 +399,60 @@ struct Transfer {
              bool into_inner)
             : user(user_desc), inner(inner_desc), slot(arena_slot) {
         if (user == inner) return;
-        if (SmallReorder::suits(user, inner)) {
-            small = true;
+        if (ChannelBlockCopy::suits(user, inner)) {
+            route = Route::channel_blocks;
+            channel_blocks = ChannelBlockCopy(inner);
+        } else if (SmallReorder::suits(user, inner)) {
+            route = Route::small;
             small_reorder = SmallReorder(inner);
-            return;
+        } else {
+            route = Route::onednn;
+            auto& engine = cpu_engine();
+            reorder = into_inner ? dnnl::reorder({engine, user, engine, inner})
+                                 : dnnl::reorder({engine, inner, engine, user});
         }
-        auto& engine = cpu_engine();
-        reorder = into_inner ? dnnl::reorder({engine, user, engine, inner})
-                             : dnnl::reorder({engine, inner, engine, user});
     }
 
-    bool reordered() const { return small || reorder; }
+    // copies on the calling thread (the routes other than onednn)
+    template <bool to_inner>
+    void copy_here(const void* from, void* to) const {
+        auto source = static_cast<const float*>(from);
+        auto target = static_cast<float*>(to);
+        if (route == Route::channel_blocks)
+            channel_blocks.copy<to_inner>(source, target);
+        else
+            small_reorder.copy<to_inner>(source, target);
+    }
 
     // the user's ``data`` as ``inner``: itself, or reordered into the arena
     memory in(void* data, dnnl::stream& stream) const {
         memory user_memory(user, cpu_engine(), data);
-        if (!reordered()) return user_memory;
+        if (route == Route::same) return user_memory;
         memory inner_memory(inner, cpu_engine(), g_arena.get(slot, inner.get_size()));
-        if (small)
-            small_reorder.copy<true>(static_cast<const float*>(data),
-                                     static_cast<float*>(inner_memory.get_data_handle()));
-        else
+        if (route == Route::onednn)
             reorder.execute(stream, {{DNNL_ARG_FROM, user_memory}, {DNNL_ARG_TO, inner_memory}});
+        else
+            copy_here<true>(data, inner_memory.get_data_handle());
         return inner_memory;
     }
 
     // where a primitive writes this output: the user's ``data`` itself, or the arena
     memory out(void* data) const {
-        if (!reordered()) return memory(user, cpu_engine(), data);
+        if (route == Route::same) return memory(user, cpu_engine(), data);
         return memory(inner, cpu_engine(), g_arena.get(slot, inner.get_size()));
     }
 
-    // the output ``result`` (from ``out``) into the user's ``data``; call after the stream's
-    // wait when the small reorder copies it (it reads the primitive's output)
+    // the output ``result`` (from ``out``) into the user's ``data``; a copy on the calling
+    // thread first waits for the stream (it reads the primitive's output)
     void back(const memory& result, void* data, dnnl::stream& stream) const {
-        if (small) {
-            stream.wait();
-            small_reorder.copy<false>(static_cast<const float*>(result.get_data_handle()),
-                                      static_cast<float*>(data));
-        } else if (reorder) {
+        if (route == Route::same) return;
+        if (route == Route::onednn) {
             memory user_memory(user, cpu_engine(), data);
             reorder.execute(stream, {{DNNL_ARG_FROM, result}, {DNNL_ARG_TO, user_memory}});
+            return;
         }
+        stream.wait();
+        copy_here<false>(result.get_data_handle(), data);
     }
 };
 
@@ -346,9 +462,33 @@ dnnl::primitive_attr scratchpad_attr() {
     return attr;
 }
 
+// Convolutions of fewer floating-point operations run on the calling thread alone: waking
+// oneDNN's second OpenMP thread costs ~0.05 ms per call inside the training step, more than
+// such a convolution takes on one thread (an 8 x 64 x 1 x 1 forward: 0.05 ms on two threads,
+// 0.003 on one; an 8 x 64 x 3 x 4 one 0.079 against 0.043; 8 x 64 x 6 x 8, 28 MFLOP, 0.17
+// against 0.20; docs/megengine_notes.md, "oneDNN convolutions"). A rule of the shape alone, so
+// a training computes the same on every run.
+constexpr double SERIAL_FLOPS = 1e7;
+
+// OpenMP's thread count for the calling thread inside a scope: 1 for a serial primitive.
+class SerialScope {
+    int m_previous = 0;
+
+public:
+    explicit SerialScope(bool serial) {
+        if (!serial) return;
+        m_previous = omp_get_max_threads();
+        omp_set_num_threads(1);
+    }
+    ~SerialScope() {
+        if (m_previous) omp_set_num_threads(m_previous);
+    }
+};
+
 // The primitives of one geometry and the transfers of their tensors.
 struct Primitives {
     Geometry geometry;
+    bool serial;
     dnnl::convolution_forward::primitive_desc forward_pd;
     dnnl::convolution_backward_data::primitive_desc data_pd;
     dnnl::convolution_backward_weights::primitive_desc weights_pd;
@@ -357,7 +497,8 @@ struct Primitives {
     Transfer data_diff_dst, data_weights, diff_src;  // input gradient
     Transfer weights_src, weights_diff_dst, diff_weights;  // weight gradient
 
-    explicit Primitives(const Geometry& g) : geometry(g) {
+    explicit Primitives(const Geometry& g) : geometry(g), serial(g.flops() < SERIAL_FLOPS) {
+        SerialScope scope(serial);
         auto& engine = cpu_engine();
         dt inner = g.compute_type();
         auto any = [](const memory::dims& dims, dt type) {
@@ -456,6 +597,7 @@ void forward_compute(const std::vector<custom::Tensor>& inputs, const custom::Pa
     for (size_t i = 0; i < inputs.size(); ++i) check_contiguous(inputs[i], "an input");
     guarded("forward", [&] {
         auto& p = primitives_of(geometry_of(inputs[0].shape(), inputs[1].shape(), param));
+        SerialScope scope(p.serial);
         auto& stream = cpu_stream();
         void* y = outputs[0].data();
         auto dst = p.dst.out(y);
@@ -489,6 +631,7 @@ void backward_compute(const std::vector<custom::Tensor>& inputs, const custom::P
     for (size_t i = 0; i < inputs.size(); ++i) check_contiguous(inputs[i], "an input");
     guarded("backward", [&] {
         auto& p = primitives_of(geometry_of(inputs[0].shape(), inputs[1].shape(), param));
+        SerialScope scope(p.serial);
         auto& stream = cpu_stream();
         void *x = inputs[0].data(), *w = inputs[1].data(), *dy = inputs[2].data();
         memory diff_dst;

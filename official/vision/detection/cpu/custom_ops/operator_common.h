@@ -13,6 +13,10 @@
 #include <cstddef>
 #include <vector>
 
+// A function compiled for AVX-512, AVX2 and baseline x86-64, the CPU picking its version when
+// the library loads (GCC's target_clones).
+#define FCOS_VECTOR_VERSIONS __attribute__((target_clones("avx512f", "avx2", "default")))
+
 namespace mgb {
 class CompNode {
 public:

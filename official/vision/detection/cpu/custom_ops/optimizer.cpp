@@ -29,11 +29,10 @@ void copy(const custom::Tensor& from, custom::Tensor& to) {
 }
 
 // The loops below are vectorized (omp simd: GCC left them scalar otherwise) and compiled for
-// AVX-512, AVX2 and baseline x86-64, the CPU picking its version when the library loads
-// (GCC's target_clones); no FMA contraction (the build's -ffp-contract=off), so each version
-// rounds as MegEngine's elementwise operators do. Scalar SSE code took 35 ms of the demo's
-// 280 ms step for AdamW (docs/megengine_notes.md, "Where a training step's time goes").
-#define FCOS_VECTOR_VERSIONS __attribute__((target_clones("avx512f", "avx2", "default")))
+// AVX-512, AVX2 and baseline x86-64 (FCOS_VECTOR_VERSIONS); no FMA contraction (the build's
+// -ffp-contract=off), so each version rounds as MegEngine's elementwise operators do. Scalar
+// SSE code took 35 ms of the demo's 280 ms step for AdamW (docs/megengine_notes.md, "Where a
+// training step's time goes").
 
 struct AdamWScalars {
     float beta1, beta2, gain1, gain2, correction1, correction2, eps, decay, lr;
