@@ -13,8 +13,9 @@ import pytest
 from megengine.autodiff import GradManager
 
 from official.vision.detection.cpu import (
-    FastBatchNorm2d, FastGradientConv2d, FastMaxPool2d, FusedBatchNorm2d, OneDNNConv2d,
-    INLINE_CPU_DEVICE, SignGradientReLU, async_level, default_cpu_threads, fast_training_modules
+    BF16_MIN_CHANNELS, INLINE_CPU_DEVICE, FastBatchNorm2d, FastGradientConv2d, FastMaxPool2d,
+    FusedBatchNorm2d, OneDNNConv2d, SignGradientReLU, async_level, default_cpu_threads,
+    fast_training_modules
 )
 from official.vision.detection.cpu.mkl import needs_avx2_switch
 from official.vision.detection.utils.machine import cpu_vendor_and_flags
@@ -197,3 +198,17 @@ def test_the_fast_training_modules_keep_the_tensors_and_give_megengine_results(c
     # whole gradient). Each layer's gradient is checked exactly in its own test file.
     want, got = (np.concatenate([g.ravel() for g in grads]) for grads in (expected[1], actual[1]))
     assert np.linalg.norm(got - want) <= 0.05 * np.linalg.norm(want)
+
+
+def test_bf16_training_keeps_the_convolutions_of_few_channels_in_fp32():
+    """The stem (3 colours in) and the prediction layers (1-4 out) stay fp32 in a bf16
+    training; the rest take the precision asked for. Only the modules' setting: no bf16
+    units needed."""
+    model = fast_training_modules(FCOS(tiny_config()), "onednn", "bf16")
+    convolutions = [m for m in model.modules() if isinstance(m, OneDNNConv2d)]
+    for conv in convolutions:
+        few = min(conv.in_channels, conv.out_channels) < BF16_MIN_CHANNELS
+        assert conv.precision == ("fp32" if few else "bf16"), conv
+    assert model.backbone.bottom_up.conv1.precision == "fp32"
+    assert {model.head.cls_score.precision, model.head.ctrness.precision} == {"fp32"}
+    assert model.head.cls_subnet[0].precision == "bf16"
