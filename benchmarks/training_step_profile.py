@@ -47,7 +47,7 @@ def profile_steps(config, batch_size, short_size, max_size, precision, warmup, r
         synthetic_batches)
     from official.vision.detection.cpu import traced_step  # pylint: disable=import-outside-toplevel
     from official.vision.detection.engine.trainer import (  # pylint: disable=import-outside-toplevel
-        TrainOptions, build_trainer, inline_cpu_kernels, quiet_cpu_workers)
+        TrainOptions, build_trainer, quiet_cpu_workers)
     from official.vision.detection.utils.config_file import (  # pylint: disable=import-outside-toplevel
         load_config_module)
 
@@ -63,9 +63,7 @@ def profile_steps(config, batch_size, short_size, max_size, precision, warmup, r
     cpu.prepare_cpu_process(quiet_cpu_workers(options, None))  # as the trainer does
     module = load_config_module(config)
     cfg = module.Cfg()
-    inline = inline_cpu_kernels(options)
-    with cpu.default_cpu_threads(options.threads, inline), cpu.async_level(
-            cpu.CPU_TRAINING_ASYNC_LEVEL):
+    with cpu.default_cpu_threads(options.threads), cpu.async_level(cpu.CPU_TRAINING_ASYNC_LEVEL):
         mge.random.seed(0)
         model = module.Net(cfg)
         trainer = build_trainer(model, cfg, options, on_cpu=True)

@@ -13,9 +13,8 @@ import pytest
 from megengine.autodiff import GradManager
 
 from official.vision.detection.cpu import (
-    BF16_MIN_CHANNELS, INLINE_CPU_DEVICE, FastBatchNorm2d, FastGradientConv2d, FastMaxPool2d,
-    FusedBatchNorm2d, OneDNNConv2d, SignGradientReLU, async_level, default_cpu_threads,
-    fast_training_modules
+    BF16_MIN_CHANNELS, FastBatchNorm2d, FastGradientConv2d, FastMaxPool2d, FusedBatchNorm2d,
+    OneDNNConv2d, SignGradientReLU, async_level, default_cpu_threads, fast_training_modules
 )
 from official.vision.detection.cpu.mkl import needs_avx2_switch
 from official.vision.detection.utils.machine import cpu_vendor_and_flags
@@ -131,12 +130,6 @@ def test_default_cpu_threads_applies_inside_the_block_only():
     assert mge.get_default_device() == before
     with default_cpu_threads(1):
         assert str(mge.tensor([1.0]).device).startswith("cpu0")
-    with default_cpu_threads(2, inline=True):
-        assert str(mge.tensor([1.0]).device) == INLINE_CPU_DEVICE
-        with default_cpu_threads(2):  # and back from it
-            assert mge.get_default_device() == "multithread2:0"
-        assert mge.get_default_device() == INLINE_CPU_DEVICE
-    assert mge.get_default_device() == before
 
 
 @pytest.mark.parametrize("level", [0, 1])

@@ -7,8 +7,7 @@ from official.vision.detection.cpu import custom_operators_available
 from official.vision.detection.cpu.step_plan import (
     MAX_GRAPHS, RunCost, StepPlan, box_rows, choose_canvases, plan_cpu_step
 )
-from official.vision.detection.engine.trainer import (
-    TrainOptions, inline_cpu_kernels, quiet_cpu_workers)
+from official.vision.detection.engine.trainer import TrainOptions, quiet_cpu_workers
 
 # padded batch sizes of a multi-scale run on images of varied sizes and aspect ratios
 LANDSCAPE = {(160, 256): 300, (160, 224): 110, (160, 192): 20, (128, 256): 3}
@@ -84,14 +83,3 @@ def test_megengines_workers_are_quieted_for_a_traced_step_on_the_packages_operat
     assert not quiet_cpu_workers(asked_eager, traced)
     assert quiet_cpu_workers(default, traced) == custom_operators_available()
     assert not quiet_cpu_workers(TrainOptions("", "", cpu_kernels=False), traced)
-
-
-def test_megengines_kernels_run_inline_for_the_traced_step_on_onednn_only():
-    """MegEngine's own convolutions need its threads: inline (one thread) only where oneDNN
-    runs them, in the traced step."""
-    traced, eager = (StepPlan(step, ((96, 128),), 16, "") for step in ("traced", "eager"))
-    default = TrainOptions("", "")
-    assert inline_cpu_kernels(default, traced) == custom_operators_available()
-    assert not inline_cpu_kernels(default, eager)
-    assert not inline_cpu_kernels(TrainOptions("", "", convolutions="megengine"), traced)
-    assert not inline_cpu_kernels(TrainOptions("", "", cpu_kernels=False), traced)

@@ -142,10 +142,10 @@ def main_training(args, module):
                            args.max_size, async_level=args.async_level, step=args.step,
                            convolutions=args.convolutions, precision=args.precision,
                            threads=args.threads, dataset_dir=args.dataset_dir)
-    print("{} training step, {} thread(s), async level {}, {} convolutions in {}, MegEngine's "
-          "kernels on {}, {} steps after {} warm-up".format(
-              timing.step, args.threads, timing.async_level, timing.convolutions,
-              args.precision, timing.device, args.runs, args.warmup))
+    print("{} training step, {} thread(s), async level {}, {} convolutions in {}, {} steps "
+          "after {} warm-up".format(timing.step, args.threads, timing.async_level,
+                                    timing.convolutions, args.precision, args.runs,
+                                    args.warmup))
     report_training(timing, args.peak_gflops)
 
 

@@ -6,7 +6,6 @@ phases with a full sync after each, since MegEngine runs eager work asynchronous
 phase's time would otherwise show up in the next one's.
 """
 import collections
-import contextlib
 import dataclasses
 import itertools
 import resource
@@ -22,8 +21,8 @@ from ..data.build import build_train_dataset
 from ..data.collate import collate_train
 from ..data.transforms import TrainTransform
 from ..engine.schedule import steps_per_epoch
-from ..engine.trainer import (TrainOptions, build_trainer, cpu_step_plan, inline_cpu_kernels,
-                              quiet_cpu_workers, training_batches)
+from ..engine.trainer import (TrainOptions, build_trainer, cpu_step_plan, quiet_cpu_workers,
+                              training_batches)
 from .flops import count_conv_flops
 
 # the phases of an eager step; a traced step has "data" and "step" (one graph)
@@ -42,8 +41,6 @@ class TrainTiming:
     step: str = None  # "traced" or "eager" (engine/trainer.py, training_step)
     convolutions: str = None  # what ran them: "onednn" or "megengine" (cpu.CONVOLUTIONS)
     num_shapes: int = 1  # distinct padded input shapes of the timed steps
-    device: str = None  # MegEngine's device of the model (cpu.INLINE_CPU_DEVICE: its kernels
-    # on the graph's thread)
 
     def step_ms(self):
         return [sum(phase[i] for phase in self.phase_ms.values())
@@ -107,11 +104,7 @@ def time_training(config_module, batch_size, steps, warmup, short_size, max_size
         cpu.prepare_cpu_process(quiet_cpu_workers(options, plan))  # as the trainer does
     if async_level is None and on_cpu:
         async_level = cpu.CPU_TRAINING_ASYNC_LEVEL
-    with contextlib.ExitStack() as stack:  # the trainer's device and async level
-        if on_cpu and inline_cpu_kernels(options, plan):
-            stack.enter_context(cpu.default_cpu_threads(options.threads, inline=True))
-        stack.enter_context(cpu.async_level(
-            mge.config.async_level if async_level is None else async_level))
+    with cpu.async_level(mge.config.async_level if async_level is None else async_level):
         return _time_training(config_module, cfg, options, batches, plan, steps, warmup,
                               seed, on_cpu)
 
@@ -139,8 +132,7 @@ def _time_training(config_module, cfg, options, batches, plan, steps, warmup, se
     return TrainTiming(phase_ms, options.batch_size, most_common_shape,
                        statistics.mean(flops[shape] for shape in shapes), mge.config.async_level,
                        "eager" if trainer.traced_step is None else "traced",
-                       "onednn" if onednn else "megengine", len(set(shapes)),
-                       str(next(iter(model.parameters())).device))
+                       "onednn" if onednn else "megengine", len(set(shapes)))
 
 
 def input_shape(image_shape, plan=None):

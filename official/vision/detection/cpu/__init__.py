@@ -40,8 +40,7 @@ from ..utils.modules import replace_modules
 from .batch_norm import FastBatchNorm2d
 from .conv import FastGradientConv2d
 from .device import (
-    CPU_TRAINING_ASYNC_LEVEL, INLINE_CPU_DEVICE, async_level, cpu_device, default_cpu_threads,
-    on_cpu_device
+    CPU_TRAINING_ASYNC_LEVEL, async_level, cpu_device, default_cpu_threads, on_cpu_device
 )
 from .guard import RepeatNonFiniteEpoch
 from .mkl import use_mkl_avx2_kernels
@@ -57,8 +56,8 @@ from .traced_step import TracedStep
 
 __all__ = [
     "CONVOLUTIONS", "CPU_TRAINING_ASYNC_LEVEL", "FastBatchNorm2d", "FastGradientConv2d",
-    "FastMaxPool2d", "FusedBatchNorm2d", "INLINE_CPU_DEVICE", "InplaceSGD", "OneDNNConv2d",
-    "RepeatNonFiniteEpoch", "SignGradientReLU", "StepPlan", "TRAINING_PRECISIONS", "async_level", "cpu_device",
+    "FastMaxPool2d", "FusedBatchNorm2d", "InplaceSGD", "OneDNNConv2d", "RepeatNonFiniteEpoch",
+    "SignGradientReLU", "StepPlan", "TRAINING_PRECISIONS", "async_level", "cpu_device",
     "custom_operators_available", "default_cpu_threads", "fast_training_modules",
     "idle_sync_thread", "on_cpu_device", "plan_cpu_step", "prepare_cpu_process",
     "prepare_training", "TracedStep", "training_convolutions", "use_mkl_avx2_kernels",

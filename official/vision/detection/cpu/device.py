@@ -2,15 +2,6 @@
 import contextlib
 
 import megengine as mge
-from megengine.device import CompNode
-
-# MegEngine's CPU device whose kernels run on the thread that issues them: in a compiled graph,
-# its executor, in turn with the package's operators. On a "multithread" device each kernel
-# goes through a worker queue that the package's operators wait to drain before waking oneDNN's
-# OpenMP threads, two hand-overs per operator; the demo's traced oneDNN step took ~0.9x the
-# time with MegEngine's kernels inline on one thread (docs/megengine_notes.md, "oneDNN
-# convolutions"). megengine.set_default_device refuses the name; CompNode takes it.
-INLINE_CPU_DEVICE = "cpu:default"
 
 
 def cpu_device(threads):
@@ -26,17 +17,14 @@ def on_cpu_device(tensor):
 
 
 @contextlib.contextmanager
-def default_cpu_threads(threads, inline=False):
-    """Create tensors on ``cpu_device(threads)`` inside the block, or with ``inline`` on
-    ``INLINE_CPU_DEVICE`` (MegEngine's kernels on one thread, ``threads`` left to oneDNN's),
-    then restore the default."""
+def default_cpu_threads(threads):
+    """Create tensors on ``cpu_device(threads)`` inside the block, then restore the default."""
     previous = mge.get_default_device()
-    CompNode._set_default_device(  # pylint: disable=protected-access
-        INLINE_CPU_DEVICE if inline else cpu_device(threads))
+    mge.set_default_device(cpu_device(threads))
     try:
         yield
     finally:
-        CompNode._set_default_device(previous)  # pylint: disable=protected-access
+        mge.set_default_device(previous)
 
 
 # MegEngine's async_level for training on the CPU: 0, the only level at which identical eager

@@ -288,13 +288,6 @@ def quiet_cpu_workers(options, step_plan=None):
     return options.cpu_kernels and step == "traced" and cpu.custom_operators_available()
 
 
-def inline_cpu_kernels(options, step_plan=None):
-    """Whether a CPU training runs MegEngine's kernels on its graph's thread
-    (cpu.INLINE_CPU_DEVICE): the traced step whose convolutions are oneDNN's, which run on
-    ``options.threads`` threads themselves (MegEngine's own convolutions need its threads)."""
-    return quiet_cpu_workers(options, step_plan) and options.convolutions != "megengine"
-
-
 class TrainBatches:
     """Task (epoch, batch number, indices) -> collated batch; the augmentation draws depend
     only on (seed, rank, epoch, batch number), so a resumed run repeats them and each device
@@ -365,8 +358,7 @@ def train_worker(config_file, options):
         if on_cpu:
             cpu.prepare_cpu_process(quiet_workers=quiet_cpu_workers(options, plan))
             if world_size == 1:
-                stack.enter_context(cpu.default_cpu_threads(
-                    options.threads, inline=inline_cpu_kernels(options, plan)))
+                stack.enter_context(cpu.default_cpu_threads(options.threads))
         level = options.async_level
         if level is None and on_cpu:
             level = cpu.CPU_TRAINING_ASYNC_LEVEL
