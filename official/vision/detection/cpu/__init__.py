@@ -55,12 +55,13 @@ from .sync_thread import idle_sync_thread
 from .traced_step import TracedStep
 
 __all__ = [
-    "CONVOLUTIONS", "CPU_TRAINING_ASYNC_LEVEL", "FastBatchNorm2d", "FastGradientConv2d",
-    "FastMaxPool2d", "FusedBatchNorm2d", "InplaceSGD", "OneDNNConv2d", "RepeatNonFiniteEpoch",
-    "SignGradientReLU", "StepPlan", "TRAINING_PRECISIONS", "async_level", "cpu_device",
-    "custom_operators_available", "default_cpu_threads", "fast_training_modules",
-    "idle_sync_thread", "on_cpu_device", "plan_cpu_step", "prepare_cpu_process",
-    "prepare_training", "TracedStep", "training_convolutions", "use_mkl_avx2_kernels",
+    "BF16_MIN_CHANNELS", "CONVOLUTIONS", "CPU_TRAINING_ASYNC_LEVEL", "FastBatchNorm2d",
+    "FastGradientConv2d", "FastMaxPool2d", "FusedBatchNorm2d", "InplaceSGD", "OneDNNConv2d",
+    "RepeatNonFiniteEpoch", "SignGradientReLU", "StepPlan", "TRAINING_PRECISIONS",
+    "async_level", "cpu_device", "custom_operators_available", "default_cpu_threads",
+    "fast_training_modules", "idle_sync_thread", "on_cpu_device", "plan_cpu_step",
+    "prepare_cpu_process", "prepare_training", "TracedStep", "training_convolutions",
+    "use_mkl_avx2_kernels",
 ]
 
 logger = mge.get_logger(__name__)
