@@ -15,12 +15,14 @@ CUSTOM_OPS_LIBRARY := $(VENV)/lib/libfcos_cpu_ops.so
 .PHONY: setup chromium test demo serve finetune-benchmark clean
 
 # MegEngine 1.13.0 has wheels for Python 3.6-3.10 only: find a working python3.10 on PATH,
-# then under pyenv. What the package and its tools run with is installed first (the demo needs
-# no more); mgeconvert installs on its own, with the option file its setup.py needs
-# (requirements-mgeconvert.txt). The package itself is installed in editable mode, so tools and
-# tests import this checkout. The tests' own packages (pytest, Playwright, Ray) come after.
-$(VENV)/.installed: requirements.txt requirements-export.txt requirements-serve.txt \
-		requirements-mgeconvert.txt mgeconvert-install.cfg pyproject.toml
+# then under pyenv. What the package, its training and evaluation run with (requirements.txt)
+# is installed first, with the package itself in editable mode, so tools and tests import
+# this checkout: the demo needs no more. Export (ONNX, OpenVINO, mgeconvert) and the server
+# come next, for `make setup`, `make test` and `make serve`: ~20 s of the demo's first run on
+# 2 cores (docs/benchmarks.md, "The demo"). mgeconvert installs on its own, with the option
+# file its setup.py needs (requirements-mgeconvert.txt). The tests' own packages (pytest,
+# Playwright, Ray) come last.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	@py=""; \
 	for candidate in python3.10 $$(ls -d "$${PYENV_ROOT:-$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)}"/versions/3.10.*/bin/python 2>/dev/null); do \
 		if "$$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then py="$$candidate"; break; fi; \
@@ -30,14 +32,18 @@ $(VENV)/.installed: requirements.txt requirements-export.txt requirements-serve.
 	fi; \
 	echo "creating $(VENV) with $$py"; \
 	"$$py" -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-export.txt \
-		-r requirements-serve.txt
-	DIST_EXTRA_CONFIG=$(CURDIR)/mgeconvert-install.cfg $(PY) -m pip install --quiet --no-deps \
-		-r requirements-mgeconvert.txt
+	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt requirements-ray.txt
+$(VENV)/.installed-extras: $(VENV)/.installed requirements-export.txt requirements-serve.txt \
+		requirements-mgeconvert.txt mgeconvert-install.cfg
+	$(PY) -m pip install --quiet -r requirements-export.txt -r requirements-serve.txt
+	DIST_EXTRA_CONFIG=$(CURDIR)/mgeconvert-install.cfg $(PY) -m pip install --quiet --no-deps \
+		-r requirements-mgeconvert.txt
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-extras requirements-test.txt requirements-ray.txt
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	@touch $@
 
@@ -82,7 +88,7 @@ demo: $(VENV)/.installed $(CUSTOM_OPS_LIBRARY)
 	$(PY) tools/test.py -f $(DEMO_CONFIG) -w $(DEMO_DIR)/train -d $(DEMO_DIR)/data -b 4
 
 # The model `make demo` trained, served at http://127.0.0.1:8000 (the page at /; docs/serving.md).
-serve: $(VENV)/.installed
+serve: $(VENV)/.installed-extras
 	@test -d $(DEMO_DIR)/train || { echo "error: run 'make demo' first: it trains the model to serve" >&2; exit 1; }
 	$(PY) tools/serve.py -f $(DEMO_CONFIG) -w $(DEMO_DIR)/train -d $(DEMO_DIR)/data
 

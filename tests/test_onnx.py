@@ -36,6 +36,7 @@ from conftest import (
     with_distinct_outputs
 )
 from detection_matching import assert_same_detections
+from without_packages import run_without
 
 SCORE_TOLERANCE = 1e-4
 BOX_TOLERANCE = 0.05  # pixels
@@ -378,36 +379,6 @@ def test_test_tool_gives_the_eager_numbers_on_onnxruntime(tmp_path):
 
 
 # ------------------------- without the export packages ------------------------- #
-# runs a tool in a Python where the named top-level packages cannot be imported
-WITHOUT_PACKAGES = """
-import runpy
-import sys
-
-
-class Uninstalled:
-    def __init__(self, packages):
-        self.packages = packages
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in self.packages:
-            raise ModuleNotFoundError("No module named {!r}".format(name), name=name)
-        return None
-
-
-sys.meta_path.insert(0, Uninstalled(sys.argv[1].split(",")))
-tool = sys.argv[2]
-sys.argv = [tool] + sys.argv[3:]
-runpy.run_path(tool, run_name="__main__")
-"""
-
-
-def run_without(packages, script, *args):
-    return subprocess.run(
-        [sys.executable, "-c", WITHOUT_PACKAGES, packages,
-         os.path.join(PROJECT_ROOT, "tools", script)] + [str(a) for a in args],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False)
-
-
 @pytest.mark.parametrize("packages, missing", [("mgeconvert", "mgeconvert"), ("onnx", "onnx")])
 def test_export_without_its_packages_is_a_one_line_error_naming_them(
         tiny_config_file, tmp_path, packages, missing):

@@ -11,6 +11,7 @@ import pytest
 
 from detection_matching import assert_same_detections
 from conftest import PROJECT_ROOT, run_tool
+from without_packages import run_without
 from serving import (
     image_bytes, post_image, request, rows_of, serve_tool, wait_until, write_config_and_weights
 )
@@ -119,3 +120,14 @@ def test_the_server_without_ray_never_imports_it(model_files):
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("package", ["starlette", "uvicorn", "prometheus_client"])
+def test_serving_without_its_packages_is_a_one_line_error_naming_them(model_files, package):
+    """`make demo` installs requirements.txt only; the server's packages come with make setup."""
+    config, weights = model_files
+    result = run_without(package, "serve.py", "-f", config, "-w", weights)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: serving needs the Python package {} (".format(package))
+    assert "pip install -r requirements-serve.txt" in result.stderr

@@ -19,10 +19,14 @@ from official.vision.detection.deploy.detector import build_detector, engine_of
 from official.vision.detection.deploy.quantize import DatasetCalibration
 from official.vision.detection.engine.file_inference import label_categories
 from official.vision.detection.errors import ConfigError
-from official.vision.detection.serve.app import ServeSettings, create_app
-from official.vision.detection.serve.server import (
-    bind, check_exposure, return_large_blocks_to_the_system, run_server, server_token, url_of
-)
+try:
+    from official.vision.detection.serve.app import ServeSettings, create_app
+    from official.vision.detection.serve.server import (
+        bind, check_exposure, return_large_blocks_to_the_system, run_server, server_token, url_of
+    )
+except ImportError as missing:  # `make demo` installs requirements.txt only
+    raise SystemExit("error: serving needs the Python package {} ({}): run `make setup`, or "
+                     "pip install -r requirements-serve.txt".format(missing.name, missing)) from None
 from official.vision.detection.utils.config_file import load_config_module
 
 DEFAULTS = ServeSettings()
