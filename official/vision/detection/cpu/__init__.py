@@ -48,6 +48,7 @@ from .relu import SignGradientReLU
 from .custom_ops import library as custom_ops_library
 from .custom_ops.batch_norm import FusedBatchNorm2d
 from .custom_ops.conv import OneDNNConv2d
+from .custom_ops.group_norm import FusedGroupNorm
 from .custom_ops.pool import FastMaxPool2d
 from .sgd import InplaceSGD
 from .step_plan import StepPlan, plan_cpu_step
@@ -56,8 +57,8 @@ from .traced_step import TracedStep
 
 __all__ = [
     "BF16_MIN_CHANNELS", "CONVOLUTIONS", "CPU_TRAINING_ASYNC_LEVEL", "FastBatchNorm2d",
-    "FastGradientConv2d", "FastMaxPool2d", "FusedBatchNorm2d", "InplaceSGD", "OneDNNConv2d",
-    "RepeatNonFiniteEpoch", "SignGradientReLU", "StepPlan", "TRAINING_PRECISIONS",
+    "FastGradientConv2d", "FastMaxPool2d", "FusedBatchNorm2d", "FusedGroupNorm", "InplaceSGD",
+    "OneDNNConv2d", "RepeatNonFiniteEpoch", "SignGradientReLU", "StepPlan", "TRAINING_PRECISIONS",
     "async_level", "cpu_device", "custom_operators_available", "default_cpu_threads",
     "fast_training_modules", "idle_sync_thread", "on_cpu_device", "plan_cpu_step",
     "prepare_cpu_process", "prepare_training", "TracedStep", "training_convolutions",
@@ -125,9 +126,9 @@ def training_convolutions(requested="auto", precision="fp32"):
 
 def fast_training_modules(model, convolutions="megengine", precision="fp32"):
     """Give ``model``, in place, the fast CPU training step of its convolutions,
-    BatchNorms, ReLUs and max pooling: each is replaced by a module sharing its tensors (same
-    state_dict, same forward values): convolutions on oneDNN in ``precision`` (bf16 but
-    those of fewer than BF16_MIN_CHANNELS channels), BatchNorms and
+    BatchNorms, GroupNorms, ReLUs and max pooling: each is replaced by a module sharing its
+    tensors (same state_dict, same forward values): convolutions on oneDNN in ``precision``
+    (bf16 but those of fewer than BF16_MIN_CHANNELS channels), BatchNorms, GroupNorms and
     pooling with the package's operators (``convolutions`` "onednn"), or the gradients of
     conv.py and BatchNorms by reductions ("megengine"). Returns ``model``."""
 
@@ -146,6 +147,8 @@ def fast_training_modules(model, convolutions="megengine", precision="fp32"):
             return SignGradientReLU()
         if kind is M.MaxPool2d and convolutions == "onednn":  # the operators are loaded
             return FastMaxPool2d.of(module)
+        if kind is M.GroupNorm and module.affine and convolutions == "onednn":
+            return FusedGroupNorm.of(module)
         return None
 
     replace_modules(model, replacement)

@@ -1,7 +1,8 @@
 """The package's CPU training operators, MegEngine custom operators: the convolutions on oneDNN
 (conv.cpp), the optimizers' updates in one pass (optimizer.cpp), max pooling's gradient
-(pool.cpp) and training-mode batch normalization (batch_norm.cpp). Built into one shared library in this Python environment's lib/ (beside oneDNN's,
-against this environment's MegEngine), loaded into MegEngine once per process.
+(pool.cpp), training-mode batch normalization (batch_norm.cpp) and group normalization
+(group_norm.cpp). Built into one shared library in this Python environment's lib/ (beside
+oneDNN's, against this environment's MegEngine), loaded into MegEngine once per process.
 
 ``make setup`` builds it (``library.main()``) with g++ against MegEngine's custom-operator
 headers and ``libmegengine_shared.so`` from the MegEngine wheel, and oneDNN's CPU build with the
@@ -20,8 +21,8 @@ import tempfile
 import megengine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = [os.path.join(HERE, name)
-           for name in ("conv.cpp", "optimizer.cpp", "pool.cpp", "batch_norm.cpp")]
+SOURCES = [os.path.join(HERE, name) for name in (
+    "conv.cpp", "optimizer.cpp", "pool.cpp", "batch_norm.cpp", "group_norm.cpp")]
 BUILT_LIBRARY = os.path.join(sys.prefix, "lib", "libfcos_cpu_ops.so")
 # the library a process loads: the one make setup builds, or another (FCOS_CPU_OPS_LIBRARY)
 LIBRARY = os.environ.get("FCOS_CPU_OPS_LIBRARY", BUILT_LIBRARY)
