@@ -31,10 +31,7 @@ Layout layout_of(const custom::Shape& x) {
 // What both computes do first: wait for MegEngine's queued kernels, check the inputs; x's
 // layout.
 Layout started(const std::vector<custom::Tensor>& inputs) {
-    fcos_cpu_ops::wait_for_queued_kernels();
-    for (auto& tensor : inputs)
-        if (!fcos_cpu_ops::contiguous(tensor))
-            throw std::runtime_error("FcosBatchNorm: an input is not contiguous");
+    fcos_cpu_ops::start_compute(inputs, "FcosBatchNorm");
     return layout_of(inputs[0].shape());
 }
 

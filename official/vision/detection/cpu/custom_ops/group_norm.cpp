@@ -37,10 +37,7 @@ Layout layout_of(const custom::Shape& x, const custom::Param& param) {
 }
 
 Layout started(const std::vector<custom::Tensor>& inputs, const custom::Param& param) {
-    fcos_cpu_ops::wait_for_queued_kernels();
-    for (auto& tensor : inputs)
-        if (!fcos_cpu_ops::contiguous(tensor))
-            throw std::runtime_error("FcosGroupNorm: an input is not contiguous");
+    fcos_cpu_ops::start_compute(inputs, "FcosGroupNorm");
     return layout_of(inputs[0].shape(), param);
 }
 

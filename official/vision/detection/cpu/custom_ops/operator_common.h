@@ -11,6 +11,8 @@
 #include "megbrain/custom/custom.h"
 
 #include <cstddef>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 // A function compiled for AVX-512, AVX2 and baseline x86-64, the CPU picking its version when
@@ -43,6 +45,15 @@ inline bool contiguous(const custom::Tensor& tensor) {
         expected *= shape[i];
     }
     return true;
+}
+
+// What a compute does first: wait for MegEngine's queued kernels, then check that every
+// input is contiguous (``op`` names the operator in the error).
+inline void start_compute(const std::vector<custom::Tensor>& inputs, const char* op) {
+    wait_for_queued_kernels();
+    for (auto& tensor : inputs)
+        if (!contiguous(tensor))
+            throw std::runtime_error(std::string(op) + ": an input is not contiguous");
 }
 
 // Outputs on the device of the first input, all float32.

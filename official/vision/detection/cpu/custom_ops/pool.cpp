@@ -43,11 +43,8 @@ void backward_shape(const std::vector<custom::Shape>& inputs, const custom::Para
 
 void backward_compute(const std::vector<custom::Tensor>& inputs, const custom::Param& param,
                       std::vector<custom::Tensor>& outputs) {
-    fcos_cpu_ops::wait_for_queued_kernels();
+    fcos_cpu_ops::start_compute(inputs, "FcosMaxPoolBackward");
     const Window win = window_of(param);
-    for (auto& tensor : inputs)
-        if (!fcos_cpu_ops::contiguous(tensor))
-            throw std::runtime_error("FcosMaxPoolBackward: an input is not contiguous");
     auto x_shape = inputs[0].shape(), y_shape = inputs[1].shape();
     const long planes = (long)(x_shape[0] * x_shape[1]);
     const long height = x_shape[2], width = x_shape[3];
