@@ -13,8 +13,9 @@ import pytest
 from megengine.autodiff import GradManager
 
 from official.vision.detection.cpu import (
-    BF16_MIN_CHANNELS, FastBatchNorm2d, FastGradientConv2d, FastMaxPool2d, FusedBatchNorm2d,
-    OneDNNConv2d, SignGradientReLU, async_level, default_cpu_threads, fast_training_modules
+    BF16_MIN_CHANNELS, CPU_TRAINING_ASYNC_LEVEL, FastBatchNorm2d, FastGradientConv2d,
+    FastMaxPool2d, FusedBatchNorm2d, FusedGroupNorm, OneDNNConv2d, SignGradientReLU, async_level,
+    default_cpu_threads, fast_training_modules
 )
 from official.vision.detection.cpu.mkl import needs_avx2_switch
 from official.vision.detection.utils.machine import cpu_vendor_and_flags
@@ -146,16 +147,19 @@ def trained_for_a_step(model, batch):
     model.train()
     params = list(model.parameters())
     gm = GradManager().attach(params)
-    with gm:
+    # at the level the trainer runs eager steps: at MegEngine's default, 2, eager steps now and
+    # then compute wrong values (docs/megengine_notes.md); an inf gradient failed this test once
+    # in a whole suite on a Zen 3 (2026-12-08), not again in 30 runs of it alone
+    with async_level(CPU_TRAINING_ASYNC_LEVEL), gm:
         losses = model(**{name: mge.tensor(value) for name, value in batch.items()})
         gm.backward(losses["total_loss"])
     return ([float(v.item()) for v in losses.values()], [p.grad.numpy() for p in params],
             [v for k, v in model.state_dict().items() if "running" in k])
 
 
-# the modules of each route: (convolutions, batch norms, max pooling)
-ROUTE_MODULES = {"megengine": (FastGradientConv2d, FastBatchNorm2d, M.MaxPool2d),
-                 "onednn": (OneDNNConv2d, FusedBatchNorm2d, FastMaxPool2d)}
+# the modules of each route: (convolutions, batch norms, max pooling, group norms)
+ROUTE_MODULES = {"megengine": (FastGradientConv2d, FastBatchNorm2d, M.MaxPool2d, M.GroupNorm),
+                 "onednn": (OneDNNConv2d, FusedBatchNorm2d, FastMaxPool2d, FusedGroupNorm)}
 
 
 @pytest.mark.parametrize("convolutions", list(ROUTE_MODULES))
@@ -171,7 +175,7 @@ def test_the_fast_training_modules_keep_the_tensors_and_give_megengine_results(c
     assert list(after) == list(before)
     for name, value in before.items():
         np.testing.assert_array_equal(after[name], value, name)
-    for base, route_module in zip((M.Conv2d, M.BatchNorm2d, M.MaxPool2d),
+    for base, route_module in zip((M.Conv2d, M.BatchNorm2d, M.MaxPool2d, M.GroupNorm),
                                   ROUTE_MODULES[convolutions]):
         modules = [m for m in model.modules() if isinstance(m, base)]
         assert modules and all(isinstance(m, route_module) for m in modules), base
