@@ -19,6 +19,7 @@
 //   convolution there.
 #include "megbrain/custom/custom.h"
 #include "oneapi/dnnl/dnnl.hpp"
+#include "oneapi/dnnl/dnnl_debug.h"
 #include "operator_common.h"
 
 #include <omp.h>
@@ -26,6 +27,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdarg>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -35,6 +37,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -187,8 +190,50 @@ Arena g_arena;
 enum Slot { SRC, WEIGHTS, DST, DIFF_DST_DATA, DIFF_DST_WEIGHTS, DIFF_SRC, DIFF_WEIGHTS,
             SCRATCHPAD };
 
-// Copies between a plain float32 tensor and a blocked float32 layout of the same dims, on the
-// calling thread. oneDNN 3.2's reorders of tensors of a few KB cost a fixed ~0.04-0.06 ms
+// float32 -> bfloat16 as oneDNN's reorders convert (and AVX512-BF16's vcvtneps2bf16): rounded
+// to the nearest, ties to even; subnormals to a zero of their sign; NaNs stay NaNs, quiet. The
+// copies below convert so on the calling thread; a test holds them to oneDNN's reorder.
+inline uint16_t bf16_of(float value) {
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof(bits));
+    if ((bits & 0x7f800000u) == 0) return (bits >> 16) & 0x8000u;       // zero, subnormal
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (bits >> 16) | 0x40u;  // NaN
+    return (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+}
+
+using Floats8 = float __attribute__((vector_size(32)));
+using Words8 = uint32_t __attribute__((vector_size(32)));
+using Halves8 = uint16_t __attribute__((vector_size(16)));
+
+// the same on eight values
+__attribute__((always_inline)) inline Halves8 bf16_of(Floats8 values) {
+    Words8 bits;
+    std::memcpy(&bits, &values, sizeof(bits));
+    Words8 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    Words8 nan = (bits >> 16) | 0x40u, zero = (bits >> 16) & 0x8000u;
+    Words8 result = (bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+    result = (bits & 0x7f800000u) == 0 ? zero : result;
+    return __builtin_convertvector(result, Halves8);
+}
+
+// A blocked tensor's element (float32, or bfloat16 held as uint16_t) from a float32 one.
+template <typename Element>
+inline Element element_of(float value);
+template <>
+inline float element_of<float>(float value) { return value; }
+template <>
+inline uint16_t element_of<uint16_t>(float value) { return bf16_of(value); }
+
+__attribute__((always_inline)) inline void store8(float* to, Floats8 values) {
+    std::memcpy(to, &values, sizeof(values));
+}
+__attribute__((always_inline)) inline void store8(uint16_t* to, Floats8 values) {
+    Halves8 halves = bf16_of(values);
+    std::memcpy(to, &halves, sizeof(halves));
+}
+
+// Copies between a plain float32 tensor and a blocked float32 layout of the same dims (into a
+// bfloat16 one too), on the calling thread. oneDNN 3.2's reorders of tensors of a few KB cost a fixed ~0.04-0.06 ms
 // per call in the training step (its threads woken, its transposing weight kernel; torch's
 // oneDNN 3.12 takes 0.006-0.02 ms), ~750 calls per step of the demo; these loops copy an
 // activation of a few KB in a few microseconds and a 64 x 64 x 3 x 3 weight in ~35
@@ -211,7 +256,7 @@ public:
     static constexpr memory::dim MAX_ELEMENTS = 65536;  // above: oneDNN's threaded kernels
 
     static bool suits(const memory::desc& plain, const memory::desc& blocked) {
-        if (plain.get_data_type() != dt::f32 || blocked.get_data_type() != dt::f32 ||
+        if (plain.get_data_type() != dt::f32 ||
             blocked.get_format_kind() != memory::format_kind::blocked)
             return false;
         return plain.get_size() <= MAX_ELEMENTS * sizeof(float);  // plain: no padding
@@ -233,12 +278,15 @@ public:
         std::stable_sort(m_axes.begin(), m_axes.end(), [](const Axis& a, const Axis& b) {
             return a.blocked_step > b.blocked_step;
         });
-        memory::dim step = 1;  // inner blocks: outermost first, the last one contiguous
+        // inner blocks: outermost first, the last one contiguous; a dim's later blocks are
+        // its finer ones (OIhw8i16o2i: input channel 2 x (8-block index) + (2-block index))
+        memory::dim step = 1;
+        std::vector<memory::dim> finer(ndims, 1);  // the product of d's blocks after this one
         std::vector<Axis> inner(blocks.size());
         for (int k = (int)blocks.size() - 1; k >= 0; --k) {
             memory::dim d = block_dims[k];
-            span[d] /= blocks[k];  // the product of d's blocks after this one
-            inner[k] = {blocks[k], step, span[d] * plain_stride[d], d, span[d]};
+            inner[k] = {blocks[k], step, finer[d] * plain_stride[d], d, finer[d]};
+            finer[d] *= blocks[k];
             step *= blocks[k];
         }
         m_axes.insert(m_axes.end(), inner.begin(), inner.end());
@@ -246,8 +294,11 @@ public:
         m_blocked_bytes = blocked.get_size();
     }
 
-    template <bool to_blocked>
-    void copy(const float* from, float* to) const {
+    // ``Element``: the blocked side's type, float, or uint16_t for bfloat16 (into it only)
+    template <bool to_blocked, typename Element>
+    void copy(const void* from_data, void* to_data) const {
+        auto from = static_cast<const std::conditional_t<to_blocked, float, Element>*>(from_data);
+        auto to = static_cast<std::conditional_t<to_blocked, Element, float>*>(to_data);
         if (to_blocked && m_padded) std::memset(to, 0, m_blocked_bytes);  // padding: zeros
         const int last = (int)m_axes.size() - 1;
         const Axis& row = m_axes[last];
@@ -262,8 +313,9 @@ public:
                         row.extent, (m_dims[row.dim] - logical[row.dim] + row.dim_step - 1) /
                                             row.dim_step);
                 for (memory::dim x = 0; x < count; ++x) {
-                    if (to_blocked)
-                        to[blocked + x * row.blocked_step] = from[plain + x * row.plain_step];
+                    if constexpr (to_blocked)
+                        to[blocked + x * row.blocked_step] =
+                                element_of<Element>(from[plain + x * row.plain_step]);
                     else
                         to[plain + x * row.plain_step] = from[blocked + x * row.blocked_step];
                 }
@@ -286,19 +338,19 @@ public:
 
 // Copies between an NCHW float32 activation and oneDNN's channel-blocked layout of it
 // (aBcd16b on AVX-512, aBcd8b on AVX2: blocks of B channels, each position's B values
-// together), on the calling thread, by transposing tiles of 8 channels x 8 positions in
+// together; float32, or bfloat16 into it), on the calling thread, by transposing tiles of 8 channels x 8 positions in
 // registers. In the demo's training step (~400 such copies per step) an 8 x 64 x 12 x 16
 // one takes ~0.06 ms where oneDNN's threaded reorder took ~0.10 (its threads woken), an
 // 8 x 256 x 6 x 8 one 0.07 against 0.11, an 8 x 64 x 24 x 32 one as long (~0.2); from cache
 // 0.01 against 0.02 (docs/megengine_notes.md, "oneDNN convolutions"). Larger tensors (above
 // MAX_ELEMENTS) keep oneDNN's threads.
 class ChannelBlockCopy {
-    using Floats8 = float __attribute__((vector_size(32)));
     memory::dim m_n = 0, m_c = 0, m_hw = 0, m_block = 0;
 
     // row i of ``in`` (8 floats from in + i * in_stride) becomes column i of ``out``
+    template <typename Out>
     __attribute__((always_inline)) static inline void transpose8(
-            const float* in, memory::dim in_stride, float* out, memory::dim out_stride) {
+            const float* in, memory::dim in_stride, Out* out, memory::dim out_stride) {
         Floats8 r[8], t[8], u[8];
         for (int i = 0; i < 8; ++i) std::memcpy(&r[i], in + i * in_stride, sizeof(Floats8));
         for (int i = 0; i < 8; i += 2) {  // pairs of rows interleaved
@@ -314,28 +366,30 @@ class ChannelBlockCopy {
         for (int i = 0; i < 4; ++i) {  // then the halves of rows 4 apart
             Floats8 low = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
             Floats8 high = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-            std::memcpy(out + i * out_stride, &low, sizeof(Floats8));
-            std::memcpy(out + (i + 4) * out_stride, &high, sizeof(Floats8));
+            store8(out + i * out_stride, low);
+            store8(out + (i + 4) * out_stride, high);
         }
     }
 
-    // one block of ``channels`` channels (B but in a last, padded block) at ``hw`` positions
-    template <int B, bool to_blocked>
-    FCOS_VECTOR_VERSIONS static void copy_block(float* blocked, float* plain, memory::dim hw,
+    // one block of ``channels`` channels (B but in a last, padded block) at ``hw`` positions;
+    // ``Element`` the blocked side's type (float, or uint16_t for bfloat16 into it)
+    template <int B, bool to_blocked, typename Element>
+    FCOS_VECTOR_VERSIONS static void copy_block(Element* blocked, float* plain, memory::dim hw,
                                                 memory::dim channels) {
         memory::dim s = 0;
         if (channels == B)
             for (; s + 8 <= hw; s += 8)
                 for (int k = 0; k < B; k += 8) {
-                    if (to_blocked)
+                    if constexpr (to_blocked)
                         transpose8(plain + k * hw + s, hw, blocked + s * B + k, B);
                     else
                         transpose8(blocked + s * B + k, B, plain + k * hw + s, hw);
                 }
         for (; s < hw; ++s)  // the rest one by one; a padded block's extra channels are zeros
             for (int k = 0; k < B; ++k) {
-                if (to_blocked)
-                    blocked[s * B + k] = k < channels ? plain[k * hw + s] : 0.0f;
+                if constexpr (to_blocked)
+                    blocked[s * B + k] = element_of<Element>(k < channels ? plain[k * hw + s]
+                                                                          : 0.0f);
                 else if (k < channels)
                     plain[k * hw + s] = blocked[s * B + k];
             }
@@ -345,7 +399,7 @@ public:
     static constexpr memory::dim MAX_ELEMENTS = 1 << 20;
 
     static bool suits(const memory::desc& plain, const memory::desc& blocked) {
-        if (plain.get_data_type() != dt::f32 || blocked.get_data_type() != dt::f32 ||
+        if (plain.get_data_type() != dt::f32 ||
             blocked.get_format_kind() != memory::format_kind::blocked ||
             blocked.get_ndims() != 4 || blocked.get_inner_nblks() != 1 ||
             blocked.get_inner_idxs()[0] != 1 ||
@@ -366,12 +420,13 @@ public:
         m_block = blocked.get_inner_blks()[0];
     }
 
-    template <bool to_blocked>
-    void copy(const float* from, float* to) const {
-        auto copy_block_of = m_block == 16 ? copy_block<16, to_blocked>
-                                           : copy_block<8, to_blocked>;
-        float* blocked = const_cast<float*>(to_blocked ? to : from);
-        float* plain = const_cast<float*>(to_blocked ? from : to);
+    // ``Element``: the blocked side's type, float, or uint16_t for bfloat16 (into it only)
+    template <bool to_blocked, typename Element>
+    void copy(const void* from, void* to) const {
+        auto copy_block_of = m_block == 16 ? copy_block<16, to_blocked, Element>
+                                           : copy_block<8, to_blocked, Element>;
+        auto blocked = static_cast<Element*>(const_cast<void*>(to_blocked ? to : from));
+        auto plain = static_cast<float*>(const_cast<void*>(to_blocked ? from : to));
         const memory::dim blocks = (m_c + m_block - 1) / m_block;
         for (memory::dim n = 0; n < m_n; ++n)
             for (memory::dim b = 0; b < blocks; ++b)
@@ -383,8 +438,8 @@ public:
 
 // One tensor as the user holds it (plain, float32) and as a primitive wants it, with the
 // reorder between the two where they differ (made once, with the primitive): on the calling
-// thread for float32 activations in channel blocks (ChannelBlockCopy) and other small float32
-// tensors (SmallReorder), else oneDNN's.
+// thread for activations in channel blocks (ChannelBlockCopy) and other small tensors
+// (SmallReorder), float32, or into bfloat16 (its convolutions' inputs), else oneDNN's.
 struct Transfer {
     enum class Route { same, onednn, channel_blocks, small };
     memory::desc user, inner;
@@ -399,10 +454,12 @@ struct Transfer {
              bool into_inner)
             : user(user_desc), inner(inner_desc), slot(arena_slot) {
         if (user == inner) return;
-        if (ChannelBlockCopy::suits(user, inner)) {
+        const bool here = inner.get_data_type() == dt::f32 ||
+                          (into_inner && inner.get_data_type() == dt::bf16);
+        if (here && ChannelBlockCopy::suits(user, inner)) {
             route = Route::channel_blocks;
             channel_blocks = ChannelBlockCopy(inner);
-        } else if (SmallReorder::suits(user, inner)) {
+        } else if (here && SmallReorder::suits(user, inner)) {
             route = Route::small;
             small_reorder = SmallReorder(inner);
         } else {
@@ -416,12 +473,17 @@ struct Transfer {
     // copies on the calling thread (the routes other than onednn)
     template <bool to_inner>
     void copy_here(const void* from, void* to) const {
-        auto source = static_cast<const float*>(from);
-        auto target = static_cast<float*>(to);
+        if constexpr (to_inner)
+            if (inner.get_data_type() == dt::bf16) return copy_here<true, uint16_t>(from, to);
+        copy_here<to_inner, float>(from, to);
+    }
+
+    template <bool to_inner, typename Element>
+    void copy_here(const void* from, void* to) const {
         if (route == Route::channel_blocks)
-            channel_blocks.copy<to_inner>(source, target);
+            channel_blocks.copy<to_inner, Element>(from, to);
         else
-            small_reorder.copy<to_inner>(source, target);
+            small_reorder.copy<to_inner, Element>(from, to);
     }
 
     // the user's ``data`` as ``inner``: itself, or reordered into the arena
@@ -734,6 +796,47 @@ int fcos_onednn_check(const int64_t* x_shape, const int64_t* weight_shape, int w
 int fcos_onednn_primitive_count() {
     std::lock_guard<std::mutex> lock(fcos_onednn::g_mutex);
     return (int)fcos_onednn::g_cache.size();
+}
+
+// For the tests: ``plain`` (float32, row-major, ``ndims`` dims ``dims``) into oneDNN's layout
+// named ``layout`` (a format tag's name, e.g. "aBcd16b") of float32 or bfloat16 (``bf16``),
+// written to ``out`` (room for ``*size`` bytes; ``*size`` becomes the layout's size), as a
+// convolution's transfer into a primitive's input does it (``onednn`` 0) or by oneDNN's
+// reorder (1). Returns the route taken ("same", "onednn", "channel_blocks" or "small"), or ""
+// for an unknown layout or too little room.
+const char* fcos_onednn_transfer_into(const float* plain, const int64_t* dims, int ndims,
+                                      const char* layout, int bf16, int onednn, void* out,
+                                      int64_t* size) {
+    using namespace fcos_onednn;
+    static const char* const route_names[] = {"same", "onednn", "channel_blocks", "small"};
+    std::lock_guard<std::mutex> lock(g_mutex);
+    int found = 0;
+    for (int t = 1; t < dnnl_format_tag_last && !found; ++t)
+        if (std::strcmp(dnnl_fmt_tag2str((dnnl_format_tag_t)t), layout) == 0) found = t;
+    if (!found || ndims < 1) return "";
+    try {
+        memory::dims shape(dims, dims + ndims), strides(ndims, 1);
+        for (int d = ndims - 2; d >= 0; --d) strides[d] = strides[d + 1] * shape[d + 1];
+        memory::desc user(shape, dt::f32, strides);
+        memory::desc inner(shape, bf16 ? dt::bf16 : dt::f32, (tag)found);
+        if ((int64_t)inner.get_size() > *size) return "";
+        *size = (int64_t)inner.get_size();
+        auto& stream = cpu_stream();
+        memory user_memory(user, cpu_engine(), const_cast<float*>(plain));
+        if (onednn) {
+            memory target(inner, cpu_engine(), out);
+            dnnl::reorder(user_memory, target).execute(stream, user_memory, target);
+            stream.wait();
+            return route_names[(int)Transfer::Route::onednn];
+        }
+        Transfer transfer(user, inner, SRC, true);
+        memory result = transfer.in(const_cast<float*>(plain), stream);
+        stream.wait();
+        std::memcpy(out, result.get_data_handle(), *size);
+        return route_names[(int)transfer.route];
+    } catch (const dnnl::error&) {
+        return "";
+    }
 }
 
 // The instruction set oneDNN's kernels run here, e.g. "avx512_core_bf16".
