@@ -11,7 +11,8 @@ from official.vision.detection.cpu.custom_ops import library
 
 
 def transfer_into(plain, layout, bf16, onednn):
-    """``plain`` in oneDNN's ``layout`` (its bytes) and the route that wrote it."""
+    """``plain`` in oneDNN's ``layout`` (its bytes), the route that wrote it, and (float32) the
+    layout copied back into a plain tensor the way an output is."""
     handle = library.load()
     assert handle is not None, library.unavailable_reason()
     handle.fcos_onednn_transfer_into.restype = ctypes.c_char_p
@@ -19,11 +20,13 @@ def transfer_into(plain, layout, bf16, onednn):
     dims = (ctypes.c_int64 * plain.ndim)(*plain.shape)
     out = np.full(plain.size * 4 * 8, 0xA5, dtype=np.uint8)  # room for padded blocks
     size = ctypes.c_int64(out.size)  # the layout's size, after
+    back = np.full_like(plain, np.nan)
     route = handle.fcos_onednn_transfer_into(
         plain.ctypes.data_as(ctypes.c_void_p), dims, plain.ndim, layout.encode(), int(bf16),
-        int(onednn), out.ctypes.data_as(ctypes.c_void_p), ctypes.byref(size)).decode()
+        int(onednn), out.ctypes.data_as(ctypes.c_void_p), ctypes.byref(size),
+        back.ctypes.data_as(ctypes.c_void_p)).decode()
     assert route, "unknown layout or too little room: {} {}".format(layout, plain.shape)
-    return out[:size.value], route
+    return out[:size.value], route, None if bf16 else back
 
 
 def special_values(count, rng):
@@ -59,7 +62,9 @@ CASES = [
     ((8, 64, 12, 16), "aBcd16b", "channel_blocks"),
     ((8, 64, 12, 16), "aBcd8b", "channel_blocks"),
     ((2, 20, 5, 7), "aBcd16b", "channel_blocks"),
-    ((2, 20, 5, 7), "acdb", "small"),
+    ((2, 20, 5, 7), "acdb", "small"),  # NHWC of channels not a multiple of 8
+    ((2, 24, 5, 7), "acdb", "channel_blocks"),
+    ((8, 128, 12, 16), "acdb", "channel_blocks"),
     ((64, 64, 3, 3), "ABcd8b16a2b", "small"),  # OIhw8i16o2i
     ((64, 64, 3, 3), "ABcd16b16a", "small"),  # OIhw16i16o
     ((16, 3, 7, 7), "ABcd8b8a", "small"),  # OIhw8i8o
@@ -74,13 +79,14 @@ def test_copies_write_what_onednns_reorder_writes(shape, layout, route, bf16):
     values = special_values(int(np.prod(shape)), np.random.RandomState(0)).reshape(shape)
     if not bf16:
         values[np.isnan(values)] = 1.0  # float32 copies move bits: no NaN payload question
-    mine, my_route = transfer_into(values, layout, bf16, onednn=False)
-    theirs, _ = transfer_into(values, layout, bf16, onednn=True)
+    mine, my_route, back = transfer_into(values, layout, bf16, onednn=False)
+    theirs, _, _ = transfer_into(values, layout, bf16, onednn=True)
     assert my_route == route
     if bf16:
         assert_same_bfloat16(mine, theirs)
     else:
         np.testing.assert_array_equal(mine, theirs)
+        np.testing.assert_array_equal(back, values)  # and back, as a convolution's output
 
 
 def test_bfloat16_rounding_by_hand():
@@ -90,7 +96,7 @@ def test_bfloat16_rounding_by_hand():
                        -1e-40, np.inf, 3.4028235e38, np.nan], dtype=np.float32)
     plain = np.zeros((1, 16, 1, 1), np.float32)
     plain[0, :len(values), 0, 0] = values
-    out, route = transfer_into(plain, "aBcd16b", True, onednn=False)
+    out, route, _ = transfer_into(plain, "aBcd16b", True, onednn=False)
     assert route == "channel_blocks"
     expected = [0x3F80, 0x3F80, 0x3F82, 0x3F81, 0x8000, 0x0000, 0x8000, 0x7F80, 0x7F80]
     assert list(out.view(np.uint16)[:9]) == expected

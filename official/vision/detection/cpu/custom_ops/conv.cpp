@@ -338,8 +338,9 @@ public:
 
 // Copies between an NCHW float32 activation and oneDNN's channel-blocked layout of it
 // (aBcd16b on AVX-512, aBcd8b on AVX2: blocks of B channels, each position's B values
-// together; float32, or bfloat16 into it), on the calling thread, by transposing tiles of 8 channels x 8 positions in
-// registers. In the demo's training step (~400 such copies per step) an 8 x 64 x 12 x 16
+// together; or NHWC, one block of all channels, as oneDNN's brgemm kernels take it; float32,
+// or bfloat16 into it), on the calling thread, by transposing tiles of 8 channels x 8
+// positions in registers. In the demo's training step (~400 such copies per step) an 8 x 64 x 12 x 16
 // one takes ~0.06 ms where oneDNN's threaded reorder took ~0.10 (its threads woken), an
 // 8 x 256 x 6 x 8 one 0.07 against 0.11, an 8 x 64 x 24 x 32 one as long (~0.2); from cache
 // 0.01 against 0.02 (docs/megengine_notes.md, "oneDNN convolutions"). Larger tensors (above
@@ -372,59 +373,73 @@ class ChannelBlockCopy {
     }
 
     // one block of ``channels`` channels (B but in a last, padded block) at ``hw`` positions;
-    // ``Element`` the blocked side's type (float, or uint16_t for bfloat16 into it)
+    // ``Element`` the blocked side's type (float, or uint16_t for bfloat16 into it); B 0: a
+    // block of ``block`` channels (NHWC's)
     template <int B, bool to_blocked, typename Element>
     FCOS_VECTOR_VERSIONS static void copy_block(Element* blocked, float* plain, memory::dim hw,
-                                                memory::dim channels) {
+                                                memory::dim channels, memory::dim block) {
+        const memory::dim width = B ? B : block;
         memory::dim s = 0;
-        if (channels == B)
+        if (channels == width)
             for (; s + 8 <= hw; s += 8)
-                for (int k = 0; k < B; k += 8) {
+                for (memory::dim k = 0; k < width; k += 8) {
                     if constexpr (to_blocked)
-                        transpose8(plain + k * hw + s, hw, blocked + s * B + k, B);
+                        transpose8(plain + k * hw + s, hw, blocked + s * width + k, width);
                     else
-                        transpose8(blocked + s * B + k, B, plain + k * hw + s, hw);
+                        transpose8(blocked + s * width + k, width, plain + k * hw + s, hw);
                 }
         for (; s < hw; ++s)  // the rest one by one; a padded block's extra channels are zeros
-            for (int k = 0; k < B; ++k) {
+            for (memory::dim k = 0; k < width; ++k) {
                 if constexpr (to_blocked)
-                    blocked[s * B + k] = element_of<Element>(k < channels ? plain[k * hw + s]
-                                                                          : 0.0f);
+                    blocked[s * width + k] = element_of<Element>(
+                            k < channels ? plain[k * hw + s] : 0.0f);
                 else if (k < channels)
-                    plain[k * hw + s] = blocked[s * B + k];
+                    plain[k * hw + s] = blocked[s * width + k];
             }
+    }
+
+    // the channels of a block: B of aBcdBb (8 or 16), all of them in NHWC (a multiple of 8);
+    // 0 for another layout
+    static memory::dim block_of(const memory::desc& blocked) {
+        if (blocked.get_format_kind() != memory::format_kind::blocked ||
+            blocked.get_ndims() != 4)
+            return 0;
+        auto dims = blocked.get_dims(), padded = blocked.get_padded_dims();
+        auto strides = blocked.get_strides();
+        const int blocks = blocked.get_inner_nblks();
+        memory::dim block = dims[1], hw = dims[2] * dims[3];
+        if (blocks == 1 && blocked.get_inner_idxs()[0] == 1)
+            block = blocked.get_inner_blks()[0];
+        else if (blocks != 0)
+            return 0;
+        bool fits = (blocks == 0 ? block % 8 == 0 : block == 8 || block == 16) &&
+                    padded[2] == dims[2] && padded[3] == dims[3] && strides[3] == block &&
+                    strides[2] == dims[3] * block && strides[1] == (blocks ? hw * block : 1) &&
+                    strides[0] == padded[1] * hw;
+        return fits ? block : 0;
     }
 
 public:
     static constexpr memory::dim MAX_ELEMENTS = 1 << 20;
 
     static bool suits(const memory::desc& plain, const memory::desc& blocked) {
-        if (plain.get_data_type() != dt::f32 ||
-            blocked.get_format_kind() != memory::format_kind::blocked ||
-            blocked.get_ndims() != 4 || blocked.get_inner_nblks() != 1 ||
-            blocked.get_inner_idxs()[0] != 1 ||
-            plain.get_size() > MAX_ELEMENTS * sizeof(float))
-            return false;
-        auto dims = blocked.get_dims(), padded = blocked.get_padded_dims();
-        auto strides = blocked.get_strides();
-        memory::dim block = blocked.get_inner_blks()[0], hw = dims[2] * dims[3];
-        return (block == 8 || block == 16) && padded[2] == dims[2] && padded[3] == dims[3] &&
-               strides[3] == block && strides[2] == dims[3] * block &&
-               strides[1] == hw * block && strides[0] == padded[1] * hw;
+        return plain.get_data_type() == dt::f32 &&
+               plain.get_size() <= MAX_ELEMENTS * sizeof(float) && block_of(blocked) > 0;
     }
 
     ChannelBlockCopy() = default;
     explicit ChannelBlockCopy(const memory::desc& blocked) {
         auto dims = blocked.get_dims();
         m_n = dims[0], m_c = dims[1], m_hw = dims[2] * dims[3];
-        m_block = blocked.get_inner_blks()[0];
+        m_block = block_of(blocked);
     }
 
     // ``Element``: the blocked side's type, float, or uint16_t for bfloat16 (into it only)
     template <bool to_blocked, typename Element>
     void copy(const void* from, void* to) const {
-        auto copy_block_of = m_block == 16 ? copy_block<16, to_blocked, Element>
-                                           : copy_block<8, to_blocked, Element>;
+        auto copy_block_of = m_block == 16  ? copy_block<16, to_blocked, Element>
+                             : m_block == 8 ? copy_block<8, to_blocked, Element>
+                                            : copy_block<0, to_blocked, Element>;
         auto blocked = static_cast<Element*>(const_cast<void*>(to_blocked ? to : from));
         auto plain = static_cast<float*>(const_cast<void*>(to_blocked ? from : to));
         const memory::dim blocks = (m_c + m_block - 1) / m_block;
@@ -432,7 +447,7 @@ public:
             for (memory::dim b = 0; b < blocks; ++b)
                 copy_block_of(blocked + (n * blocks + b) * m_hw * m_block,
                               plain + (n * m_c + b * m_block) * m_hw, m_hw,
-                              std::min(m_block, m_c - b * m_block));
+                              std::min(m_block, m_c - b * m_block), m_block);
     }
 };
 
@@ -802,11 +817,12 @@ int fcos_onednn_primitive_count() {
 // named ``layout`` (a format tag's name, e.g. "aBcd16b") of float32 or bfloat16 (``bf16``),
 // written to ``out`` (room for ``*size`` bytes; ``*size`` becomes the layout's size), as a
 // convolution's transfer into a primitive's input does it (``onednn`` 0) or by oneDNN's
-// reorder (1). Returns the route taken ("same", "onednn", "channel_blocks" or "small"), or ""
-// for an unknown layout or too little room.
+// reorder (1); then, for float32 and a ``back`` not NULL, ``out`` back into ``back`` as an
+// output's transfer does it. Returns the route taken ("same", "onednn", "channel_blocks" or
+// "small"), or "" for an unknown layout or too little room.
 const char* fcos_onednn_transfer_into(const float* plain, const int64_t* dims, int ndims,
                                       const char* layout, int bf16, int onednn, void* out,
-                                      int64_t* size) {
+                                      int64_t* size, float* back) {
     using namespace fcos_onednn;
     static const char* const route_names[] = {"same", "onednn", "channel_blocks", "small"};
     std::lock_guard<std::mutex> lock(g_mutex);
@@ -823,16 +839,27 @@ const char* fcos_onednn_transfer_into(const float* plain, const int64_t* dims, i
         *size = (int64_t)inner.get_size();
         auto& stream = cpu_stream();
         memory user_memory(user, cpu_engine(), const_cast<float*>(plain));
+        memory target(inner, cpu_engine(), out);
         if (onednn) {
-            memory target(inner, cpu_engine(), out);
             dnnl::reorder(user_memory, target).execute(stream, user_memory, target);
             stream.wait();
+            if (back && !bf16) {
+                memory back_memory(user, cpu_engine(), back);
+                dnnl::reorder(target, back_memory).execute(stream, target, back_memory);
+                stream.wait();
+            }
             return route_names[(int)Transfer::Route::onednn];
         }
         Transfer transfer(user, inner, SRC, true);
         memory result = transfer.in(const_cast<float*>(plain), stream);
         stream.wait();
         std::memcpy(out, result.get_data_handle(), *size);
+        if (back && !bf16) {
+            Transfer output(user, inner, DST, false);
+            if (output.route == Transfer::Route::same) std::memcpy(back, out, *size);
+            output.back(target, back, stream);
+            stream.wait();
+        }
         return route_names[(int)transfer.route];
     } catch (const dnnl::error&) {
         return "";
