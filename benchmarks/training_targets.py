@@ -93,7 +93,8 @@ def summary(demo, varied):
     if demo:
         lines += ["demo step, ours / torchvision AdamW (target <= 1.0): "
                   + median_ratio(demo, "ours", "torchvision_adamw"),
-                  "demo step, ours / torchvision SGD: " + median_ratio(demo, "ours", "torchvision_sgd"),
+                  "demo step, ours / torchvision SGD: "
+                  + median_ratio(demo, "ours", "torchvision_sgd"),
                   "demo peak RSS, ours / torchvision AdamW (target <= 1.0): "
                   + median_ratio(demo, "ours", "torchvision_adamw", "peak_rss_mb"),
                   "bf16 step / torchvision AdamW fp32 (target <= 0.5): "

@@ -233,11 +233,11 @@ __attribute__((always_inline)) inline void store8(uint16_t* to, Floats8 values) 
 }
 
 // Copies between a plain float32 tensor and a blocked float32 layout of the same dims (into a
-// bfloat16 one too), on the calling thread. oneDNN 3.2's reorders of tensors of a few KB cost a fixed ~0.04-0.06 ms
-// per call in the training step (its threads woken, its transposing weight kernel; torch's
-// oneDNN 3.12 takes 0.006-0.02 ms), ~750 calls per step of the demo; these loops copy an
-// activation of a few KB in a few microseconds and a 64 x 64 x 3 x 3 weight in ~35
-// (docs/megengine_notes.md, "oneDNN convolutions").
+// bfloat16 one too), on the calling thread. oneDNN 3.2's reorders of tensors of a few KB cost
+// a fixed ~0.04-0.06 ms per call in the training step (its threads woken, its transposing
+// weight kernel; torch's oneDNN 3.12 takes 0.006-0.02 ms), ~750 calls per step of the demo;
+// these loops copy an activation of a few KB in a few microseconds and a 64 x 64 x 3 x 3
+// weight in ~35 (docs/megengine_notes.md, "oneDNN convolutions").
 //
 // The copy walks the blocked layout in its memory order (its outer dims by stride, then its
 // inner blocks), the last block innermost: the blocked side is read or written in sequence
@@ -340,11 +340,11 @@ public:
 // (aBcd16b on AVX-512, aBcd8b on AVX2: blocks of B channels, each position's B values
 // together; or NHWC, one block of all channels, as oneDNN's brgemm kernels take it; float32,
 // or bfloat16 into it), on the calling thread, by transposing tiles of 8 channels x 8
-// positions in registers. In the demo's training step (~400 such copies per step) an 8 x 64 x 12 x 16
-// one takes ~0.06 ms where oneDNN's threaded reorder took ~0.10 (its threads woken), an
-// 8 x 256 x 6 x 8 one 0.07 against 0.11, an 8 x 64 x 24 x 32 one as long (~0.2); from cache
-// 0.01 against 0.02 (docs/megengine_notes.md, "oneDNN convolutions"). Larger tensors (above
-// MAX_ELEMENTS) keep oneDNN's threads.
+// positions in registers. In the demo's training step (~400 such copies per step) an
+// 8 x 64 x 12 x 16 one takes ~0.06 ms where oneDNN's threaded reorder took ~0.10 (its threads
+// woken), an 8 x 256 x 6 x 8 one 0.07 against 0.11, an 8 x 64 x 24 x 32 one as long (~0.2);
+// from cache 0.01 against 0.02 (docs/megengine_notes.md, "oneDNN convolutions"). Larger
+// tensors (above MAX_ELEMENTS, MAX_NHWC_ELEMENTS for NHWC) keep oneDNN's threads.
 class ChannelBlockCopy {
     memory::dim m_n = 0, m_c = 0, m_hw = 0, m_block = 0;
 
@@ -427,11 +427,9 @@ public:
     static constexpr memory::dim MAX_NHWC_ELEMENTS = 1 << 17;
 
     static bool suits(const memory::desc& plain, const memory::desc& blocked) {
-        const bool nhwc = blocked.get_format_kind() == memory::format_kind::blocked &&
-                          blocked.get_inner_nblks() == 0;
-        const memory::dim limit = nhwc ? MAX_NHWC_ELEMENTS : MAX_ELEMENTS;
-        return plain.get_data_type() == dt::f32 &&
-               plain.get_size() <= limit * sizeof(float) && block_of(blocked) > 0;
+        if (plain.get_data_type() != dt::f32 || block_of(blocked) == 0) return false;
+        const bool nhwc = blocked.get_inner_nblks() == 0;
+        return plain.get_size() <= (nhwc ? MAX_NHWC_ELEMENTS : MAX_ELEMENTS) * sizeof(float);
     }
 
     ChannelBlockCopy() = default;
